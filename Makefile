@@ -1,0 +1,50 @@
+# Two commands on a fresh machine:
+#   make demo   set up, then open JupyterLab on notebooks/quickstart.ipynb
+#   make test   set up, then run the whole test suite
+# Everything installs into .venv; nothing is installed by hand.
+
+PYTHON ?= python3
+VENV ?= .venv
+PY := $(VENV)/bin/python
+PIP := $(PY) -m pip
+STAMP := $(VENV)/.installed
+EXTRAS ?= torch,tensorflow-cpu,plot,demo,dev
+
+.PHONY: setup demo demo-headless test test-fast lint bench clean
+
+setup: $(STAMP)
+
+# torch is installed first and pinned: a later unpinned request for it (by any package) would
+# otherwise pull a multi-GB CUDA build instead of the local CPU wheel.
+$(STAMP): pyproject.toml Makefile
+	$(PYTHON) -m venv $(VENV)
+	$(PIP) install --quiet --upgrade pip
+	$(PIP) install --quiet torch==2.13.0
+	$(PIP) install --quiet -e ".[$(EXTRAS)]"
+	touch $(STAMP)
+
+demo: setup
+	$(PY) -m cnn_widgets render --model demo:efficientnet_lite0 --layer stem.0 --what filters --out demo_output/filters.png
+	$(VENV)/bin/jupyter lab notebooks/quickstart.ipynb
+
+# The same main job without a browser: pictures of the bundled default model in demo_output/.
+demo-headless: setup
+	$(PY) -m cnn_widgets render --model demo:efficientnet_lite0 --layer stem.0 --what filters --out demo_output/filters.png
+	$(PY) -m cnn_widgets render --model demo:efficientnet_lite0 --layer blocks.1.0 --what activations --image chelsea --out demo_output/activations.png
+	$(PY) -m cnn_widgets render --model demo:efficientnet_lite0 --layer -1 --what activations --image chelsea --out demo_output/top5.png
+
+test: setup
+	$(VENV)/bin/ruff check cnn_widgets tests benchmarks scripts
+	$(PY) -m pytest
+
+test-fast: setup
+	$(PY) -m pytest -x -q
+
+lint: setup
+	$(VENV)/bin/ruff check cnn_widgets tests benchmarks scripts
+
+bench: setup
+	$(PY) benchmarks/render.py
+
+clean:
+	rm -rf $(VENV) demo_output .pytest_cache

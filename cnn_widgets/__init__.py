@@ -1,0 +1,66 @@
+"""cnn_widgets: open up a convolutional network in a notebook, for PyTorch and Keras.
+
+The plain-function API (importable without a browser, and without importing either
+framework until a model of it arrives)::
+
+    import cnn_widgets as cw
+    model = cw.zoo.load("efficientnet_lite0", framework="torch")
+    cw.summary(model)
+    cw.filters(model, "stem.0")                       # (out, in, kh, kw)
+    cw.activations(model, cw.zoo.sample_image("chelsea"), ["blocks.1.0"])
+    cw.render_filters(model, 0).save("filters.png")
+"""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING, Any
+
+from .api import (
+    activations,
+    filters,
+    layers,
+    prepare_image,
+    render_activations,
+    render_filters,
+    summary,
+)
+from .backends import Adapter, InputSpec, LayerInfo, Normalization, adapt
+from .render import tile
+
+if TYPE_CHECKING:
+    from . import zoo
+    from .plot import plot_activations, plot_filters
+
+__version__ = "0.1.0"
+
+__all__ = [
+    "Adapter",
+    "InputSpec",
+    "LayerInfo",
+    "Normalization",
+    "activations",
+    "adapt",
+    "filters",
+    "layers",
+    "plot_activations",
+    "plot_filters",
+    "prepare_image",
+    "render_activations",
+    "render_filters",
+    "summary",
+    "tile",
+    "zoo",
+]
+
+
+def __getattr__(name: str) -> Any:
+    # zoo and plot pull in optional packages (scikit-image, matplotlib): load them on first use.
+    if name == "zoo":
+        from . import zoo
+
+        return zoo
+    if name in ("plot_filters", "plot_activations"):
+        from . import plot
+
+        return getattr(plot, name)
+    raise AttributeError(f"module 'cnn_widgets' has no attribute {name!r}")

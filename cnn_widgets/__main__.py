@@ -1,0 +1,163 @@
+"""Command line: render a model's filters or feature maps to a PNG, no notebook needed.
+
+    python -m cnn_widgets render --model demo:lenet --layer conv1 --what filters --out f.png
+    python -m cnn_widgets render --model demo:efficientnet_lite0 --layer blocks.1.0 \\
+        --what activations --image chelsea --out maps.png
+    python -m cnn_widgets layers --model my_model.keras
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from pathlib import Path
+from typing import Any
+
+from . import api
+from .backends import adapt
+
+
+def load_model(spec: str, framework: str = "auto", input_shape: str | None = None,
+               preprocess: str | None = None) -> Any:
+    """``demo:<name>`` for a bundled model, or a path to a ``.keras`` file, a torch.export
+    ``.pt2`` program or a TorchScript file (``.pt``/``.pth``/``.ts``)."""
+    shape = tuple(int(s) for s in input_shape.split(",")) if input_shape else None
+    pre = None if preprocess in (None, "none") else preprocess
+    if spec.startswith("demo:"):
+        from . import zoo
+
+        model = zoo.load(spec[len("demo:"):], framework=framework)
+        return adapt(model, input_shape=shape, preprocess=pre) if (shape or pre) else model
+    path = Path(spec)
+    if not path.exists():
+        raise ValueError(f"no model file at {spec!r}; use demo:<name> for a bundled model")
+    suffix = path.suffix.lower()
+    if suffix in (".keras", ".h5", ".hdf5"):
+        import keras
+
+        # safe_mode refuses Lambda layers that would run code stored in the file.
+        raw = keras.saving.load_model(path, safe_mode=True, compile=False)
+    elif suffix == ".pt2":
+        import torch
+
+        raw = torch.export.unflatten(torch.export.load(path))
+    elif suffix in (".pt", ".pth", ".ts"):
+        import torch
+
+        # TorchScript archives hold code for TorchScript's interpreter, not pickled Python.
+        raw = torch.jit.load(str(path), map_location="cpu")
+    else:
+        raise ValueError(
+            f"unknown model file type {suffix!r}: use a .keras file, a torch.export .pt2 "
+            "file or a TorchScript .pt file"
+        )
+    return adapt(raw, input_shape=shape, preprocess=pre)
+
+
+def _image(value: str | None) -> Any:
+    if value is None:
+        return None
+    from . import zoo
+
+    return zoo.sample_image(value) if value in zoo.list_samples() else value
+
+
+def _render(args: argparse.Namespace) -> int:
+    model = load_model(args.model, args.framework, args.input_shape, args.preprocess)
+    if args.what == "filters":
+        rendered = api.render_filters(
+            model,
+            _layer(args.layer),
+            input_channel=_int_or_str(args.input_channel),
+            normalization=args.normalization or "symmetric",
+            colormap=args.colormap or "gray",
+            single=args.channel,
+        )
+    else:
+        image = _image(args.image)
+        if image is None:
+            from . import zoo
+
+            image = zoo.default_image(model)
+        rendered = api.render_activations(
+            model,
+            image,
+            _layer(args.layer),
+            view=args.view,
+            normalization=args.normalization or "layer",
+            colormap=args.colormap or "viridis",
+            channel=args.channel,
+        )
+    Path(args.out).parent.mkdir(parents=True, exist_ok=True)
+    rendered.save(args.out)
+    h, w = rendered.pixels.shape[:2]
+    print(f"wrote {args.out} ({w}x{h} px)")
+    return 0
+
+
+def _layers(args: argparse.Namespace) -> int:
+    model = load_model(args.model, args.framework, args.input_shape, args.preprocess)
+    print(repr(api.summary(model)))
+    return 0
+
+
+def _int_or_str(value: str) -> int | str:
+    return int(value) if value.lstrip("-").isdigit() else value
+
+
+def _layer(value: str) -> int | str:
+    return _int_or_str(value)
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="python -m cnn_widgets",
+        description="Render a CNN's filters and feature maps to PNG (PyTorch or Keras).",
+    )
+    sub = parser.add_subparsers(dest="command", required=True)
+
+    def model_options(p: argparse.ArgumentParser) -> None:
+        p.add_argument("--model", required=True,
+                       help="demo:<name> (demo:lenet, demo:efficientnet_lite0) or a model file "
+                            "(.keras, torch.export .pt2, TorchScript .pt)")
+        p.add_argument("--framework", default="auto", choices=("auto", "torch", "keras"),
+                       help="for demo models: which framework's version (default: auto)")
+        p.add_argument("--input-shape", help="C,H,W when the model cannot tell (e.g. 3,224,224)")
+        p.add_argument("--preprocess", choices=("none", "imagenet"),
+                       help="normalization of a [0,1] image before the model (default: none)")
+
+    render = sub.add_parser("render", help="write a PNG of filters or feature maps")
+    model_options(render)
+    render.add_argument("--layer", required=True, help="layer name or index")
+    render.add_argument("--what", choices=("filters", "activations"), default="filters")
+    render.add_argument("--image", help="a sample name (chelsea, coffee, astronaut, rocket, "
+                                        "camera, digit0..digit9) or an image file")
+    render.add_argument("--view", default="auto",
+                        choices=("auto", "grid", "sum", "mean", "channel", "dense",
+                                 "probabilities"),
+                        help="activations: how to draw them")
+    render.add_argument("--channel", type=int, help="one channel / one filter")
+    render.add_argument("--input-channel", default="auto",
+                        help="filters: auto, rgb, mean or an input channel index")
+    render.add_argument("--normalization", choices=("layer", "channel", "symmetric", "std", "none"))
+    render.add_argument("--colormap", choices=("gray", "viridis", "diverging"))
+    render.add_argument("--out", required=True, help="PNG file to write")
+    render.set_defaults(func=_render)
+
+    table = sub.add_parser("layers", help="print the layer table")
+    model_options(table)
+    table.set_defaults(func=_layers)
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    try:
+        return args.func(args)
+    except (ValueError, TypeError, ImportError) as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 2
+
+
+if __name__ == "__main__":
+    sys.exit(main())

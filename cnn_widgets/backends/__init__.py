@@ -1,0 +1,113 @@
+"""Backend selection: pick the adapter from the model's type without importing a framework
+the user does not have."""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Sequence
+from typing import Any
+
+from .base import Adapter, InputSpec, LayerInfo, Normalization, Preprocess
+
+__all__ = ["Adapter", "InputSpec", "LayerInfo", "Normalization", "adapt", "framework_of"]
+
+
+def framework_of(model: Any) -> str | None:
+    """``"torch"``, ``"keras"`` or None, judged from the class hierarchy's modules so that
+    neither framework is imported just to ask."""
+    for cls in type(model).__mro__:
+        module = cls.__module__ or ""
+        if module.startswith("torch.nn") or (module.startswith("torch.") and cls.__name__ == "Module"):
+            return "torch"
+        if module.startswith(("keras", "tf_keras", "tensorflow.python.keras")):
+            return "keras"
+    return None
+
+
+def _parse_preprocess(preprocess: Any) -> Preprocess:
+    if preprocess is None or isinstance(preprocess, Normalization):
+        return preprocess
+    if isinstance(preprocess, str):
+        if preprocess.lower() == "imagenet":
+            return Normalization.imagenet()
+        raise ValueError(
+            f"preprocess={preprocess!r} is not known; use None, 'imagenet', a "
+            "cnn_widgets.Normalization(mean, std, scale) or a callable on a framework tensor"
+        )
+    if isinstance(preprocess, dict):
+        return Normalization(**preprocess)
+    if callable(preprocess):
+        return preprocess
+    raise TypeError(
+        "preprocess must be None, 'imagenet', a Normalization or a callable, "
+        f"got {type(preprocess).__name__}"
+    )
+
+
+def _parse_input_shape(input_shape: Any) -> tuple[int, int | None, int | None] | None:
+    if input_shape is None:
+        return None
+    shape = tuple(input_shape)
+    if len(shape) == 2:  # (H, W): a grayscale model
+        shape = (1, *shape)
+    if len(shape) != 3 or not all(s is None or (isinstance(s, int) and s > 0) for s in shape):
+        raise ValueError(
+            f"input_shape must be (C, H, W) with positive ints (H, W may be None), got {input_shape!r}"
+        )
+    if shape[0] is None:
+        raise ValueError(f"input_shape needs a channel count, got {input_shape!r}")
+    return shape  # type: ignore[return-value]
+
+
+def adapt(
+    model: Any,
+    *,
+    input_shape: Sequence[int | None] | None = None,
+    preprocess: str | Normalization | Callable[[Any], Any] | None = None,
+    labels: Sequence[str] | None = None,
+) -> Adapter:
+    """Wrap a PyTorch ``nn.Module`` or a Keras model for every cnn_widgets function.
+
+    Parameters
+    ----------
+    model:
+        A ``torch.nn.Module`` or a ``keras.Model`` (Keras 3). An already adapted model is
+        returned as is (or re-adapted when you pass new settings).
+    input_shape:
+        ``(C, H, W)``. Keras models know theirs; for a torch model it is taken from the first
+        convolution's channel count when left out, and the spatial size then follows the
+        image you pass (a clear error says so where a size is needed).
+    preprocess:
+        What turns a [0, 1] image into model input: ``None`` (unchanged, the default),
+        ``"imagenet"`` (mean/std of ImageNet), a :class:`Normalization`, or a callable on a
+        framework tensor in the framework's own layout.
+    labels:
+        Class names for the output layer, shown in probability views.
+    """
+    if isinstance(model, Adapter):
+        if input_shape is None and preprocess is None and labels is None:
+            return model
+        spec = model.spec
+        return type(model)(
+            model.model,
+            InputSpec(
+                shape=_parse_input_shape(input_shape) or spec.shape,
+                preprocess=_parse_preprocess(preprocess) if preprocess is not None else spec.preprocess,
+                labels=tuple(labels) if labels is not None else spec.labels,
+            ),
+        )
+    framework = framework_of(model)
+    shape = _parse_input_shape(input_shape)
+    pre = _parse_preprocess(preprocess)
+    label_tuple = tuple(str(x) for x in labels) if labels is not None else None
+    if framework == "torch":
+        from .torch import TorchAdapter
+
+        return TorchAdapter.create(model, shape, pre, label_tuple)
+    if framework == "keras":
+        from .keras import KerasAdapter
+
+        return KerasAdapter.create(model, shape, pre, label_tuple)
+    raise TypeError(
+        "expected a torch.nn.Module or a keras.Model (or a model from cnn_widgets.adapt), "
+        f"got {type(model).__module__}.{type(model).__name__}"
+    )

@@ -1,0 +1,270 @@
+"""The adapter contract every framework backend implements.
+
+Everything above this module (rendering, analysis, widgets) talks to an :class:`Adapter` and
+receives numpy arrays, channels-first: filters ``(out, in_per_group, kh, kw)``, activations
+``(C, H, W)`` for conv-like outputs or ``(N,)`` for dense ones. Framework layouts (Keras NHWC,
+HWIO kernels) are converted inside the backends and nowhere else.
+"""
+
+from __future__ import annotations
+
+import difflib
+from abc import ABC, abstractmethod
+from collections.abc import Callable, Iterator, Sequence
+from contextlib import contextmanager
+from dataclasses import dataclass, field
+from typing import Any
+
+import numpy as np
+
+LayerKey = str | int
+
+IMAGENET_MEAN = (0.485, 0.456, 0.406)
+IMAGENET_STD = (0.229, 0.224, 0.225)
+
+
+@dataclass(frozen=True)
+class LayerInfo:
+    """One layer of a model, as every public function sees it.
+
+    Attributes
+    ----------
+    name:
+        torch: the dot name from ``named_modules()`` (``layer1.0.conv1``); Keras: the layer
+        name, nested models flattened as ``outer/inner``.
+    type:
+        The layer's class name (``Conv2d``, ``DepthwiseConv2D``, ...).
+    output_shape:
+        Channels-first, batch dimension dropped, from a real forward pass on a dummy input.
+        ``None`` when the layer did not run in that pass.
+    param_shapes:
+        Parameter name -> shape, in the framework's own layout (what ``net.params`` prints).
+    num_params:
+        Total number of parameters the layer owns directly.
+    has_filters:
+        True for 2-D convolutions, whose kernels :func:`cnn_widgets.filters` can show.
+    index:
+        Position in forward order; every public function accepts it instead of the name.
+    kind:
+        ``"conv2d"``, ``"conv1d"``, ``"conv3d"``, ``"dense"``, ``"input"`` or ``"other"``.
+    calls:
+        How often the layer ran in one forward pass. A torch module called several times
+        (a shared ReLU, say) is reported at its *first* call: its position and its
+        activations are those of that call.
+    """
+
+    name: str
+    type: str
+    output_shape: tuple[int, ...] | None
+    param_shapes: dict[str, tuple[int, ...]] = field(default_factory=dict)
+    num_params: int = 0
+    has_filters: bool = False
+    index: int = -1
+    kind: str = "other"
+    calls: int = 1
+
+    def __hash__(self) -> int:  # param_shapes is a dict; hash on the identity fields
+        return hash((self.name, self.type, self.output_shape, self.index))
+
+    @property
+    def is_spatial(self) -> bool:
+        """True when the output is a ``(C, H, W)`` feature map."""
+        return self.output_shape is not None and len(self.output_shape) == 3
+
+
+@dataclass(frozen=True)
+class ConvConfig:
+    """Geometry of a 2-D convolution, framework-neutral (used by kernel x image responses)."""
+
+    stride: tuple[int, int]
+    padding: tuple[int, int] | str  # explicit (ph, pw) or "same" / "valid"
+    dilation: tuple[int, int]
+    groups: int
+    has_bias: bool
+
+
+@dataclass(frozen=True)
+class Normalization:
+    """Per-channel affine preprocessing: ``(x * scale - mean) / std`` on a [0, 1] image."""
+
+    mean: tuple[float, ...]
+    std: tuple[float, ...]
+    scale: float = 1.0
+
+    @classmethod
+    def imagenet(cls) -> Normalization:
+        return cls(IMAGENET_MEAN, IMAGENET_STD)
+
+    def apply_numpy(self, batch: np.ndarray) -> np.ndarray:
+        """Apply to an ``(N, C, H, W)`` float array."""
+        mean = np.asarray(self.mean, np.float32).reshape(1, -1, 1, 1)
+        std = np.asarray(self.std, np.float32).reshape(1, -1, 1, 1)
+        return ((batch * np.float32(self.scale)) - mean) / std
+
+
+Preprocess = Normalization | Callable[[Any], Any] | None
+
+
+@dataclass(frozen=True)
+class InputSpec:
+    """What a model expects.
+
+    ``shape`` is ``(C, H, W)``; ``H``/``W`` are ``None`` when the model accepts any size and
+    nobody said which one to use. Images always arrive as float ``[0, 1]``; ``preprocess``
+    turns that into what the model was trained on: ``None`` (unchanged), a
+    :class:`Normalization`, or a callable that takes and returns a framework tensor in the
+    framework's own layout (torch NCHW, Keras NHWC).
+    """
+
+    shape: tuple[int, int | None, int | None]
+    preprocess: Preprocess = None
+    labels: tuple[str, ...] | None = None
+    value_range: tuple[float, float] = (0.0, 1.0)
+
+    @property
+    def channels(self) -> int:
+        return self.shape[0]
+
+    @property
+    def spatial(self) -> tuple[int, int] | None:
+        h, w = self.shape[1], self.shape[2]
+        return (h, w) if h is not None and w is not None else None
+
+
+class Adapter(ABC):
+    """A model plus its input spec, behind one framework-neutral interface.
+
+    Backends implement the abstract methods; name resolution, error messages and the
+    public helpers live here so they read the same for every framework.
+    """
+
+    framework: str = "?"
+
+    def __init__(self, model: Any, spec: InputSpec) -> None:
+        self.model = model
+        self.spec = spec
+        self._layers: list[LayerInfo] | None = None
+
+    # -- what a backend implements -------------------------------------------------------
+    @abstractmethod
+    def _discover_layers(self) -> list[LayerInfo]:
+        """Every layer in forward order, shapes from a real forward pass on a dummy input."""
+
+    @abstractmethod
+    def _filters(self, info: LayerInfo) -> np.ndarray:
+        """``(out, in_per_group, kh, kw)`` float32 for a 2-D convolution."""
+
+    @abstractmethod
+    def _activations(self, batch: np.ndarray, names: Sequence[str]) -> dict[str, np.ndarray]:
+        """One forward pass of ``batch`` (``(N, C, H, W)`` float32 in [0, 1], before
+        preprocessing); returns each named layer's output channels-first, batch kept."""
+
+    @abstractmethod
+    def conv_config(self, layer: LayerKey) -> ConvConfig:
+        """Stride, padding, dilation and groups of a 2-D convolution."""
+
+    @abstractmethod
+    def snapshot(self) -> Any:
+        """Everything "never harm the model" promises to keep: weights, mode, grad flags,
+        ``.grad`` fields, hooks. Comparable with ``==`` via :meth:`same_state`."""
+
+    @abstractmethod
+    def same_state(self, before: Any, after: Any) -> bool:
+        """True when two snapshots describe bit-identical model state."""
+
+    @abstractmethod
+    @contextmanager
+    def protect(self) -> Iterator[None]:
+        """Run a block with the model in inference mode and restore mode, grad flags and
+        ``.grad`` afterwards, also when the block raises."""
+
+    # -- shared behaviour ----------------------------------------------------------------
+    def layers(self) -> list[LayerInfo]:
+        if self._layers is None:
+            with self.protect():
+                self._layers = self._discover_layers()
+            if not self._layers:
+                raise ValueError(f"{type(self.model).__name__} has no layers to show")
+        return list(self._layers)
+
+    def layer(self, key: LayerKey | LayerInfo) -> LayerInfo:
+        """Resolve a name or an index (negative counts from the end) to its LayerInfo."""
+        infos = self.layers()
+        if isinstance(key, LayerInfo):
+            key = key.name
+        if isinstance(key, bool) or not isinstance(key, (str, int, np.integer)):
+            raise TypeError(
+                f"a layer is given by name (str) or index (int), got {type(key).__name__}"
+            )
+        if isinstance(key, (int, np.integer)):
+            n = len(infos)
+            if not -n <= int(key) < n:
+                raise ValueError(
+                    f"layer index {int(key)} is out of range: this model has {n} layers "
+                    f"(valid: 0..{n - 1} or -{n}..-1)"
+                )
+            return infos[int(key)]
+        for info in infos:
+            if info.name == key:
+                return info
+        names = [i.name for i in infos]
+        close = difflib.get_close_matches(key, names, n=3, cutoff=0.5)
+        hint = f" Did you mean {', '.join(repr(c) for c in close)}?" if close else ""
+        shown = ", ".join(repr(n) for n in names[:12]) + (" ..." if len(names) > 12 else "")
+        raise ValueError(f"no layer named {key!r}.{hint} Layers: {shown}")
+
+    def conv_layers(self) -> list[LayerInfo]:
+        return [i for i in self.layers() if i.has_filters]
+
+    def filters(self, layer: LayerKey) -> np.ndarray:
+        info = self.layer(layer)
+        if not info.has_filters:
+            self._refuse_no_filters(info)
+        with self.protect():
+            out = np.asarray(self._filters(info), dtype=np.float32)
+        return out
+
+    def activations(
+        self, batch: np.ndarray, layers: Sequence[LayerKey] | None = None
+    ) -> dict[str, np.ndarray]:
+        """Activations of ``batch`` (``(N, C, H, W)``, [0, 1]) for the given layers."""
+        infos = self.layers() if layers is None else [self.layer(k) for k in layers]
+        names = list(dict.fromkeys(i.name for i in infos))
+        with self.protect():
+            out = self._activations(np.ascontiguousarray(batch, dtype=np.float32), names)
+        return {n: np.asarray(out[n], dtype=np.float32) for n in names}
+
+    def _refuse_no_filters(self, info: LayerInfo) -> None:
+        convs = [i.name for i in self.conv_layers()]
+        if info.kind in ("conv1d", "conv3d"):
+            what = f"a {info.kind[-2:].upper()} convolution ({info.type}); 2-D views need Conv2d"
+        else:
+            what = f"a {info.type} layer, which has no 2-D filters"
+        choices = ", ".join(repr(c) for c in convs[:12]) + (" ..." if len(convs) > 12 else "")
+        if not convs:
+            raise ValueError(f"layer {info.name!r} is {what}, and this model has no 2-D conv layers")
+        raise ValueError(f"layer {info.name!r} is {what}. Layers with filters: {choices}")
+
+    def __repr__(self) -> str:  # cheap: never triggers a forward pass
+        return (
+            f"<{type(self).__name__} {type(self.model).__name__} "
+            f"input={self.spec.shape} preprocess={_describe_preprocess(self.spec.preprocess)}>"
+        )
+
+
+def _describe_preprocess(p: Preprocess) -> str:
+    if p is None:
+        return "none"
+    if isinstance(p, Normalization):
+        return "imagenet" if (p.mean, p.std) == (IMAGENET_MEAN, IMAGENET_STD) else "normalize"
+    return getattr(p, "__name__", type(p).__name__)
+
+
+def check_finite(name: str, array: np.ndarray) -> None:
+    """Raise a ValueError naming the layer when an array holds NaN or Inf."""
+    bad = ~np.isfinite(array)
+    if bad.any():
+        raise ValueError(
+            f"{name} contains {int(np.isnan(array).sum())} NaN and "
+            f"{int(np.isinf(array).sum())} Inf values"
+        )
