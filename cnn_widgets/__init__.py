@@ -13,6 +13,7 @@ framework until a model of it arrives)::
 
 from __future__ import annotations
 
+import importlib
 from typing import TYPE_CHECKING, Any
 
 from .api import (
@@ -55,12 +56,9 @@ __all__ = [
 
 def __getattr__(name: str) -> Any:
     # zoo and plot pull in optional packages (scikit-image, matplotlib): load them on first use.
+    # importlib, not "from . import zoo": that statement asks this very hook again.
     if name == "zoo":
-        from . import zoo
-
-        return zoo
+        return importlib.import_module(f"{__name__}.zoo")
     if name in ("plot_filters", "plot_activations"):
-        from . import plot
-
-        return getattr(plot, name)
+        return getattr(importlib.import_module(f"{__name__}.plot"), name)
     raise AttributeError(f"module 'cnn_widgets' has no attribute {name!r}")

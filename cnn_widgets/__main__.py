@@ -57,7 +57,7 @@ def load_model(spec: str, framework: str = "auto", input_shape: str | None = Non
 def _image(value: str | None) -> Any:
     if value is None:
         return None
-    from . import zoo
+    from cnn_widgets import zoo
 
     return zoo.sample_image(value) if value in zoo.list_samples() else value
 

@@ -16,7 +16,7 @@ def framework_of(model: Any) -> str | None:
     neither framework is imported just to ask."""
     for cls in type(model).__mro__:
         module = cls.__module__ or ""
-        if module.startswith("torch.nn") or (module.startswith("torch.") and cls.__name__ == "Module"):
+        if module.startswith("torch.") and cls.__name__ == "Module":
             return "torch"
         if module.startswith(("keras", "tf_keras", "tensorflow.python.keras")):
             return "keras"
@@ -51,7 +51,8 @@ def _parse_input_shape(input_shape: Any) -> tuple[int, int | None, int | None] |
         shape = (1, *shape)
     if len(shape) != 3 or not all(s is None or (isinstance(s, int) and s > 0) for s in shape):
         raise ValueError(
-            f"input_shape must be (C, H, W) with positive ints (H, W may be None), got {input_shape!r}"
+            "input_shape must be (C, H, W) with positive ints (H, W may be None), "
+            f"got {input_shape!r}"
         )
     if shape[0] is None:
         raise ValueError(f"input_shape needs a channel count, got {input_shape!r}")
@@ -87,13 +88,12 @@ def adapt(
         if input_shape is None and preprocess is None and labels is None:
             return model
         spec = model.spec
-        return type(model)(
+        # Through create(), so the backend checks the new settings against the model again.
+        return type(model).create(
             model.model,
-            InputSpec(
-                shape=_parse_input_shape(input_shape) or spec.shape,
-                preprocess=_parse_preprocess(preprocess) if preprocess is not None else spec.preprocess,
-                labels=tuple(labels) if labels is not None else spec.labels,
-            ),
+            _parse_input_shape(input_shape) or spec.shape,
+            _parse_preprocess(preprocess) if preprocess is not None else spec.preprocess,
+            tuple(str(x) for x in labels) if labels is not None else spec.labels,
         )
     framework = framework_of(model)
     shape = _parse_input_shape(input_shape)

@@ -242,7 +242,9 @@ class Adapter(ABC):
             what = f"a {info.type} layer, which has no 2-D filters"
         choices = ", ".join(repr(c) for c in convs[:12]) + (" ..." if len(convs) > 12 else "")
         if not convs:
-            raise ValueError(f"layer {info.name!r} is {what}, and this model has no 2-D conv layers")
+            raise ValueError(
+                f"layer {info.name!r} is {what}, and this model has no 2-D conv layers"
+            )
         raise ValueError(f"layer {info.name!r} is {what}. Layers with filters: {choices}")
 
     def __repr__(self) -> str:  # cheap: never triggers a forward pass

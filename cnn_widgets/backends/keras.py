@@ -1,0 +1,599 @@
+"""Keras 3 backend: a :class:`~cnn_widgets.backends.base.Adapter` for ``keras.Model``.
+
+How it sees inside a model
+--------------------------
+Keras has no forward hooks, so this backend records a layer's output by wrapping its ``call``
+for the duration of one eager forward pass: ``Layer.__call__`` looks ``self.call`` up on the
+instance every time, so a function stored in the instance ``__dict__`` (set with
+``object.__setattr__``, which skips Keras's attribute tracking) shadows the class method.
+The wrapper is removed in a ``finally`` block, restoring exactly what was there before. This
+works the same for Sequential, functional, nested and subclassed models, needs no model
+rebuild, and lets a pass stop as soon as the last requested layer has run.
+
+Conventions
+-----------
+* **channels_last only.** Inputs are NHWC and outputs are converted by moving the last axis to
+  the front (``(H, W, C) -> (C, H, W)``, ``(L, C) -> (C, L)``, ``(D, H, W, C) -> (C, D, H, W)``,
+  ``(N,)`` unchanged). A layer with ``data_format="channels_first"`` is refused at adapt time.
+* **Layer names.** A layer's own name; layers inside a nested ``keras.Model`` are listed as
+  ``outer/inner`` (recursively) and the nested model itself is not listed. ``InputLayer`` is
+  skipped. A user-defined (non-Keras) layer made of other layers is opened the same way and is
+  listed too, after its sublayers, because its output (a residual block's, say) is worth
+  seeing. Duplicate names, possible only in subclassed models, get a ``#2``, ``#3`` suffix.
+* **Filters** are ``(out, in_per_group, kh, kw)``. ``SeparableConv2D`` shows its depthwise
+  kernel (its pointwise step is a 1x1 mixing, not a spatial filter). ``DepthwiseConv2D``
+  channels are numbered like Keras's output: input channel ``c``, multiplier ``m`` -> output
+  ``c * depth_multiplier + m``. ``Conv2DTranspose`` kernels ``(kh, kw, out, in)`` are shown as
+  ``(out, in, kh, kw)``, the same orientation as the torch backend gives ``ConvTranspose2d``.
+* **Mode.** Keras has no global train/eval switch: every pass here calls
+  ``model(x, training=False)``.
+* **Not observed:** layers of quantized models (Keras runs ``quantized_call`` instead of
+  ``call``) and layers inside a ``call`` the user compiled with ``tf.function`` (they run in a
+  graph, not eagerly); such layers are listed last with ``output_shape=None``.
+"""
+
+from __future__ import annotations
+
+import threading
+from collections.abc import Iterator, Sequence
+from contextlib import contextmanager, suppress
+from dataclasses import dataclass
+from typing import Any
+
+import keras
+import numpy as np
+
+from .base import Adapter, ConvConfig, InputSpec, LayerInfo, LayerKey, Normalization, Preprocess
+
+__all__ = ["KerasAdapter"]
+
+FALLBACK_SPATIAL = (64, 64)
+"""Dummy ``(H, W)`` for the discovery pass when neither the model nor the user gives a size."""
+
+_MISSING = object()
+
+# Wrappers live on shared layer objects: two threads (a widget's worker and the notebook, say)
+# recording at once would see each other's wrappers. One lock for every recording pass.
+_PASS_LOCK = threading.RLock()
+
+_CONV2D = (
+    keras.layers.Conv2D,
+    keras.layers.DepthwiseConv2D,
+    keras.layers.SeparableConv2D,
+    keras.layers.Conv2DTranspose,
+)
+_CONV1D = (
+    keras.layers.Conv1D,
+    keras.layers.DepthwiseConv1D,
+    keras.layers.SeparableConv1D,
+    keras.layers.Conv1DTranspose,
+)
+_CONV3D = (keras.layers.Conv3D, keras.layers.Conv3DTranspose)
+
+
+class _StopForward(BaseException):
+    """Ends a recording pass once every requested layer has run.
+
+    A BaseException, so that neither Keras's error decorators (which rewrap ``Exception``) nor
+    a user's ``except Exception`` in a subclassed ``call`` swallow or rewrite it; ``finally``
+    blocks (Keras's call-context cleanup, our unwrapping) still run.
+    """
+
+
+@dataclass(frozen=True)
+class _KerasState:
+    """What :meth:`KerasAdapter.snapshot` captures; compare with ``same_state``."""
+
+    variables: tuple[tuple[str, str, tuple[int, ...], bytes, bool], ...]
+    trainable: tuple[tuple[str, bool], ...]
+    call_attrs: tuple[Any, ...]  # per layer: its instance-level ``call`` or _MISSING
+
+
+class KerasAdapter(Adapter):
+    """A Keras 3 model (TensorFlow backend) behind the framework-neutral contract."""
+
+    framework = "keras"
+
+    def __init__(self, model: Any, spec: InputSpec) -> None:
+        super().__init__(model, spec)
+        # name -> layer object, filled by _discover_layers (every lookup goes through layers()).
+        self._objects: dict[str, keras.layers.Layer] = {}
+
+    @classmethod
+    def create(
+        cls,
+        model: Any,
+        shape: tuple[int, int | None, int | None] | None,
+        preprocess: Preprocess,
+        labels: tuple[str, ...] | None,
+    ) -> KerasAdapter:
+        """Check ``model`` and work out its input spec.
+
+        Parameters
+        ----------
+        model:
+            A Keras 3 ``keras.Model``: Sequential, functional or subclassed, channels_last.
+        shape:
+            ``(C, H, W)`` from the user, or None. Needed for a subclassed model that has not
+            been built; fills in ``H``/``W`` where the model accepts any size.
+        preprocess:
+            None, a :class:`Normalization` (applied on NHWC, channels last) or a callable on
+            an NHWC tensor.
+        labels:
+            Class names, or None.
+
+        Returns
+        -------
+        KerasAdapter
+
+        Raises
+        ------
+        TypeError
+            ``model`` is not a Keras 3 ``keras.Model``.
+        ValueError
+            The input shape cannot be found or contradicts ``shape``, the model takes several
+            inputs or non-image input, or a layer is channels_first.
+        """
+        if not isinstance(model, keras.Model):
+            hint = (
+                " Keras 2 (tf_keras / tf.keras on TensorFlow < 2.16) models are not supported."
+                if type(model).__module__.startswith(("tf_keras", "tensorflow"))
+                else " Wrap a single layer in keras.Sequential([keras.Input(...), layer])."
+            )
+            raise TypeError(
+                f"expected a Keras 3 keras.Model, got {type(model).__module__}."
+                f"{type(model).__name__}.{hint}"
+            )
+        for name, layer in _walk(model):
+            if getattr(layer, "data_format", None) == "channels_first":
+                raise ValueError(
+                    f"layer {name!r} ({type(layer).__name__}) uses data_format='channels_first'; "
+                    "cnn_widgets supports channels_last Keras models only"
+                )
+        spec_shape = _resolve_input_shape(model, shape)
+        if isinstance(preprocess, Normalization):
+            _check_normalization(preprocess, spec_shape[0])
+        return cls(model, InputSpec(shape=spec_shape, preprocess=preprocess, labels=labels))
+
+    # -- discovery -------------------------------------------------------------------------
+    def _discover_layers(self) -> list[LayerInfo]:
+        entries = _walk(self.model)
+        h, w = self.spec.spatial or FALLBACK_SPATIAL
+        dummy = np.zeros((1, self.spec.channels, h, w), np.float32)
+        first_shape: dict[str, tuple[int, ...]] = {}
+        calls: dict[str, int] = dict.fromkeys((n for n, _ in entries), 0)
+
+        def on_output(name: str, output: Any) -> None:
+            calls[name] += 1
+            if name not in first_shape:
+                first_shape[name] = _channels_first_shape(_first_tensor(output).shape[1:])
+
+        with _PASS_LOCK, _recording(entries, on_output):
+            self.model(self._model_input(dummy), training=False)
+
+        ran = list(first_shape)  # insertion order = order of first calls
+        rest = [n for n, _ in entries if n not in first_shape]
+        objects = dict(entries)
+        infos = []
+        for index, name in enumerate(ran + rest):
+            layer = objects[name]
+            params = _param_shapes(layer)
+            kind = _kind(layer)
+            infos.append(
+                LayerInfo(
+                    name=name,
+                    type=type(layer).__name__,
+                    output_shape=first_shape.get(name),
+                    param_shapes=params,
+                    num_params=int(sum(int(np.prod(s)) for s in params.values())),
+                    has_filters=kind == "conv2d",
+                    index=index,
+                    kind=kind,
+                    calls=max(calls[name], 1) if name in first_shape else 0,
+                )
+            )
+        self._objects = objects
+        return infos
+
+    # -- filters & geometry ----------------------------------------------------------------
+    def _filters(self, info: LayerInfo) -> np.ndarray:
+        layer = self._object(info)
+        if isinstance(layer, keras.layers.SeparableConv2D):
+            return _depthwise_oihw(layer.depthwise_kernel)
+        if isinstance(layer, keras.layers.DepthwiseConv2D):
+            return _depthwise_oihw(layer.kernel)
+        kernel = _to_float32(layer.kernel)
+        if isinstance(layer, keras.layers.Conv2DTranspose):
+            return np.ascontiguousarray(kernel.transpose(2, 3, 0, 1))  # (kh,kw,out,in)
+        return np.ascontiguousarray(kernel.transpose(3, 2, 0, 1))  # (kh,kw,in/groups,out)
+
+    def conv_config(self, layer: LayerKey) -> ConvConfig:
+        """Stride, padding (``"same"``/``"valid"``), dilation and groups of a 2-D conv.
+
+        ``DepthwiseConv2D`` and ``SeparableConv2D`` report ``groups`` = input channels, the
+        geometry of the depthwise kernels :meth:`filters` shows; a ``SeparableConv2D`` reports
+        ``has_bias=False`` because its bias is added after the pointwise step.
+        """
+        info = self.layer(layer)
+        if not info.has_filters:
+            self._refuse_no_filters(info)
+        obj = self._object(info)
+        if isinstance(obj, keras.layers.SeparableConv2D):
+            groups, has_bias = int(obj.depthwise_kernel.shape[2]), False
+        elif isinstance(obj, keras.layers.DepthwiseConv2D):
+            groups, has_bias = int(obj.kernel.shape[2]), bool(obj.use_bias)
+        else:
+            groups, has_bias = int(getattr(obj, "groups", 1) or 1), bool(obj.use_bias)
+        return ConvConfig(
+            stride=_pair(obj.strides),
+            padding=str(obj.padding).lower(),
+            dilation=_pair(obj.dilation_rate),
+            groups=groups,
+            has_bias=has_bias,
+        )
+
+    # -- activations -----------------------------------------------------------------------
+    def _activations(self, batch: np.ndarray, names: Sequence[str]) -> dict[str, np.ndarray]:
+        if batch.ndim != 4 or batch.shape[1] != self.spec.channels:
+            raise ValueError(
+                f"expected a batch of shape (N, {self.spec.channels}, H, W), got {batch.shape}"
+            )
+        wanted = list(dict.fromkeys(names))
+        entries = [(n, self._objects[n]) for n in wanted]
+        outputs: dict[str, np.ndarray] = {}
+
+        def on_output(name: str, output: Any) -> None:
+            if name in outputs:
+                return
+            outputs[name] = _to_channels_first(_to_float32(_first_tensor(output)))
+            if len(outputs) == len(wanted):
+                raise _StopForward  # the rest of the network is not needed
+
+        with _PASS_LOCK, _recording(entries, on_output), suppress(_StopForward):
+            self.model(self._model_input(batch), training=False)
+        missing = [n for n in wanted if n not in outputs]
+        if missing:
+            raise ValueError(
+                f"layer(s) {', '.join(repr(n) for n in missing)} did not run in the forward "
+                "pass, so they have no activations"
+            )
+        return outputs
+
+    def _model_input(self, batch: np.ndarray) -> Any:
+        """``(N, C, H, W)`` [0, 1] numpy -> the preprocessed NHWC tensor the model takes."""
+        x = keras.ops.convert_to_tensor(np.ascontiguousarray(batch.transpose(0, 2, 3, 1)))
+        pre = self.spec.preprocess
+        if pre is None:
+            return x
+        if isinstance(pre, Normalization):
+            mean = np.asarray(pre.mean, np.float32)
+            std = np.asarray(pre.std, np.float32)
+            return (x * np.float32(pre.scale) - mean) / std  # broadcasts over the last axis
+        return pre(x)
+
+    # -- never harm the model --------------------------------------------------------------
+    def snapshot(self) -> _KerasState:
+        layers = _all_layers(self.model)
+        variables = tuple(
+            (
+                v.path,
+                str(v.dtype),
+                tuple(int(d) for d in v.shape),
+                np.ascontiguousarray(_numpy(v)).tobytes(),
+                bool(v.trainable),
+            )
+            for v in _unique(self.model.variables)
+        )
+        trainable = tuple((layer.name, bool(layer.trainable)) for layer in layers)
+        call_attrs = tuple(layer.__dict__.get("call", _MISSING) for layer in layers)
+        return _KerasState(variables, trainable, call_attrs)
+
+    def same_state(self, before: Any, after: Any) -> bool:
+        # Bytes, not values: NaN at the same position compares equal and -0.0 != 0.0.
+        return (
+            before.variables == after.variables
+            and before.trainable == after.trainable
+            and len(before.call_attrs) == len(after.call_attrs)
+            and all(a is b for a, b in zip(before.call_attrs, after.call_attrs, strict=True))
+        )
+
+    @contextmanager
+    def protect(self) -> Iterator[None]:
+        """Run a block and restore every ``trainable`` flag (layers and variables) and every
+        layer's ``call`` attribute afterwards, also when the block raises."""
+        layers = _all_layers(self.model)  # pre-order: a container comes before its sublayers
+        flags = [(layer, layer.trainable) for layer in layers]
+        var_flags = [(v, v.trainable) for v in _unique(self.model.variables)]
+        # Under the pass lock, so that another thread's live recording wrapper is neither
+        # taken for the original here nor torn out from under its pass below.
+        with _PASS_LOCK:
+            call_attrs = [(layer, layer.__dict__.get("call", _MISSING)) for layer in layers]
+        try:
+            yield
+        finally:
+            # Setting a container's flag cascades to its sublayers, so go outer to inner and
+            # touch only what changed; then repair variables a cascade may have flipped.
+            for layer, flag in flags:
+                if layer.trainable != flag:
+                    layer.trainable = flag
+            for variable, flag in var_flags:
+                if variable.trainable != flag:
+                    variable.trainable = flag
+            with _PASS_LOCK:
+                for layer, attr in call_attrs:
+                    _restore_call(layer, attr)
+
+    # -- helpers ---------------------------------------------------------------------------
+    def _object(self, info: LayerInfo) -> keras.layers.Layer:
+        if not self._objects:
+            self.layers()
+        return self._objects[info.name]
+
+
+# -- layer tree ----------------------------------------------------------------------------
+def _children(layer: keras.layers.Layer) -> list[keras.layers.Layer]:
+    """Sublayers worth opening: a model's layers, or those of a user-defined composite layer.
+
+    Built-in Keras layers with internal sublayers (MultiHeadAttention, Bidirectional, ...)
+    stay whole: their parts are implementation details.
+    """
+    if isinstance(layer, keras.Model):
+        return list(layer.layers)
+    if not type(layer).__module__.startswith("keras."):
+        return list(getattr(layer, "_layers", ()))
+    return []
+
+
+def _walk(model: keras.Model) -> list[tuple[str, keras.layers.Layer]]:
+    """Every listed layer with its flattened name, in definition order, each object once."""
+    entries: list[tuple[str, keras.layers.Layer]] = []
+    seen: set[int] = set()
+    taken: set[str] = set()
+
+    def visit(layer: keras.layers.Layer, prefix: str) -> None:
+        for child in _children(layer):
+            if id(child) in seen or isinstance(child, keras.layers.InputLayer):
+                continue
+            seen.add(id(child))
+            name = prefix + child.name
+            if name in taken:  # only subclassed models allow duplicate names
+                k = 2
+                while f"{name}#{k}" in taken:
+                    k += 1
+                name = f"{name}#{k}"
+            inner = _children(child)
+            if inner:
+                visit(child, name + "/")
+            if not isinstance(child, keras.Model):
+                taken.add(name)
+                entries.append((name, child))
+
+    visit(model, "")
+    return entries
+
+
+def _all_layers(model: keras.Model) -> list[keras.layers.Layer]:
+    """The model and every layer under it (containers, InputLayers, built-in internals),
+    pre-order, each once: what snapshot and protect look after."""
+    out: list[keras.layers.Layer] = []
+    seen: set[int] = set()
+    stack = [model]
+    while stack:
+        layer = stack.pop()
+        if id(layer) in seen:
+            continue
+        seen.add(id(layer))
+        out.append(layer)
+        stack.extend(reversed(list(getattr(layer, "_layers", ()))))
+    return out
+
+
+def _unique(items: Sequence[Any]) -> list[Any]:
+    seen: set[int] = set()
+    return [x for x in items if not (id(x) in seen or seen.add(id(x)))]
+
+
+# -- recording ------------------------------------------------------------------------------
+@contextmanager
+def _recording(entries: Sequence[tuple[str, keras.layers.Layer]], on_output: Any) -> Iterator[None]:
+    """Wrap each layer's ``call`` so ``on_output(name, output)`` sees every eager call;
+    restore exactly the previous ``call`` attribute afterwards."""
+    previous: list[tuple[keras.layers.Layer, Any]] = []
+    try:
+        for name, layer in entries:
+            previous.append((layer, layer.__dict__.get("call", _MISSING)))
+            object.__setattr__(layer, "call", _recording_call(name, layer.call, on_output))
+        yield
+    finally:
+        for layer, attr in reversed(previous):
+            _restore_call(layer, attr)
+
+
+def _recording_call(name: str, inner: Any, on_output: Any) -> Any:
+    def call(*args: Any, **kwargs: Any) -> Any:
+        output = inner(*args, **kwargs)
+        # Building a model traces layers symbolically; only concrete (eager) calls count.
+        if _is_concrete(output):
+            on_output(name, output)
+        return output
+
+    return call
+
+
+def _restore_call(layer: keras.layers.Layer, attr: Any) -> None:
+    current = layer.__dict__.get("call", _MISSING)
+    if current is attr:
+        return
+    if attr is _MISSING:
+        object.__delattr__(layer, "call")
+    else:
+        object.__setattr__(layer, "call", attr)
+
+
+def _is_concrete(output: Any) -> bool:
+    leaves = keras.tree.flatten(output)
+    if not leaves or keras.backend.is_keras_tensor(leaves[0]):
+        return False
+    if keras.backend.backend() == "tensorflow":
+        import tensorflow as tf  # already imported by Keras on this backend
+
+        return bool(tf.executing_eagerly())
+    return True
+
+
+def _first_tensor(output: Any) -> Any:
+    """A layer's output, or the first tensor of a multi-output layer."""
+    if hasattr(output, "shape"):
+        return output
+    return keras.tree.flatten(output)[0]
+
+
+# -- layout conversions ---------------------------------------------------------------------
+def _channels_first_shape(shape: Sequence[int | None]) -> tuple[int, ...]:
+    dims = tuple(int(d) for d in shape)
+    return dims[-1:] + dims[:-1] if len(dims) >= 2 else dims
+
+
+def _to_channels_first(array: np.ndarray) -> np.ndarray:
+    """Batch kept: ``(N, ..., C) -> (N, C, ...)``; ``(N, F)`` unchanged."""
+    return np.ascontiguousarray(np.moveaxis(array, -1, 1)) if array.ndim >= 3 else array
+
+
+def _to_float32(tensor: Any) -> np.ndarray:
+    return np.array(_numpy(tensor), dtype=np.float32)  # always a copy
+
+
+def _numpy(tensor: Any) -> np.ndarray:
+    # ``.numpy()`` first: keras.ops.convert_to_numpy goes through ``np.array(x)``, which makes
+    # numpy 2 warn (DeprecationWarning) about TensorFlow's ``__array__`` signature.
+    to_numpy = getattr(tensor, "numpy", None)
+    return np.asarray(to_numpy() if callable(to_numpy) else keras.ops.convert_to_numpy(tensor))
+
+
+def _depthwise_oihw(kernel: Any) -> np.ndarray:
+    """``(kh, kw, in, mult)`` -> ``(in * mult, 1, kh, kw)``; output ``c * mult + m`` is input
+    channel ``c``'s ``m``-th kernel, the order Keras concatenates depthwise outputs in."""
+    k = _to_float32(kernel)
+    kh, kw, cin, mult = k.shape
+    return np.ascontiguousarray(k.reshape(kh, kw, cin * mult).transpose(2, 0, 1)[:, None])
+
+
+def _pair(value: Any) -> tuple[int, int]:
+    values = tuple(int(v) for v in (value if isinstance(value, (tuple, list)) else (value,)))
+    return (values[0], values[0]) if len(values) == 1 else (values[0], values[1])
+
+
+# -- layer facts ------------------------------------------------------------------------------
+def _kind(layer: keras.layers.Layer) -> str:
+    if isinstance(layer, _CONV2D):
+        return "conv2d"
+    if isinstance(layer, _CONV1D):
+        return "conv1d"
+    if isinstance(layer, _CONV3D):
+        return "conv3d"
+    if isinstance(layer, keras.layers.Dense):
+        return "dense"
+    return "other"
+
+
+def _param_shapes(layer: keras.layers.Layer) -> dict[str, tuple[int, ...]]:
+    """Variable name -> shape (Keras layout). A composite layer we open counts only the
+    variables its sublayers do not own (those are listed under the sublayers)."""
+    weights = _unique(layer.weights)
+    children = _children(layer)
+    if children:
+        inner = {id(v) for child in children for v in child.weights}
+        weights = [v for v in weights if id(v) not in inner]
+    shapes: dict[str, tuple[int, ...]] = {}
+    for v in weights:
+        key = _relative_name(v, layer.name)
+        base, k = key, 2
+        while key in shapes:
+            key, k = f"{base}_{k}", k + 1
+        shapes[key] = tuple(int(d) for d in v.shape)
+    return shapes
+
+
+def _relative_name(variable: Any, layer_name: str) -> str:
+    """``"model/conv1/kernel"`` -> ``"kernel"``; keeps sublayer parts (``"query/kernel"``)."""
+    parts = str(getattr(variable, "path", variable.name)).split("/")
+    for i in range(len(parts) - 2, -1, -1):
+        if parts[i] == layer_name:
+            return "/".join(parts[i + 1 :])
+    return str(variable.name)
+
+
+# -- input spec ---------------------------------------------------------------------------
+def _model_input_shape(
+    model: keras.Model,
+) -> tuple[tuple[int, int | None, int | None], bool] | None:
+    """``((C, H, W), fixed)`` from the model, or None when it does not know.
+
+    ``fixed`` is False when the shape only records the batch a subclassed model was built
+    with, which the user may override.
+    """
+    try:
+        inputs = model.inputs
+    except (AttributeError, ValueError):  # subclassed, or Sequential without an Input
+        inputs = None
+    if inputs:
+        if len(inputs) != 1:
+            raise ValueError(
+                f"{model.name!r} takes {len(inputs)} inputs; cnn_widgets needs a single image input"
+            )
+        return _chw(inputs[0].shape, model.name), True
+    # A subclassed model built by calling it records that call's input shape.
+    built_with = getattr(model, "_build_shapes_dict", None)
+    if model.built and isinstance(built_with, dict) and len(built_with) == 1:
+        (shape,) = built_with.values()
+        if shape is not None and len(shape) == 4 and shape[-1] is not None:
+            return _chw(shape, model.name), False
+    return None
+
+
+def _chw(nhwc: Sequence[int | None], model_name: str) -> tuple[int, int | None, int | None]:
+    shape = tuple(nhwc)
+    if len(shape) != 4 or shape[-1] is None:
+        raise ValueError(
+            f"{model_name!r} takes input of shape {shape}; cnn_widgets needs images "
+            "(batch, H, W, C) with a known channel count (channels_last)"
+        )
+    _, h, w, c = shape
+    return (int(c), None if h is None else int(h), None if w is None else int(w))
+
+
+def _resolve_input_shape(
+    model: keras.Model, given: tuple[int, int | None, int | None] | None
+) -> tuple[int, int | None, int | None]:
+    known = _model_input_shape(model)
+    if known is None:
+        if given is None:
+            state = "has been built without a recorded input" if model.built else "is not built"
+            raise ValueError(
+                f"{type(model).__name__} {model.name!r} {state}, so its input size is unknown; "
+                "pass input_shape=(C, H, W) to cnn_widgets.adapt (or build it with "
+                "keras.Input / by calling it once on a batch)"
+            )
+        return given
+    (c, h, w), fixed = known
+    if given is None:
+        return (c, h, w)
+    gc, gh, gw = given
+    if gc != c:
+        raise ValueError(f"input_shape={given} has {gc} channels but the model takes {c}")
+    if fixed and (
+        (h is not None and gh not in (None, h)) or (w is not None and gw not in (None, w))
+    ):
+        raise ValueError(
+            f"input_shape={given} does not match the model's fixed input size {(c, h, w)}"
+        )
+    return (c, gh if gh is not None else h, gw if gw is not None else w)
+
+
+def _check_normalization(norm: Normalization, channels: int) -> None:
+    for label, values in (("mean", norm.mean), ("std", norm.std)):
+        if len(values) not in (1, channels):
+            raise ValueError(
+                f"Normalization {label} has {len(values)} values but the model takes "
+                f"{channels} channels"
+            )
