@@ -24,13 +24,13 @@ $(STAMP): pyproject.toml Makefile
 	touch $(STAMP)
 
 demo: setup
-	$(PY) -m cnn_widgets render --model demo:efficientnet_lite0 --layer stem.0 --what filters --out demo_output/filters.png
+	$(PY) -m cnn_widgets render --model demo:efficientnet_lite0 --layer _conv_stem --what filters --out demo_output/filters.png
 	$(VENV)/bin/jupyter lab notebooks/quickstart.ipynb
 
 # The same main job without a browser: pictures of the bundled default model in demo_output/.
 demo-headless: setup
-	$(PY) -m cnn_widgets render --model demo:efficientnet_lite0 --layer stem.0 --what filters --out demo_output/filters.png
-	$(PY) -m cnn_widgets render --model demo:efficientnet_lite0 --layer blocks.1.0 --what activations --image chelsea --out demo_output/activations.png
+	$(PY) -m cnn_widgets render --model demo:efficientnet_lite0 --layer _conv_stem --what filters --out demo_output/filters.png
+	$(PY) -m cnn_widgets render --model demo:efficientnet_lite0 --layer _blocks.2._relu0 --what activations --image chelsea --out demo_output/activations.png
 	$(PY) -m cnn_widgets render --model demo:efficientnet_lite0 --layer -1 --what activations --image chelsea --out demo_output/top5.png
 
 test: setup

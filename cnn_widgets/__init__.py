@@ -6,8 +6,8 @@ framework until a model of it arrives)::
     import cnn_widgets as cw
     model = cw.zoo.load("efficientnet_lite0", framework="torch")
     cw.summary(model)
-    cw.filters(model, "stem.0")                       # (out, in, kh, kw)
-    cw.activations(model, cw.zoo.sample_image("chelsea"), ["blocks.1.0"])
+    cw.filters(model, "_conv_stem")                   # (out, in, kh, kw)
+    cw.activations(model, cw.zoo.sample_image("chelsea"), ["_blocks.2._relu0"])
     cw.render_filters(model, 0).save("filters.png")
 """
 
