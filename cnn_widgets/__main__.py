@@ -9,12 +9,16 @@
 from __future__ import annotations
 
 import argparse
+import os
 import sys
 from pathlib import Path
 from typing import Any
 
 from . import api
 from .backends import adapt
+
+# TensorFlow's C++ start-up chatter would bury the one line this tool prints.
+os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 
 
 def load_model(spec: str, framework: str = "auto", input_shape: str | None = None,

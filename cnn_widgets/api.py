@@ -158,7 +158,7 @@ def render_activations(
     image: ImageLike,
     layer: LayerSpec,
     *,
-    view: str = "grid",
+    view: str = "auto",
     normalization: str = "layer",
     colormap: str = "viridis",
     channels: Sequence[int] | slice | None = None,
@@ -180,6 +180,8 @@ def render_activations(
     valid = ("auto", "grid", "sum", "mean", "channel", "dense", "probabilities")
     if view not in valid:
         raise ValueError(f"view must be one of {', '.join(valid)}; got {view!r}")
+    if acts.ndim == 3 and acts.shape[1:] == (1, 1) and view in ("auto", "dense", "probabilities"):
+        acts = acts[:, 0, 0]  # global pooling output: a vector in a (C, 1, 1) shape
     if acts.ndim == 1:
         if view == "auto":
             is_output = info.index == len(adapter.layers()) - 1

@@ -75,8 +75,10 @@ def _scale_numeric(arr: np.ndarray) -> np.ndarray:
     raise TypeError(f"an image array must be numeric, got dtype {arr.dtype}")
 
 
-def _to_hwc(arr: np.ndarray) -> np.ndarray:
-    """Decide HW / HWC / CHW, refusing the ambiguous ones."""
+def _to_hwc(arr: np.ndarray, model_channels: int | None = None) -> np.ndarray:
+    """Decide HW / HWC / CHW, refusing the ambiguous ones. A model with an unusual channel
+    count (RGB-D, multispectral) also makes that count a channel axis."""
+    counts = {*_CHANNEL_COUNTS, model_channels} - {None}
     if arr.ndim == 4 and arr.shape[0] == 1:
         arr = arr[0]
     if arr.ndim == 2:
@@ -86,7 +88,7 @@ def _to_hwc(arr: np.ndarray) -> np.ndarray:
             f"expected one image shaped (H, W), (H, W, C) or (C, H, W) with C in 1, 3, 4; "
             f"got an array of shape {arr.shape}"
         )
-    first, last = arr.shape[0] in _CHANNEL_COUNTS, arr.shape[-1] in _CHANNEL_COUNTS
+    first, last = arr.shape[0] in counts, arr.shape[-1] in counts
     if last and not first:
         return arr
     if first and not last:
@@ -101,12 +103,12 @@ def _to_hwc(arr: np.ndarray) -> np.ndarray:
             )
         return arr if arr.shape[-1] < arr.shape[0] else np.moveaxis(arr, 0, -1)
     raise ValueError(
-        f"expected an image shaped (H, W), (H, W, C) or (C, H, W) with C in 1, 3 or 4 "
-        f"channels; got shape {arr.shape}"
+        f"expected an image shaped (H, W), (H, W, C) or (C, H, W) with C in "
+        f"{', '.join(str(c) for c in sorted(counts))} channels; got shape {arr.shape}"
     )
 
 
-def to_hwc_float(image: ImageLike) -> np.ndarray:
+def to_hwc_float(image: ImageLike, model_channels: int | None = None) -> np.ndarray:
     """Any accepted image as HWC float32, channels as they came (1, 2, 3 or 4)."""
     if isinstance(image, (bytes, bytearray, memoryview)):
         return _read_file(bytes(image), f"the given {len(image)} bytes")
@@ -123,7 +125,7 @@ def to_hwc_float(image: ImageLike) -> np.ndarray:
             "an image is a numpy array, a PIL image, a file path or the file's bytes; "
             f"got {type(image).__name__}"
         )
-    return _to_hwc(_scale_numeric(image))
+    return _to_hwc(_scale_numeric(image), model_channels)
 
 
 def _match_channels(hwc: np.ndarray, channels: int) -> np.ndarray:
@@ -183,7 +185,7 @@ def load_image(
         ``(H, W)`` the model needs, or None to keep the image's own size. A different size
         is met by scaling the shorter side and centre-cropping.
     """
-    hwc = _match_channels(to_hwc_float(image), channels)
+    hwc = _match_channels(to_hwc_float(image, channels), channels)
     if hwc.shape[0] < 1 or hwc.shape[1] < 1:
         raise ValueError(f"the image is empty: shape {hwc.shape}")
     if size is not None:

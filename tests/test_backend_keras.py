@@ -84,7 +84,7 @@ def test_keras_layer_call_dispatches_through_the_instance_call_attribute() -> No
     model, _ = keras_cases.sequential()
     conv1 = model.get_layer("conv1")
     seen: list[tuple[str, tuple[int, ...]]] = []
-    with _recording([("conv1", conv1)], lambda name, out: seen.append((name, out.shape))):
+    with _recording([("conv1", conv1)], lambda name, out, *_: seen.append((name, out.shape))):
         assert "call" in conv1.__dict__
         model(np.zeros((1, 32, 32, 3), np.float32), training=False)
     assert seen == [("conv1", (1, 32, 32, 8))]
@@ -452,3 +452,19 @@ def test_the_model_predicts_the_same_afterwards() -> None:
 def test_a_non_keras_model_is_refused_with_a_type_error() -> None:
     with pytest.raises(TypeError, match=r"Keras 3 keras\.Model"):
         KerasAdapter.create(L.Dense(3), None, None, None)
+
+
+def test_a_flatten_of_feature_maps_lists_values_in_channels_first_order() -> None:
+    """Keras flattens (H, W, C) channel-last; through our API the vector is in torch's
+    (C, H, W) order, so the same network gives the same vector in both frameworks."""
+    model = keras.Sequential(
+        [
+            keras.Input((2, 3, 4)),
+            keras.layers.Identity(name="maps"),
+            keras.layers.Flatten(name="flat"),
+        ]
+    )
+    adapter = adapt(model)
+    image = np.arange(4 * 2 * 3, dtype=np.float32).reshape(4, 2, 3) / 100  # (C, H, W)
+    acts = adapter.activations(image[None], ["maps", "flat"])
+    np.testing.assert_array_equal(acts["flat"][0], acts["maps"][0].ravel())

@@ -104,7 +104,8 @@ def test_a_misspelt_layer_name_suggests_close_names(framework: str) -> None:
 def test_filters_of_a_layer_without_filters_lists_the_conv_layers(framework: str) -> None:
     adapter = build(framework, "sequential")
     dense = next(i for i in cw.layers(adapter) if i.kind == "dense")
-    with pytest.raises(ValueError, match=r"has no 2-D filters.*Layers with filters: 'conv1', 'conv2'"):
+    expected = r"has no 2-D filters.*Layers with filters: 'conv1', 'conv2'"
+    with pytest.raises(ValueError, match=expected):
         cw.filters(adapter, dense.name)
 
 

@@ -94,16 +94,22 @@ def test_channel_counts_that_do_not_convert_are_refused() -> None:
         load_image(np.zeros((4, 4, 3), np.uint8), 2)
 
 
+def test_a_model_with_an_unusual_channel_count_takes_its_own_images() -> None:
+    multispectral = np.zeros((6, 16, 16), np.float32)
+    assert load_image(multispectral, 6).shape == (6, 16, 16)
+    assert load_image(np.moveaxis(multispectral, 0, -1), 6).shape == (6, 16, 16)
+
+
 def test_missing_and_corrupt_files_say_which_file(tmp_path) -> None:
     with pytest.raises(ValueError, match="no image file at"):
         load_image(tmp_path / "missing.png", 3)
     bad = tmp_path / "notes.txt"
     bad.write_text("hello")
-    with pytest.raises(ValueError, match="notes.txt"):
+    with pytest.raises(ValueError, match=r"notes\.txt"):
         load_image(bad, 3)
     truncated = tmp_path / "cut.png"
     truncated.write_bytes(png_bytes(np.zeros((64, 64, 3), np.uint8))[:60])
-    with pytest.raises(ValueError, match="cut.png"):
+    with pytest.raises(ValueError, match=r"cut\.png"):
         load_image(truncated, 3)
 
 

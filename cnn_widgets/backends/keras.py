@@ -163,7 +163,7 @@ class KerasAdapter(Adapter):
         first_shape: dict[str, tuple[int, ...]] = {}
         calls: dict[str, int] = dict.fromkeys((n for n, _ in entries), 0)
 
-        def on_output(name: str, output: Any) -> None:
+        def on_output(name: str, output: Any, inputs: tuple[Any, ...] = ()) -> None:
             calls[name] += 1
             if name not in first_shape:
                 first_shape[name] = _channels_first_shape(_first_tensor(output).shape[1:])
@@ -242,10 +242,13 @@ class KerasAdapter(Adapter):
         entries = [(n, self._objects[n]) for n in wanted]
         outputs: dict[str, np.ndarray] = {}
 
-        def on_output(name: str, output: Any) -> None:
+        def on_output(name: str, output: Any, inputs: tuple[Any, ...] = ()) -> None:
             if name in outputs:
                 return
-            outputs[name] = _to_channels_first(_to_float32(_first_tensor(output)))
+            array = _to_channels_first(_to_float32(_first_tensor(output)))
+            if isinstance(self._objects[name], keras.layers.Flatten) and inputs:
+                array = _flatten_channels_first(array, inputs[0])
+            outputs[name] = array
             if len(outputs) == len(wanted):
                 raise _StopForward  # the rest of the network is not needed
 
@@ -414,7 +417,7 @@ def _recording_call(name: str, inner: Any, on_output: Any) -> Any:
         output = inner(*args, **kwargs)
         # Building a model traces layers symbolically; only concrete (eager) calls count.
         if _is_concrete(output):
-            on_output(name, output)
+            on_output(name, output, args)
         return output
 
     return call
@@ -457,6 +460,15 @@ def _channels_first_shape(shape: Sequence[int | None]) -> tuple[int, ...]:
 def _to_channels_first(array: np.ndarray) -> np.ndarray:
     """Batch kept: ``(N, ..., C) -> (N, C, ...)``; ``(N, F)`` unchanged."""
     return np.ascontiguousarray(np.moveaxis(array, -1, 1)) if array.ndim >= 3 else array
+
+
+def _flatten_channels_first(flat: np.ndarray, flatten_input: Any) -> np.ndarray:
+    """A Flatten of an ``(N, H, W, C)`` tensor lists values channel-last; reorder them to the
+    ``(C, H, W)`` order torch's flatten uses, so a vector means the same in both frameworks."""
+    shape = tuple(int(d) for d in getattr(flatten_input, "shape", ()))
+    if len(shape) < 3 or flat.ndim != 2 or int(np.prod(shape[1:])) != flat.shape[1]:
+        return flat
+    return np.ascontiguousarray(np.moveaxis(flat.reshape(shape), -1, 1).reshape(flat.shape))
 
 
 def _to_float32(tensor: Any) -> np.ndarray:
