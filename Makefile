@@ -10,9 +10,18 @@ PIP := $(PY) -m pip
 STAMP := $(VENV)/.installed
 EXTRAS ?= torch,tensorflow-cpu,plot,demo,dev
 
-.PHONY: setup demo demo-headless test test-fast lint bench clean
+.PHONY: setup browser js-setup demo demo-headless test test-fast lint bench clean
 
 setup: $(STAMP)
+
+# Debian's Chromium for the end-to-end tests (Playwright drives it; it cannot download one).
+browser:
+	bash scripts/install_browser.sh
+
+js-setup: js/node_modules/.package-lock.json
+
+js/node_modules/.package-lock.json: js/package.json js/package-lock.json
+	cd js && npm ci --no-audit --no-fund
 
 # torch is installed first and pinned: a later unpinned request for it (by any package) would
 # otherwise pull a multi-GB CUDA build instead of the local CPU wheel.
@@ -33,8 +42,9 @@ demo-headless: setup
 	$(PY) -m cnn_widgets render --model demo:efficientnet_lite0 --layer _blocks.2._relu0 --what activations --image chelsea --out demo_output/activations.png
 	$(PY) -m cnn_widgets render --model demo:efficientnet_lite0 --layer -1 --what activations --image chelsea --out demo_output/top5.png
 
-test: setup
+test: setup browser js-setup
 	$(VENV)/bin/ruff check cnn_widgets tests benchmarks scripts
+	cd js && npm run --silent lint && npm test
 	$(PY) -m pytest
 
 test-fast: setup

@@ -31,11 +31,17 @@ from .render import tile
 if TYPE_CHECKING:
     from . import zoo
     from .plot import plot_activations, plot_filters
+    from .widgets import ActivationViewer, Explorer, FilterViewer
+
+_WIDGETS = ("ActivationViewer", "Explorer", "FilterViewer")
 
 __version__ = "0.1.0"
 
 __all__ = [
+    "ActivationViewer",
     "Adapter",
+    "Explorer",
+    "FilterViewer",
     "InputSpec",
     "LayerInfo",
     "Normalization",
@@ -61,4 +67,6 @@ def __getattr__(name: str) -> Any:
         return importlib.import_module(f"{__name__}.zoo")
     if name in ("plot_filters", "plot_activations"):
         return getattr(importlib.import_module(f"{__name__}.plot"), name)
+    if name in _WIDGETS:  # ipywidgets/anywidget load only when a widget is wanted
+        return getattr(importlib.import_module(f"{__name__}.widgets"), name)
     raise AttributeError(f"module 'cnn_widgets' has no attribute {name!r}")

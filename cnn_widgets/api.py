@@ -27,6 +27,7 @@ __all__ = [
     "render_activations",
     "render_filters",
     "summary",
+    "to_probabilities",
 ]
 
 LayerSpec = LayerKey | LayerInfo

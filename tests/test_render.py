@@ -493,3 +493,16 @@ def test_topk_bars_takes_a_label_mapping_and_falls_back_to_indices() -> None:
     bars = topk_bars(np.array([0.1, 0.9]), labels={1: "dog"}, k=5)
     assert bars.meta["topk"] == [(1, "dog", 0.9), (0, "0", 0.1)]
     assert bars.pixels.shape[0] > 2 * 16
+
+
+def test_wire_pngs_make_tile_gaps_transparent_but_saved_files_keep_them_white() -> None:
+    """In a dark notebook theme the gaps show the page background, not white bars."""
+    from cnn_widgets.render import views
+
+    rendered = views.activation_grid(np.random.default_rng(0).random((4, 3, 3), np.float32))
+    _, wire = rendered.wire()
+    on_wire = np.asarray(Image.open(io.BytesIO(wire)).convert("RGBA"))
+    saved = np.asarray(Image.open(io.BytesIO(rendered.png())).convert("RGBA"))
+    gap = (3, 0)  # row 3 is the 1-px gap between the two rows of 3x3 tiles
+    assert on_wire[gap][3] == 0 and saved[gap][3] == 255
+    assert (on_wire[0, 0, :3] == saved[0, 0, :3]).all() and on_wire[0, 0, 3] == 255

@@ -9,6 +9,7 @@ HWIO kernels) are converted inside the backends and nowhere else.
 from __future__ import annotations
 
 import difflib
+import threading
 from abc import ABC, abstractmethod
 from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
@@ -131,6 +132,12 @@ class InputSpec:
         return (h, w) if h is not None and w is not None else None
 
 
+# protect() saves and restores model-wide state; two threads inside it at once (a widget's
+# worker and a notebook cell, maybe through two adapters of one model) could restore each
+# other's half-changed state. One lock for all adapters keeps that simple and cheap.
+_MODEL_LOCK = threading.RLock()
+
+
 class Adapter(ABC):
     """A model plus its input spec, behind one framework-neutral interface.
 
@@ -144,6 +151,7 @@ class Adapter(ABC):
         self.model = model
         self.spec = spec
         self._layers: list[LayerInfo] | None = None
+        self._lock = _MODEL_LOCK
 
     # -- what a backend implements -------------------------------------------------------
     @abstractmethod
@@ -181,7 +189,7 @@ class Adapter(ABC):
     # -- shared behaviour ----------------------------------------------------------------
     def layers(self) -> list[LayerInfo]:
         if self._layers is None:
-            with self.protect():
+            with self._lock, self.protect():
                 self._layers = self._discover_layers()
             if not self._layers:
                 raise ValueError(f"{type(self.model).__name__} has no layers to show")
@@ -220,7 +228,7 @@ class Adapter(ABC):
         info = self.layer(layer)
         if not info.has_filters:
             self._refuse_no_filters(info)
-        with self.protect():
+        with self._lock, self.protect():
             out = np.asarray(self._filters(info), dtype=np.float32)
         return out
 
@@ -230,7 +238,7 @@ class Adapter(ABC):
         """Activations of ``batch`` (``(N, C, H, W)``, [0, 1]) for the given layers."""
         infos = self.layers() if layers is None else [self.layer(k) for k in layers]
         names = list(dict.fromkeys(i.name for i in infos))
-        with self.protect():
+        with self._lock, self.protect():
             out = self._activations(np.ascontiguousarray(batch, dtype=np.float32), names)
         return {n: np.asarray(out[n], dtype=np.float32) for n in names}
 

@@ -20,6 +20,8 @@ import zlib
 import numpy as np
 from PIL import Image
 
+from .colormaps import GAP_INDEX
+
 #: What :func:`encode_wire` can produce; the string is also the MIME subtype (``image/png``).
 WIRE_FORMATS = ("png", "jpeg")
 #: zlib level of wire PNGs: level 1 still meets the frame budget on incompressible random data
@@ -114,7 +116,12 @@ def encode_wire(
         and the encoded bytes, which the browser decodes on its own.
     """
     if fmt == "png":
-        return "png", _png_unfiltered(pixels, palette, compress_level, WIRE_ZLIB_STRATEGY)
+        # On the wire the gaps between tiles are transparent, so the notebook's own background
+        # (dark in a dark theme) shows through instead of white bars; saved files keep them.
+        transparent = GAP_INDEX if palette is not None else None
+        return "png", _png_unfiltered(
+            pixels, palette, compress_level, WIRE_ZLIB_STRATEGY, transparent_index=transparent
+        )
     if fmt == "jpeg":
         return "jpeg", encode_jpeg(pixels, quality, palette=palette)
     raise ValueError(f"fmt must be one of {WIRE_FORMATS}; got {fmt!r}")
@@ -131,6 +138,7 @@ def _png_unfiltered(
     palette: np.ndarray | None,
     level: int,
     strategy: int = zlib.Z_DEFAULT_STRATEGY,
+    transparent_index: int | None = None,
 ) -> bytes:
     """A minimal PNG writer: row filter 0 ("none") and one zlib stream.
 
@@ -159,6 +167,10 @@ def _png_unfiltered(
         if table.shape[1:] != (3,) or not 1 <= len(table) <= 256:
             raise ValueError(f"palette must be (<=256, 3) uint8, got shape {table.shape}")
         chunks.append(_chunk(b"PLTE", table.tobytes()))
+        if transparent_index is not None and transparent_index < len(table):
+            alpha = np.full(transparent_index + 1, 255, np.uint8)
+            alpha[transparent_index] = 0
+            chunks.append(_chunk(b"tRNS", alpha.tobytes()))
     compressor = zlib.compressobj(level, zlib.DEFLATED, 15, 9, strategy)
     chunks.append(_chunk(b"IDAT", compressor.compress(rows) + compressor.flush()))
     chunks.append(_chunk(b"IEND", b""))

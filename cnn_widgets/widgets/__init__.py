@@ -1,0 +1,9 @@
+"""Jupyter widgets (anywidget) on top of the plain-function API.
+
+:class:`FilterViewer` shows a layer's learned filters, :class:`ActivationViewer` what layers
+output for an image, and :class:`Explorer` both plus the layer table in one widget.
+"""
+
+from .viewer import ActivationViewer, Explorer, FilterViewer
+
+__all__ = ["ActivationViewer", "Explorer", "FilterViewer"]

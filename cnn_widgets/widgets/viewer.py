@@ -1,0 +1,888 @@
+"""The notebook widgets: :class:`FilterViewer`, :class:`ActivationViewer` and :class:`Explorer`.
+
+All three are one widget class with different sets of views; the browser side is the same ES
+module. Python owns the state (synced traits) and renders pictures with
+:mod:`cnn_widgets.render.views`; the browser draws controls and shows the bytes.
+
+How a change travels:
+
+* a setting (layer, image, normalization, page, ...) changes, from Python or from the browser;
+* the observer settles dependent state on the calling thread (the page follows the channel,
+  the channel is clamped to the layer) and builds a :class:`~.frames.Request`;
+* if the data it needs (a layer's weights or its feature maps for this image) is cached and
+  the worker is idle, the picture is rendered at once; otherwise the request goes to the
+  worker thread (:class:`~cnn_widgets.widgets.runner.Runner`), ``busy`` turns on, and a newer
+  request supersedes it;
+* the result is published in one message (``hold_sync``) unless a newer request was made
+  meanwhile (a generation counter decides).
+
+Moving ``channel`` within the page re-renders only the enlarged detail picture from the cache.
+"""
+
+from __future__ import annotations
+
+import base64
+import dataclasses
+import importlib
+import logging
+import threading
+from collections import OrderedDict
+from collections.abc import Hashable, Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, ClassVar
+
+import numpy as np
+import traitlets
+from ipywidgets.widgets.trait_types import bytes_serialization
+
+from ..api import prepare_image
+from ..backends import Adapter, LayerInfo, adapt
+from ..images import ImageLike
+from .base import WidgetBase
+from .frames import Frame, Request, image_key, image_png, render
+from .runner import Cancelled, Runner
+
+__all__ = ["ActivationViewer", "Explorer", "FilterViewer"]
+
+log = logging.getLogger(__name__)
+
+VIEWS = ("filters", "activations", "table")
+"""Every view a widget can offer. A new view needs its data (``Request.data_key`` and
+``_fetch``), a renderer in ``frames.RENDERERS`` and an entry in ``VIEWS`` of ``widget.js``."""
+NORMALIZATIONS = ("layer", "channel", "symmetric", "std")
+COLORMAPS = ("gray", "viridis", "diverging")
+ACTIVATION_MODES = ("grid", "sum", "mean")
+VECTOR_MODES = ("auto", "dense", "probabilities")
+INPUT_CHANNEL_WORDS = ("auto", "rgb", "mean")
+
+CACHE_SIZE = 8
+"""Layers' data kept per widget: feature maps per (image, layer), weights per layer."""
+PAGE_SIZE = 64
+WAIT_TIMEOUT = 120.0
+
+# Adapters put the model into inference mode and restore it afterwards (``protect``). Two
+# threads doing that at once on one model could restore the wrong mode, so every widget's
+# model access goes through this one lock.
+_ADAPTER_LOCK = threading.RLock()
+
+
+# --------------------------------------------------------------------------- helpers
+
+
+class _LRU:
+    """A small thread-safe least-recently-used cache."""
+
+    def __init__(self, maxsize: int) -> None:
+        self.maxsize = maxsize
+        self._data: OrderedDict[Hashable, Any] = OrderedDict()
+        self._lock = threading.Lock()
+
+    def get(self, key: Hashable) -> Any:
+        with self._lock:
+            if key not in self._data:
+                return None
+            self._data.move_to_end(key)
+            return self._data[key]
+
+    def put(self, key: Hashable, value: Any) -> None:
+        with self._lock:
+            self._data[key] = value
+            self._data.move_to_end(key)
+            while len(self._data) > self.maxsize:
+                self._data.popitem(last=False)
+
+    def __len__(self) -> int:
+        with self._lock:
+            return len(self._data)
+
+    def clear(self) -> None:
+        with self._lock:
+            self._data.clear()
+
+
+@dataclass(frozen=True)
+class _Prepared:
+    """An image already converted for the model, ``(C, H, W)`` float32 (skips a reconversion)."""
+
+    array: np.ndarray = field(repr=False)
+
+
+def _shape_text(shape: tuple[int, ...] | None) -> str:
+    return "—" if shape is None else "(" + ", ".join(str(s) for s in shape) + ")"
+
+
+def _layer_entry(info: LayerInfo) -> dict[str, Any]:
+    return {
+        "index": info.index,
+        "name": info.name,
+        "type": info.type,
+        "shape": None if info.output_shape is None else list(info.output_shape),
+        "kind": info.kind,
+        "has_filters": bool(info.has_filters),
+    }
+
+
+def _table_row(info: LayerInfo) -> dict[str, Any]:
+    return {
+        **_layer_entry(info),
+        "shape_text": _shape_text(info.output_shape),
+        "params": " ".join(f"{k}{_shape_text(v)}" for k, v in info.param_shapes.items()),
+        "num_params": int(info.num_params),
+    }
+
+
+def _zoo() -> Any:
+    # import_module, not ``from .. import zoo``: the package resolves ``zoo`` lazily.
+    return importlib.import_module("cnn_widgets.zoo")
+
+
+# --------------------------------------------------------------------------- the widget
+
+
+class _Viewer(WidgetBase):
+    """Shared implementation of the three widgets (see :class:`Explorer` for the traits)."""
+
+    _VIEWS: ClassVar[tuple[str, ...]] = VIEWS
+    _DEFAULT_COLORMAP: ClassVar[str] = "viridis"
+    _frontend_writable = frozenset(
+        {
+            "view",
+            "layer",
+            "channel",
+            "normalization",
+            "colormap",
+            "input_channel",
+            "activation_mode",
+            "vector_mode",
+            "top_k",
+            "page",
+            "page_size",
+            "sample",
+            "upload",
+            "upload_name",
+        }
+    )
+    # Settings whose change redraws the picture; ``channel`` and ``image`` have their own paths.
+    _RERENDER = (
+        "view",
+        "layer",
+        "normalization",
+        "colormap",
+        "input_channel",
+        "activation_mode",
+        "vector_mode",
+        "top_k",
+        "page",
+        "page_size",
+    )
+
+    # -- traits: what the widget shows -----------------------------------------------------
+    views = traitlets.List(traitlets.Unicode()).tag(sync=True)
+    """The views this widget offers, in the order of its view switch."""
+    view = traitlets.Unicode("filters").tag(sync=True)
+    """The current view, one of ``views``: ``"filters"``, ``"activations"`` or ``"table"``."""
+    layers = traitlets.List(traitlets.Dict()).tag(sync=True)
+    """Every layer for the layer menu: ``{name, type, shape, kind, has_filters, index}``."""
+    layer = traitlets.Unicode("").tag(sync=True)
+    """Name of the layer shown. A name the model does not have is refused: ``error`` says so
+    and ``layer`` keeps its value."""
+    channel = traitlets.Int(0).tag(sync=True)
+    """The selected channel (filter or feature map), shown enlarged in ``detail``; the page
+    follows it. Out of range values are refused with an ``error``."""
+    channel_count = traitlets.Int(0).tag(sync=True)
+    """How many channels (or vector entries) the current layer has (read-only)."""
+    table = traitlets.List(traitlets.Dict()).tag(sync=True)
+    """Rows of the layer table view: the ``layers`` entries plus parameter shapes and counts."""
+
+    # -- traits: how it is drawn -----------------------------------------------------------
+    normalization = traitlets.Unicode("layer").tag(sync=True)
+    """``"layer"`` (one scale for the layer: channels stay comparable), ``"channel"`` (each
+    stretched on its own), ``"symmetric"`` (zero in the middle; for signed weights) or
+    ``"std"`` (the Keras ``deprocess_image`` recipe)."""
+    colormap = traitlets.Unicode("viridis").tag(sync=True)
+    """``"gray"``, ``"viridis"`` or ``"diverging"`` (blue - white - red, for signed values)."""
+    input_channel = traitlets.CUnicode("auto").tag(sync=True)
+    """Filters view: which input channel of each kernel to draw: ``"auto"`` (RGB for 3 inputs,
+    else the mean), ``"rgb"``, ``"mean"`` or an index (``"0"``, ``"1"``, ...)."""
+    activation_mode = traitlets.Unicode("grid").tag(sync=True)
+    """Feature maps as a ``"grid"`` of channels, or reduced to one picture by ``"sum"`` or
+    ``"mean"`` over channels."""
+    vector_mode = traitlets.Unicode("auto").tag(sync=True)
+    """Layers that output a vector: ``"dense"`` (values and histogram), ``"probabilities"``
+    (top-k classes) or ``"auto"`` (probabilities for the output layer)."""
+    top_k = traitlets.Int(5).tag(sync=True)
+    """How many classes the probabilities view lists."""
+    page = traitlets.Int(0).tag(sync=True)
+    """Page of channels shown when a layer has more than ``page_size``; always the page of
+    ``channel`` (setting it moves the channel to the page's first)."""
+    page_size = traitlets.Int(PAGE_SIZE).tag(sync=True)
+    """Channels per page of the grid."""
+
+    # -- traits: the input image -----------------------------------------------------------
+    image = traitlets.Any(b"").tag(sync=True)
+    """The input image as the model sees it (resized, channels matched), as PNG bytes sent in a
+    binary buffer. Assign a numpy array, a PIL image, a path or file bytes: it is converted.
+    An image that cannot be used leaves the previous one and sets ``error``."""
+    sample = traitlets.Unicode("").tag(sync=True)
+    """Name of the bundled sample image in use (see ``samples``); setting it loads that image."""
+    samples = traitlets.List(traitlets.Unicode()).tag(sync=True)
+    """Names of the bundled sample images (``cnn_widgets.zoo.list_samples()``)."""
+    upload = traitlets.Bytes(b"").tag(sync=True, **bytes_serialization)
+    """Bytes of a file the user picked or dropped in the browser; consumed and cleared."""
+    upload_name = traitlets.Unicode("").tag(sync=True)
+    """File name of the last upload (for messages)."""
+
+    # -- traits: the pictures --------------------------------------------------------------
+    grid = traitlets.Bytes(b"").tag(sync=True)
+    """The current picture at its natural size (never upscaled: the browser enlarges it),
+    encoded as ``grid_format``."""
+    grid_format = traitlets.Unicode("png").tag(sync=True)
+    """Encoding of ``grid``: ``"png"`` or ``"jpeg"`` (the browser's MIME subtype)."""
+    grid_layout = traitlets.Dict().tag(sync=True)
+    """Tile geometry of ``grid`` (``TileLayout.to_dict()``) plus ``offset``, the channel of the
+    first tile; empty for single pictures. The browser maps clicks to channels with it."""
+    grid_meta = traitlets.Dict().tag(sync=True)
+    """Facts about ``grid``: ``shown``, ``total``, ``first``, ``page``, ``pages``, ``text``
+    ("64 of 2048 shown"), ``nonfinite``, ``kind`` and view-specific entries."""
+    detail = traitlets.Bytes(b"").tag(sync=True)
+    """The selected channel alone at its natural size (the browser enlarges it)."""
+    detail_format = traitlets.Unicode("png").tag(sync=True)
+    """Encoding of ``detail``."""
+    detail_stats = traitlets.Dict().tag(sync=True)
+    """``min``, ``max``, ``mean``, ``shape`` and ``nonfinite`` of the selected channel."""
+    predictions = traitlets.List(traitlets.Dict()).tag(sync=True)
+    """Probabilities view: ``{index, label, value}`` best first; empty otherwise."""
+
+    # -- traits: progress ------------------------------------------------------------------
+    status = traitlets.Unicode("idle").tag(sync=True)
+    """``"idle"``, ``"busy: ..."`` while the worker computes, ``"error"`` after a failure, or
+    ``"no image: ..."`` in the feature-map view before an image is chosen."""
+    busy = traitlets.Bool(False).tag(sync=True)
+    """True while the worker thread computes a picture."""
+
+    # --------------------------------------------------------------------------- construction
+
+    def _setup(
+        self,
+        model: Any,
+        image: ImageLike | None,
+        layer: str | int | LayerInfo | None,
+        options: dict[str, Any],
+    ) -> None:
+        self._check_options(options)
+        adapter = model if isinstance(model, Adapter) else adapt(model)
+        with _ADAPTER_LOCK:
+            infos = adapter.layers()
+        # Plain attributes first: validators and observers below read them.
+        self._adapter = adapter
+        self._infos = {info.name: info for info in infos}
+        self._order = infos
+        self._cache = _LRU(CACHE_SIZE)
+        self._runner = Runner(self._on_worker_error, name=f"cnn-widgets-{type(self).__name__}")
+        self._lock = threading.RLock()  # guards _generation and publishing
+        self._generation = 0
+        self._frame: Frame | None = None
+        self._static_png: bytes | None = None
+        self._quiet = False
+        self._staged: tuple[bytes, np.ndarray, str] | None = None
+        self._input: np.ndarray | None = None
+        self._input_key = ""
+        self._taking_sample = False
+        self._accepted: dict[str, Any] = {"layer": "", "channel": 0, "image": b""}
+        # True when ``error`` describes a failed render (cleared by the next good one); input
+        # errors stay until the next user action.
+        self._render_error = False
+
+        sample = options.pop("sample", "")
+        if image is not None and sample:
+            raise ValueError("give image or sample, not both")
+        view = options.pop("view", self._VIEWS[0] if len(self._VIEWS) == 1 else None)
+        if image is None and sample:
+            image = _zoo().sample_image(sample)
+        if image is None and "activations" in self._VIEWS:
+            image = self._default_image()
+        if image is not None:
+            self._input = prepare_image(adapter, image)  # bad arguments raise here
+            self._input_key = image_key(self._input)
+        if view is None:
+            view = "activations" if self._input is not None else "filters"
+        if view not in self._VIEWS:
+            raise ValueError(f"view must be one of {', '.join(self._VIEWS)}; got {view!r}")
+        name = adapter.layer(layer).name if layer is not None else self._default_layer()
+        png = image_png(self._input) if self._input is not None else b""
+        if png:
+            self._staged = (png, self._input, self._input_key)
+
+        options.setdefault("colormap", self._DEFAULT_COLORMAP)
+        super().__init__(
+            views=list(self._VIEWS),
+            layers=[_layer_entry(i) for i in infos],
+            table=[_table_row(i) for i in infos],
+            samples=self._sample_names(),
+            sample=sample,
+            view=view,
+            layer=name,
+            image=png,
+            **options,
+        )
+        self._staged = None
+        self.observe(self._on_change, names=[*self._RERENDER, "channel", "image", "sample"])
+        self.observe(self._on_upload, names="upload")
+        self._refresh(force_inline=True)
+
+    def _default_layer(self) -> str:
+        """The first convolution, else the first layer with feature maps, else the first."""
+        convs = [i for i in self._order if i.has_filters]
+        spatial = [i for i in self._order if i.is_spatial]
+        ran = [i for i in self._order if i.output_shape is not None]
+        return (convs or spatial or ran or self._order)[0].name
+
+    def _default_image(self) -> np.ndarray | None:
+        try:
+            return _zoo().default_image(self._adapter)
+        except Exception as exc:  # e.g. scikit-image missing for the photos: no image yet
+            log.info("no default image: %s", exc)
+            return None
+
+    @staticmethod
+    def _sample_names() -> list[str]:
+        try:
+            return list(_zoo().list_samples())
+        except Exception as exc:
+            log.info("no sample images: %s", exc)
+            return []
+
+    # --------------------------------------------------------------------------- public API
+
+    @property
+    def adapter(self) -> Adapter:
+        """The adapted model this widget shows."""
+        return self._adapter
+
+    def wait(self, timeout: float | None = WAIT_TIMEOUT) -> None:
+        """Block until the worker thread has published the latest request.
+
+        Raises
+        ------
+        TimeoutError
+            When the work takes longer than ``timeout`` seconds.
+        """
+        if not self._runner.wait(timeout):
+            raise TimeoutError(f"{type(self).__name__}: still busy after {timeout} s")
+
+    def save_png(self, path: str | Path) -> Path:
+        """Write the current picture (the grid, or the plot of a vector layer) as a PNG file.
+
+        Waits for pending work first. In the table view the last picture is written.
+
+        Returns
+        -------
+        pathlib.Path
+            The file written.
+        """
+        self.wait()
+        frame = self._frame
+        if frame is None or frame.grid is None:
+            reason = f": {self.error}" if self.error else ""
+            raise RuntimeError(f"{type(self).__name__} has no picture to save{reason}")
+        target = Path(path)
+        target.write_bytes(self._png_of_view())
+        return target
+
+    def close(self) -> None:
+        """Stop the worker thread and close the widget's connection to the browser."""
+        runner = getattr(self, "_runner", None)
+        if runner is not None:
+            runner.close()
+        super().close()
+
+    def __repr__(self) -> str:
+        # Cheap on purpose: no trait serialization, no forward pass.
+        model = type(self._adapter.model).__name__ if hasattr(self, "_adapter") else "?"
+        return (
+            f"<{type(self).__name__} {model} view={self.view!r} layer={self.layer!r} "
+            f"channel={self.channel}>"
+        )
+
+    def _repr_mimebundle_(self, **kwargs: Any) -> tuple[dict, dict] | None:
+        bundle = super()._repr_mimebundle_(**kwargs)
+        if bundle is None:
+            return None
+        data, metadata = bundle
+        png = self._png_of_view()
+        if png:
+            # A notebook saved or exported without widget state still shows the picture.
+            data = {**data, "image/png": base64.b64encode(png).decode("ascii")}
+        return data, metadata
+
+    def _png_of_view(self) -> bytes:
+        with self._lock:
+            frame = self._frame
+            if frame is None or frame.grid is None:
+                return b""
+            if self._static_png is None:
+                self._static_png = frame.grid.png()
+            return self._static_png
+
+    # --------------------------------------------------------------------------- validation
+
+    def _choice(self, proposal: Any, choices: tuple[str, ...]) -> str:
+        value = proposal["value"]
+        if value not in choices:
+            raise traitlets.TraitError(
+                f"{type(self).__name__}.{proposal['trait'].name} must be one of "
+                f"{', '.join(repr(c) for c in choices)}; got {value!r}"
+            )
+        return value
+
+    @traitlets.validate("view")
+    def _validate_view(self, proposal: Any) -> str:
+        return self._choice(proposal, tuple(self.views) or self._VIEWS)
+
+    @traitlets.validate("normalization")
+    def _validate_normalization(self, proposal: Any) -> str:
+        return self._choice(proposal, NORMALIZATIONS)
+
+    @traitlets.validate("colormap")
+    def _validate_colormap(self, proposal: Any) -> str:
+        return self._choice(proposal, COLORMAPS)
+
+    @traitlets.validate("activation_mode")
+    def _validate_activation_mode(self, proposal: Any) -> str:
+        return self._choice(proposal, ACTIVATION_MODES)
+
+    @traitlets.validate("vector_mode")
+    def _validate_vector_mode(self, proposal: Any) -> str:
+        return self._choice(proposal, VECTOR_MODES)
+
+    @traitlets.validate("input_channel")
+    def _validate_input_channel(self, proposal: Any) -> str:
+        value = proposal["value"].strip().lower()
+        if value in INPUT_CHANNEL_WORDS or value.isdigit():
+            return value
+        raise traitlets.TraitError(
+            f"{type(self).__name__}.input_channel must be 'auto', 'rgb', 'mean' or a channel "
+            f"index; got {proposal['value']!r}"
+        )
+
+    @traitlets.validate("page_size")
+    def _validate_page_size(self, proposal: Any) -> int:
+        value = proposal["value"]
+        if not 1 <= value <= 4096:
+            raise traitlets.TraitError(f"page_size must be in 1..4096; got {value}")
+        return value
+
+    @traitlets.validate("page")
+    def _validate_page(self, proposal: Any) -> int:
+        value = proposal["value"]
+        if value < 0:
+            raise traitlets.TraitError(f"page must be >= 0; got {value}")
+        return value
+
+    @traitlets.validate("top_k")
+    def _validate_top_k(self, proposal: Any) -> int:
+        value = proposal["value"]
+        if not 1 <= value <= 100:
+            raise traitlets.TraitError(f"top_k must be in 1..100; got {value}")
+        return value
+
+    @traitlets.validate("layer")
+    def _validate_layer(self, proposal: Any) -> str:
+        # A wrong name is a user mistake the widget survives: it keeps the current layer and
+        # says what went wrong (with suggestions) instead of raising into the comm handler.
+        name = proposal["value"]
+        if name in self._infos:
+            return self._accept("layer", name)
+        try:
+            self._adapter.layer(name)
+        except (ValueError, TypeError) as exc:
+            self._report(exc)
+        return self._accepted["layer"]
+
+    @traitlets.validate("channel")
+    def _validate_channel(self, proposal: Any) -> int:
+        value = proposal["value"]
+        count = self.channel_count
+        if value < 0 or (count and value >= count and not self._quiet):
+            self._report(f"channel {value} is out of range: valid 0..{max(count - 1, 0)}")
+            return self._accepted["channel"]
+        return self._accept("channel", value)
+
+    @traitlets.validate("image")
+    def _validate_image(self, proposal: Any) -> Any:
+        value = proposal["value"]
+        staged = self._staged
+        if staged is not None and value is staged[0]:
+            return self._accept("image", value)
+        if value is None or (isinstance(value, (bytes, bytearray)) and not value):
+            return self._accept("image", b"")
+        try:
+            if isinstance(value, _Prepared):
+                array = value.array
+            else:
+                array = prepare_image(self._adapter, value)
+            png = image_png(array)
+        except Exception as exc:
+            self._report(exc)
+            return self._accepted["image"]  # keep the previous image
+        self._staged = (png, array, image_key(array))
+        return self._accept("image", png)
+
+    def _accept(self, name: str, value: Any) -> Any:
+        # Validators that refuse a value fall back to the last accepted one: ``self.<name>``
+        # already holds the refused value while traitlets holds notifications (browser input).
+        self._accepted[name] = value
+        return value
+
+    # --------------------------------------------------------------------------- observers
+
+    @contextmanager
+    def _quietly(self) -> Iterator[None]:
+        """Set dependent traits without triggering another render."""
+        previous, self._quiet = self._quiet, True
+        try:
+            yield
+        finally:
+            self._quiet = previous
+
+    def _on_change(self, change: dict[str, Any]) -> None:
+        if self._quiet or change["old"] is change["new"] or change["old"] == change["new"]:
+            return
+        name = change["name"]
+        if self.error and not self._in_browser_batch:
+            self.error = ""  # a new action from Python; the browser path clears in set_state
+        try:
+            with self._quietly():
+                if name == "image":
+                    self._take_image(change["new"])
+                elif name == "sample":
+                    if not self._take_sample(change["new"], change["old"]):
+                        return
+                elif name == "view":
+                    self._fit_layer_to_view()
+                elif name == "layer":
+                    if self.input_channel not in ("auto", "mean"):
+                        self.input_channel = "auto"  # "rgb" or an index may not fit the layer
+                elif name == "page":
+                    self.channel = min(self.page * self.page_size, max(self.channel_count - 1, 0))
+        except Exception as exc:
+            self._report(exc)
+            return
+        detail_only = name == "channel" and self.channel // self.page_size == self.page
+        self._refresh(detail_only=detail_only)
+
+    def _take_image(self, png: bytes) -> None:
+        staged, self._staged = self._staged, None
+        if not png:
+            self._input, self._input_key = None, ""
+        elif staged is not None and staged[0] is png:
+            self._input, self._input_key = staged[1], staged[2]
+        else:  # assigned by a path we did not stage (should not happen): decode it again
+            self._input = prepare_image(self._adapter, bytes(png))
+            self._input_key = image_key(self._input)
+        if not self._taking_sample:
+            self.sample = ""
+
+    def _take_sample(self, name: str, previous: str) -> bool:
+        """Load a sample image; False when nothing changed (failure or cleared name)."""
+        if not name:
+            return False
+        before = self.image
+        try:
+            array = prepare_image(self._adapter, _zoo().sample_image(name))
+        except Exception as exc:
+            self._report(exc)
+            self.sample = previous
+            return False
+        self._taking_sample = True
+        try:
+            self.image = _Prepared(array)
+            if self.image is before:  # refused (the error is already shown)
+                self.sample = previous
+                return False
+            self._take_image(self.image)  # its observer is quiet here: take it ourselves
+        finally:
+            self._taking_sample = False
+        return True
+
+    def _on_upload(self, change: dict[str, Any]) -> None:
+        data = bytes(change["new"] or b"")
+        if not data or self._quiet:
+            return
+        name = self.upload_name or "the upload"
+        try:
+            array = prepare_image(self._adapter, data)
+        except Exception as exc:
+            self._report(f"cannot use the uploaded file {name!r}: {exc}")
+        else:
+            self.image = _Prepared(array)  # observers render it
+        finally:
+            with self._quietly():
+                self.upload = b""  # consumed: the same file may be dropped again
+
+    def _fit_layer_to_view(self) -> None:
+        info = self._infos[self.layer]
+        if self.view == "filters" and not info.has_filters:
+            convs = [i for i in self._order if i.has_filters]
+            if convs:
+                before = [i for i in convs if i.index <= info.index]
+                self.layer = (before[-1] if before else convs[0]).name
+        elif self.view == "activations" and info.output_shape is None:
+            ran = [i for i in self._order if i.output_shape is not None]
+            if ran:
+                self.layer = ran[0].name
+
+    # --------------------------------------------------------------------------- requests
+
+    def _channel_total(self, info: LayerInfo) -> int:
+        if info.output_shape:
+            return max(int(info.output_shape[0]), 1)
+        return 1
+
+    def _settle(self) -> Request | None:
+        """Clamp channel and page to the layer; the request for the current state."""
+        if self.view == "table":
+            return None
+        info = self._infos[self.layer]
+        total = self._channel_total(info)
+        with self._quietly():
+            self.channel_count = total
+            if self.channel >= total:
+                self.channel = total - 1
+            self.page = self.channel // self.page_size
+        return Request(
+            is_output=info.index == len(self._order) - 1,
+            labels=self._adapter.spec.labels,
+            view=self.view,
+            layer=self.layer,
+            channel=self.channel,
+            page=self.page,
+            page_size=self.page_size,
+            normalization=self.normalization,
+            colormap=self.colormap,
+            input_channel=self.input_channel,
+            activation_mode=self.activation_mode,
+            vector_mode=self.vector_mode,
+            top_k=self.top_k,
+            image_key=self._input_key,
+            image=self._input,
+        )
+
+    def _refresh(self, *, detail_only: bool = False, force_inline: bool = False) -> None:
+        try:
+            request = self._settle()
+        except Exception as exc:
+            self._report(exc)
+            self._render_error = True
+            return
+        if request is None:
+            return
+        with self._lock:
+            self._generation += 1
+            generation = self._generation
+        if request.data_key is None:
+            self._publish(generation, None, status="no image: choose a sample or open a file")
+            return
+        cached = self._cache.get(request.data_key)
+        previous = self._frame
+        # Only the detail changes when everything but the channel is what is on screen.
+        detail_only = (
+            detail_only
+            and cached is not None
+            and previous is not None
+            and dataclasses.replace(previous.request, channel=request.channel) == request
+        )
+        cheap = cached is not None or request.view == "filters"
+        if force_inline or (cheap and not self._runner.busy):
+            # Cached data (or weights, which need no forward pass) render in milliseconds:
+            # no thread hop, and the caller sees the result as soon as the setter returns.
+            try:
+                data = cached if cached is not None else self._fetch(request)
+                frame = render(request, data, previous=previous, detail_only=detail_only)
+            except Exception as exc:
+                self._fail(generation, exc)
+                return
+            self._publish(generation, frame)
+            return
+        what = "filters" if request.view == "filters" else "feature maps"
+        with self._lock, self.hold_sync():
+            self.busy = True
+            self.status = f"busy: computing the {what} of {request.layer!r}"
+        self._runner.submit(lambda stop: self._work(request, generation, stop))
+
+    def _work(self, request: Request, generation: int, stop: threading.Event) -> None:
+        """Runs on the worker thread."""
+        try:
+            data = self._cache.get(request.data_key) if request.data_key else None
+            if data is None:
+                data = self._fetch(request)
+            if stop.is_set():
+                raise Cancelled
+            frame = render(request, data, stop=stop)
+        except Cancelled:
+            raise
+        except Exception as exc:
+            self._fail(generation, exc)
+            return
+        self._publish(generation, frame)
+
+    def _fetch(self, request: Request) -> np.ndarray:
+        with _ADAPTER_LOCK:
+            if request.view == "filters":
+                data = self._adapter.filters(request.layer)
+            else:
+                assert request.image is not None
+                out = self._adapter.activations(request.image[None], [request.layer])
+                data = out[request.layer][0]
+        self._cache.put(request.data_key, data)
+        return data
+
+    # --------------------------------------------------------------------------- publishing
+
+    def _publish(self, generation: int, frame: Frame | None, *, status: str = "idle") -> bool:
+        """Send a result unless a newer request was made meanwhile; one message."""
+        with self._lock:
+            if generation != self._generation:
+                return False
+            with self.hold_sync():
+                if frame is None:
+                    self.grid, self.grid_layout, self.grid_meta = b"", {}, {}
+                    self.detail, self.detail_stats, self.predictions = b"", {}, []
+                else:
+                    if frame.grid is not (self._frame.grid if self._frame else None):
+                        self._static_png = None
+                        self.grid_format, self.grid = frame.grid_wire
+                        self.grid_layout = frame.layout
+                        self.grid_meta = frame.meta
+                        self.predictions = frame.predictions
+                    self.detail_format, self.detail = frame.detail_wire
+                    self.detail_stats = frame.detail_stats
+                self._frame = frame if frame is not None else self._frame
+                if self._render_error:
+                    self.error, self._render_error = "", False
+                self.busy = False
+                self.status = status
+            return True
+
+    def _fail(self, generation: int, exc: BaseException) -> None:
+        with self._lock:
+            if generation != self._generation:
+                log.debug("dropped the error of a superseded request: %r", exc)
+                return
+            with self.hold_sync():
+                self._report(exc)
+                self._render_error = True
+                self.busy = False
+                self.status = "error"
+
+    def _on_worker_error(self, exc: BaseException) -> None:
+        # Last resort for errors that escaped a job; jobs report their own through _fail.
+        with self._lock, self.hold_sync():
+            self._report(exc)
+            self._render_error = True
+            self.busy = self._runner.has_pending
+            self.status = "error"
+
+
+# --------------------------------------------------------------------------- public classes
+
+_COMMON = ("channel", "normalization", "colormap", "page_size")
+_FILTER_OPTIONS = ("input_channel",)
+_ACTIVATION_OPTIONS = ("activation_mode", "vector_mode", "top_k", "sample")
+
+
+class Explorer(_Viewer):
+    """Filters, feature maps and the layer table of a model in one widget.
+
+    Parameters
+    ----------
+    model:
+        A ``torch.nn.Module``, a ``keras.Model`` or a model from :func:`cnn_widgets.adapt`.
+    image:
+        Input for the feature maps: numpy array, PIL image, path or file bytes. Default: a
+        bundled sample image that suits the model (when the sample images are installed).
+    layer:
+        Layer name or index; default: the first convolution.
+    **options:
+        Initial values of ``view``, ``channel``, ``normalization``, ``colormap``,
+        ``input_channel``, ``activation_mode``, ``vector_mode``, ``top_k``, ``page_size`` or
+        ``sample``; anything else raises :class:`TypeError`.
+
+    Notes
+    -----
+    Arguments given here raise when they are wrong. Later changes (from Python or the
+    browser) never raise: a problem shows in ``error`` and the widget keeps its last good
+    state. Work that needs a forward pass runs on a worker thread; :meth:`wait` blocks until
+    it is published.
+    """
+
+    _VIEWS = VIEWS
+    _options = ("view", *_COMMON, *_FILTER_OPTIONS, *_ACTIVATION_OPTIONS)
+
+    def __init__(
+        self,
+        model: Any,
+        image: ImageLike | None = None,
+        layer: str | int | LayerInfo | None = None,
+        **options: Any,
+    ) -> None:
+        self._setup(model, image, layer, options)
+
+
+class FilterViewer(_Viewer):
+    """The learned filters (kernels) of a model's convolutions, one layer at a time.
+
+    Parameters
+    ----------
+    model:
+        A ``torch.nn.Module``, a ``keras.Model`` or a model from :func:`cnn_widgets.adapt`.
+    layer:
+        Layer name or index; default: the first convolution.
+    **options:
+        Initial values of ``channel``, ``normalization``, ``colormap``, ``input_channel`` or
+        ``page_size``; anything else raises :class:`TypeError`.
+    """
+
+    _VIEWS = ("filters",)
+    _DEFAULT_COLORMAP = "gray"
+    _options = (*_COMMON, *_FILTER_OPTIONS)
+
+    def __init__(
+        self, model: Any, layer: str | int | LayerInfo | None = None, **options: Any
+    ) -> None:
+        self._setup(model, None, layer, options)
+
+
+class ActivationViewer(_Viewer):
+    """What each layer of a model outputs for an image: feature maps, or the vector of a
+    dense layer (values, or top-k class probabilities).
+
+    Parameters
+    ----------
+    model:
+        A ``torch.nn.Module``, a ``keras.Model`` or a model from :func:`cnn_widgets.adapt`.
+    image:
+        numpy array, PIL image, path or file bytes; default: a bundled sample image that suits
+        the model. Change it later with ``viewer.image = ...``, ``viewer.sample = name`` or by
+        dropping a file on the widget.
+    layer:
+        Layer name or index; default: the first convolution.
+    **options:
+        Initial values of ``channel``, ``normalization``, ``colormap``, ``activation_mode``,
+        ``vector_mode``, ``top_k``, ``page_size`` or ``sample``; anything else raises
+        :class:`TypeError`.
+    """
+
+    _VIEWS = ("activations",)
+    _options = (*_COMMON, *_ACTIVATION_OPTIONS)
+
+    def __init__(
+        self,
+        model: Any,
+        image: ImageLike | None = None,
+        layer: str | int | LayerInfo | None = None,
+        **options: Any,
+    ) -> None:
+        self._setup(model, image, layer, options)
