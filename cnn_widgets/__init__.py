@@ -16,6 +16,7 @@ from __future__ import annotations
 import importlib
 from typing import TYPE_CHECKING, Any
 
+from .analysis import channel_stats, filter_responses, health_report, top_images
 from .api import (
     activations,
     filters,
@@ -47,7 +48,10 @@ __all__ = [
     "Normalization",
     "activations",
     "adapt",
+    "channel_stats",
+    "filter_responses",
     "filters",
+    "health_report",
     "layers",
     "plot_activations",
     "plot_filters",
@@ -56,6 +60,7 @@ __all__ = [
     "render_filters",
     "summary",
     "tile",
+    "top_images",
     "zoo",
 ]
 

@@ -261,6 +261,32 @@ class Adapter(ABC):
             f"input={self.spec.shape} preprocess={_describe_preprocess(self.spec.preprocess)}>"
         )
 
+    # -- layer inputs and conv parameters (analysis: kernel x image responses, health) ---
+    # Added for cnn_widgets.analysis; backends override the three hooks below. They have
+    # defaults (not abstract) so that an adapter written before them keeps working.
+    def layer_inputs(self, batch: np.ndarray, layers: Sequence[LayerKey]) -> dict[str, np.ndarray]:
+        """What each layer *receives* for ``batch`` (``(N, C, H, W)``, [0, 1]), from one
+        forward pass: the first tensor argument of the layer's first call, channels-first,
+        batch kept. For the first layer that is the preprocessed image."""
+        names = list(dict.fromkeys(self.layer(k).name for k in layers))
+        with self._lock, self.protect():
+            out = self._layer_inputs(np.ascontiguousarray(batch, dtype=np.float32), names)
+        return {n: np.asarray(out[n], dtype=np.float32) for n in names}
+
+    def _layer_inputs(self, batch: np.ndarray, names: Sequence[str]) -> dict[str, np.ndarray]:
+        raise NotImplementedError(f"{type(self).__name__} cannot capture layer inputs")
+
+    def conv_bias(self, layer: LayerKey) -> np.ndarray | None:
+        """The bias of a 2-D convolution as ``(out,)`` float32 (a copy), or None when the
+        layer adds none (the same rule as :attr:`ConvConfig.has_bias`)."""
+        raise NotImplementedError(f"{type(self).__name__} cannot read conv biases")
+
+    def conv_padding_mode(self, layer: LayerKey) -> str:
+        """How a 2-D convolution fills its padding: ``"zeros"`` (every Keras conv, and torch's
+        default), or torch's ``"reflect"``, ``"replicate"``, ``"circular"``."""
+        self.conv_config(layer)  # refuses layers that are no 2-D convolution
+        return "zeros"
+
 
 def _describe_preprocess(p: Preprocess) -> str:
     if p is None:

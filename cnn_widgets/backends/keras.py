@@ -332,6 +332,51 @@ class KerasAdapter(Adapter):
             self.layers()
         return self._objects[info.name]
 
+    # -- layer inputs and conv parameters (for cnn_widgets.analysis) -----------------------
+    def _layer_inputs(self, batch: np.ndarray, names: Sequence[str]) -> dict[str, np.ndarray]:
+        """Each named layer's first positional input at its first eager call, channels-first
+        (the recording wrapper sees the arguments ``call`` gets)."""
+        if batch.ndim != 4 or batch.shape[1] != self.spec.channels:
+            raise ValueError(
+                f"expected a batch of shape (N, {self.spec.channels}, H, W), got {batch.shape}"
+            )
+        wanted = list(dict.fromkeys(names))
+        if not self._objects:
+            self.layers()
+        entries = [(n, self._objects[n]) for n in wanted]
+        inputs: dict[str, np.ndarray] = {}
+
+        def on_output(name: str, output: Any, args: tuple[Any, ...] = ()) -> None:
+            if name in inputs:
+                return
+            if not args:
+                raise ValueError(
+                    f"layer {name!r} was called with its input as a keyword argument, "
+                    "which this backend cannot see"
+                )
+            inputs[name] = _to_channels_first(_to_float32(_first_tensor(args[0])))
+            if len(inputs) == len(wanted):
+                raise _StopForward
+
+        with _PASS_LOCK, _recording(entries, on_output), suppress(_StopForward):
+            self.model(self._model_input(batch), training=False)
+        missing = [n for n in wanted if n not in inputs]
+        if missing:
+            raise ValueError(
+                f"layer(s) {', '.join(repr(n) for n in missing)} did not run in the forward "
+                "pass, so they have no inputs"
+            )
+        return inputs
+
+    def conv_bias(self, layer: LayerKey) -> np.ndarray | None:
+        """The layer's ``bias`` as float32, or None without one. ``SeparableConv2D`` gives
+        None: its bias is added after the pointwise step, not to the depthwise kernels'
+        output that :meth:`filters` and :meth:`conv_config` describe."""
+        config = self.conv_config(layer)  # refuses layers without 2-D filters
+        if not config.has_bias:
+            return None
+        return _to_float32(self._object(self.layer(layer)).bias)
+
 
 # -- layer tree ----------------------------------------------------------------------------
 def _children(layer: keras.layers.Layer) -> list[keras.layers.Layer]:

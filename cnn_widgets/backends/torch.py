@@ -373,6 +373,69 @@ class TorchAdapter(Adapter):
         same position)."""
         return not before.differences(after)
 
+    # -- layer inputs and conv parameters (for cnn_widgets.analysis) -----------------------
+    def _layer_inputs(self, batch: np.ndarray, names: Sequence[str]) -> dict[str, np.ndarray]:
+        """Each named module's first tensor argument at its first call, from forward
+        *pre*-hooks (so an in-place op of the module itself cannot have changed it yet)."""
+        wanted = list(dict.fromkeys(names))
+        captured: dict[str, np.ndarray] = {}
+
+        def capturer(name: str) -> Callable[[nn.Module, Any, Any], None]:
+            def hook(module: nn.Module, args: Any, kwargs: Any) -> None:
+                if name in captured:
+                    return
+                tensor = _first_tensor(args)
+                if tensor is None:  # called as module(input=x)
+                    tensor = _first_tensor(kwargs)
+                if tensor is None:
+                    raise ValueError(f"layer {name!r} was called without a tensor input")
+                captured[name] = _to_numpy(tensor)
+                if len(captured) == len(wanted):
+                    raise _StopForward
+
+            return hook
+
+        device, dtype = _device_and_dtype(self.model)
+        inputs = torch.tensor(batch, device=device, dtype=dtype)
+        handles = []
+        try:
+            for name in wanted:
+                module = self._module(name)
+                handles.append(module.register_forward_pre_hook(capturer(name), with_kwargs=True))
+            with torch.no_grad():
+                self.model(self._preprocess(inputs))
+        except _StopForward:
+            pass
+        except RuntimeError as err:
+            raise ValueError(
+                f"the forward pass of {type(self.model).__name__} failed on a batch of shape "
+                f"{tuple(batch.shape)} (N, C, H, W): {err}"
+            ) from err
+        finally:
+            for handle in handles:
+                handle.remove()
+        missing = [name for name in wanted if name not in captured]
+        if missing:
+            raise ValueError(
+                f"layer(s) {', '.join(repr(n) for n in missing)} did not run in the forward "
+                f"pass of {type(self.model).__name__}, so they have no inputs"
+            )
+        return {name: captured[name] for name in wanted}
+
+    def _plain_conv(self, layer: LayerKey) -> nn.Conv2d:
+        self.conv_config(layer)  # refuses everything but a plain Conv2d, with the reason
+        return self._module(self.layer(layer).name)  # type: ignore[return-value]
+
+    def conv_bias(self, layer: LayerKey) -> np.ndarray | None:
+        """``Conv2d.bias`` as a float32 copy, or None for ``bias=False``."""
+        bias = self._plain_conv(layer).bias
+        return None if bias is None else _to_numpy(bias)
+
+    def conv_padding_mode(self, layer: LayerKey) -> str:
+        """``Conv2d.padding_mode``: ``"zeros"``, ``"reflect"``, ``"replicate"`` or
+        ``"circular"``."""
+        return str(self._plain_conv(layer).padding_mode)
+
 
 # -- snapshots ---------------------------------------------------------------------------
 class _TensorCopy(NamedTuple):
