@@ -70,7 +70,7 @@ const DEFAULT_VIEW = { label: "", parts: ["layer", "channel", "picture"] };
 
 /** Display size targets in CSS pixels; pictures are enlarged by whole factors up to these. */
 const GRID_TARGET = 480;
-const DETAIL_TARGET = 192;
+const DETAIL_TARGET = 240;
 const INPUT_TARGET = 128;
 /** Bigger files are refused in the browser before they travel to the kernel. */
 export const MAX_UPLOAD_BYTES = 25 * 1024 * 1024;
@@ -267,6 +267,12 @@ function render({ model, el, signal }) {
   const subscriptions = [];
   /** @type {Map<HTMLImageElement, string>} */
   const shownUrls = new Map();
+  /**
+   * The bytes (and format) each img shows now: one update fires several change events that
+   * each repaint, and the same bytes must not become a new URL, load and decode every time.
+   * @type {Map<HTMLImageElement, {data: unknown, format: string}>}
+   */
+  const shownData = new Map();
   /** @type {Set<string>} */
   const downloadUrls = new Set();
   /** @type {Set<ReturnType<typeof setTimeout>>} */
@@ -626,11 +632,14 @@ function render({ model, el, signal }) {
    * @param {string} format
    */
   function showBytes(img, bytesName, format) {
+    /** @type {DataView | ArrayBuffer | null} */
+    const data = model.get(bytesName);
+    const shown = shownData.get(img);
+    if (shown && shown.data === data && shown.format === format && shownUrls.has(img)) return;
+    shownData.set(img, { data, format });
     const old = shownUrls.get(img);
     if (old) URL.revokeObjectURL(old);
     shownUrls.delete(img);
-    /** @type {DataView | ArrayBuffer | null} */
-    const data = model.get(bytesName);
     if (!data || !data.byteLength) {
       img.removeAttribute("src");
       img.hidden = true;
@@ -1210,6 +1219,7 @@ function render({ model, el, signal }) {
     subscriptions.length = 0;
     for (const url of shownUrls.values()) URL.revokeObjectURL(url);
     shownUrls.clear();
+    shownData.clear();
     for (const timer of timers) clearTimeout(timer);
     timers.clear();
     for (const url of downloadUrls) URL.revokeObjectURL(url);

@@ -14,7 +14,6 @@ Every test in this folder carries the ``e2e`` marker: ``pytest -m "not e2e"`` sk
 
 from __future__ import annotations
 
-import os
 import re
 from collections.abc import Generator, Iterator
 from pathlib import Path
@@ -22,19 +21,15 @@ from pathlib import Path
 import pytest
 from playwright.sync_api import Browser, Page, sync_playwright
 
-from tests.e2e.helpers import ARTIFACTS_DIR, JupyterServer, Theme
+from tests.e2e.helpers import (
+    ARTIFACTS_DIR,
+    CHROMIUM,
+    VIEWPORT,
+    JupyterServer,
+    Theme,
+    launch_chromium,
+)
 
-CHROMIUM = Path(os.environ.get("CNN_WIDGETS_CHROMIUM", "/usr/bin/chromium"))
-CHROMIUM_ARGS = [
-    "--no-sandbox",  # root in containers; the sandbox needs user namespaces we may not have
-    "--disable-gpu",
-    "--disable-quic",
-    "--no-first-run",
-    "--disable-background-networking",
-    "--disable-component-update",
-    "--disable-sync",
-]
-VIEWPORT = {"width": 1400, "height": 1000}
 PAGE_TIMEOUT_MS = 30_000
 
 _E2E_DIR = Path(__file__).parent
@@ -75,9 +70,7 @@ def browser() -> Iterator[Browser]:
             pytrace=False,
         )
     with sync_playwright() as playwright:
-        chromium = playwright.chromium.launch(
-            executable_path=str(CHROMIUM), headless=True, args=CHROMIUM_ARGS
-        )
+        chromium = launch_chromium(playwright)
         try:
             yield chromium
         finally:

@@ -37,12 +37,26 @@ from pathlib import Path
 from typing import Any, Literal
 
 import nbformat
-from playwright.sync_api import Locator, Page
+from playwright.sync_api import Browser, Locator, Page, Playwright
 
 REPO_ROOT = Path(__file__).resolve().parents[2]
 NOTEBOOKS_DIR = REPO_ROOT / "notebooks"
 ARTIFACTS_DIR = REPO_ROOT / "tests" / "artifacts"
 SCREENS_DIR = ARTIFACTS_DIR / "screens"
+
+#: The browser the tests (and ``benchmarks/browser_latency.py``) drive: Debian's Chromium, since
+#: ``playwright install`` cannot download here (``scripts/install_browser.sh`` installs it).
+CHROMIUM = Path(os.environ.get("CNN_WIDGETS_CHROMIUM", "/usr/bin/chromium"))
+CHROMIUM_ARGS = [
+    "--no-sandbox",  # root in containers; the sandbox needs user namespaces we may not have
+    "--disable-gpu",
+    "--disable-quic",
+    "--no-first-run",
+    "--disable-background-networking",
+    "--disable-component-update",
+    "--disable-sync",
+]
+VIEWPORT = {"width": 1400, "height": 1000}
 
 Theme = Literal["light", "dark"]
 THEME_NAMES: dict[str, str] = {"light": "JupyterLab Light", "dark": "JupyterLab Dark"}
@@ -346,6 +360,34 @@ class JupyterServer:
             os.killpg(self.process.pid, signal.SIGKILL)
         with contextlib.suppress(subprocess.TimeoutExpired):
             self.process.wait(timeout=5.0)
+
+
+def launch_chromium(playwright: Playwright) -> Browser:
+    """Start headless :data:`CHROMIUM` with :data:`CHROMIUM_ARGS`.
+
+    Parameters
+    ----------
+    playwright : Playwright
+        A started ``sync_playwright()``.
+
+    Returns
+    -------
+    Browser
+        The browser; the caller closes it.
+
+    Raises
+    ------
+    FileNotFoundError
+        If there is no Chromium at :data:`CHROMIUM`.
+    """
+    if not CHROMIUM.exists():
+        raise FileNotFoundError(
+            f"Chromium not found at {CHROMIUM}. Run scripts/install_browser.sh "
+            "(or set CNN_WIDGETS_CHROMIUM to a Chromium binary)."
+        )
+    return playwright.chromium.launch(
+        executable_path=str(CHROMIUM), headless=True, args=CHROMIUM_ARGS
+    )
 
 
 def _notebook_url(server: JupyterServer, name: str) -> str:
