@@ -27,14 +27,15 @@ from .api import (
     summary,
 )
 from .backends import Adapter, InputSpec, LayerInfo, Normalization, adapt
+from .featureviz import feature_viz
 from .render import tile
 
 if TYPE_CHECKING:
     from . import zoo
     from .plot import plot_activations, plot_filters
-    from .widgets import ActivationViewer, Explorer, FilterViewer
+    from .widgets import ActivationViewer, Explorer, FeatureVisualizer, FilterViewer
 
-_WIDGETS = ("ActivationViewer", "Explorer", "FilterViewer")
+_WIDGETS = ("ActivationViewer", "Explorer", "FeatureVisualizer", "FilterViewer")
 
 __version__ = "0.1.0"
 
@@ -42,6 +43,7 @@ __all__ = [
     "ActivationViewer",
     "Adapter",
     "Explorer",
+    "FeatureVisualizer",
     "FilterViewer",
     "InputSpec",
     "LayerInfo",
@@ -49,6 +51,7 @@ __all__ = [
     "activations",
     "adapt",
     "channel_stats",
+    "feature_viz",
     "filter_responses",
     "filters",
     "health_report",

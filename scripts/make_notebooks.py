@@ -252,7 +252,7 @@ By hand: loops over `net.blobs` / `net.params` printing shapes, the `vis_square`
     ),
     code("cw.summary(net)      # net.blobs (output shapes) and net.params (parameter shapes) in one table"),
     code('cw.tile(cw.filters(net, "_conv_stem").transpose(0, 2, 3, 1) * 4 + 0.5)   # vis_square on filters'),
-    code('cw.render_activations(net, cat, "_relu0", channels=range(36))             # the first 36 maps of the first conv'),
+    code('cw.render_activations(net, cat, "_relu0", channels=range(16))             # the first maps of the first conv (the article shows 36 of 96)'),
     code('cw.render_activations(net, cat, "_blocks.15._project_conv")                 # a deep, small layer (like pool5)'),
     code('cw.render_activations(net, cat, "_avg_pooling", view="dense")              # fc6: line plot + histogram of positives'),
     code('cw.render_activations(net, cat, -1, view="probabilities", top_k=5)       # prob: the top classes'),
@@ -301,8 +301,10 @@ down ×0.1: with the default scale, half a minute of training leaves them lookin
 model = build_torch(pretrained=False)
 with torch.no_grad():
     model.conv1.weight.mul_(0.1)
-before = cw.filters(model, "conv1")
-cw.render_filters(model, "conv1")
+# A bare torch model does not say its input size; adapt() records it once.
+net = cw.adapt(model, input_shape=(1, 28, 28))
+before = cw.filters(net, "conv1")
+cw.render_filters(net, "conv1")
 """
     ),
     md("## 2. Train for about 30 seconds"),
@@ -333,7 +335,7 @@ weights agree), a random one is not.
     ),
     code(
         """
-after = cw.filters(model, "conv1")
+after = cw.filters(net, "conv1")
 
 def roughness(filters):
     f = filters[:, 0]
@@ -341,7 +343,7 @@ def roughness(filters):
 
 answer_roughness = {"before": roughness(before), "after": roughness(after)}
 print(answer_roughness)
-cw.render_filters(model, "conv1")
+cw.render_filters(net, "conv1")
 """
     ),
     md(
@@ -356,11 +358,11 @@ like noise?
     code(
         """
 channels = range(8)
-naive = cw.feature_viz(model, "relu2", channels, recipe="naive", steps=STEPS, size=28)
-lucid = cw.feature_viz(model, "relu2", channels, recipe="lucid", steps=STEPS, size=28)
+naive = cw.feature_viz(net, "relu2", channels, recipe="naive", steps=STEPS, size=28)
+lucid = cw.feature_viz(net, "relu2", channels, recipe="lucid", steps=STEPS, size=28)
 
 def reached(images):
-    return np.array([cw.activations(model, im, "relu2")["relu2"][c].mean() for c, im in zip(channels, images)])
+    return np.array([cw.activations(net, im, "relu2")["relu2"][c].mean() for c, im in zip(channels, images)])
 
 answer_activation = {"naive": reached(naive), "lucid": reached(lucid)}
 print({k: v.round(2) for k, v in answer_activation.items()})
@@ -376,7 +378,7 @@ every conv layer's channels over a set of images.
     ),
     code(
         """
-report = cw.health_report(model, images[order[4500:4700].numpy()])
+report = cw.health_report(net, images[order[4500:4700].numpy()])
 report
 """
     ),

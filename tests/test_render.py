@@ -400,7 +400,7 @@ def test_activation_grid_pages_channels_on_the_layer_scale() -> None:
 
 def test_activation_grid_rejects_bad_channels_and_shapes() -> None:
     acts = np.zeros((4, 2, 2))
-    with pytest.raises(IndexError, match="4 channels"):
+    with pytest.raises(ValueError, match=r"4 channels \(valid 0\.\.3\)"):
         activation_grid(acts, channels=[4])
     with pytest.raises(ValueError, match="no channels"):
         activation_grid(acts, channels=[])

@@ -206,7 +206,7 @@ def test_each_widget_offers_its_views_and_a_sensible_start(make: Callable, lenet
     acts = make(ActivationViewer, lenet, digit(7))
     assert (acts.views, acts.view, acts.layer) == (["activations"], "activations", "conv1")
     explorer = make(Explorer, lenet, digit(7), layer="conv2")
-    assert explorer.views == ["filters", "activations", "table"]
+    assert explorer.views == ["filters", "activations", "featureviz", "table"]
     assert (explorer.view, explorer.layer) == ("activations", "conv2")
     for widget in (filters, acts, explorer):
         assert widget.error == ""

@@ -574,7 +574,9 @@ def _selection(total: int, channels: Channels) -> tuple[tuple[int, ...], slice |
         raise ValueError(f"no channels selected (of {total})")
     bad = [c for c in resolved if not 0 <= c < total]
     if bad:
-        raise IndexError(f"channel {bad[0]} out of range: the layer has {total} channels")
+        raise ValueError(
+            f"channel {bad[0]} out of range: the layer has {total} channels (valid 0..{total - 1})"
+        )
     first = resolved[0]
     if resolved == tuple(range(first, first + len(resolved))):
         return resolved, slice(first, first + len(resolved))

@@ -64,6 +64,10 @@ export const VIEWS = {
     label: "Feature maps",
     parts: ["layer", "drawing", "activation-mode", "image", "channel", "picture", "pager"],
   },
+  featureviz: {
+    label: "Feature viz",
+    parts: ["layer", "featureviz", "channel", "picture", "pager"],
+  },
   table: { label: "Layer table", parts: ["table"] },
 };
 const DEFAULT_VIEW = { label: "", parts: ["layer", "channel", "picture"] };
@@ -95,6 +99,16 @@ const VECTOR_MODES = [
   ["auto", "auto"],
   ["dense", "values + histogram"],
   ["probabilities", "top-k probabilities"],
+];
+const FV_RECIPES = [
+  ["lucid", "lucid (interpretable)"],
+  ["naive", "naive (pixel ascent)"],
+];
+const FV_OBJECTIVES = [
+  ["channel", "channel (mean)"],
+  ["neuron", "neuron (centre)"],
+  ["layer", "layer (DeepDream)"],
+  ["class", "class logit"],
 ];
 const ZOOMS = [
   ["fit", "fit"],
@@ -203,10 +217,34 @@ export function visibleLayers(layers, view, query, keep) {
   return layers.filter((layer) => {
     if (layer.name === keep) return true;
     if (view === "filters" && !layer.has_filters) return false;
-    if (view === "activations" && !layer.shape) return false;
+    if ((view === "activations" || view === "featureviz") && !layer.shape) return false;
     if (!q) return true;
     return layer.name.toLowerCase().includes(q) || layer.type.toLowerCase().includes(q);
   });
+}
+
+/**
+ * The progress line of a feature-visualization run, e.g. "step 37 of 256 · running".
+ * @param {Record<string, any> | null | undefined} meta  the `fv_meta` trait
+ * @param {boolean} running
+ * @returns {string}
+ */
+export function fvProgressText(meta, running) {
+  if (!meta || typeof meta.steps !== "number") return running ? "starting…" : "";
+  const state = running ? "running" : String(meta.state ?? "");
+  const size = Array.isArray(meta.size) ? ` · ${meta.size.join("×")} px` : "";
+  return `step ${meta.step ?? 0} of ${meta.steps} · ${state}${size}`;
+}
+
+/**
+ * A whole number typed into a number field, or null when it is not one.
+ * @param {string} text
+ * @returns {number | null}
+ */
+export function parseWhole(text) {
+  const trimmed = text.trim();
+  if (!/^-?\d+$/.test(trimmed)) return null;
+  return Number(trimmed);
 }
 
 /**
@@ -502,6 +540,80 @@ function render({ model, el, signal }) {
     [channelLabel, channelSlider, channelNumber],
   );
 
+  /**
+   * A number field with a label; the value is written on "change" (Enter or leaving it).
+   * @param {string} role
+   * @param {string} label
+   * @param {Record<string, string>} attrs
+   */
+  function labelledNumber(role, label, attrs) {
+    const id = `${prefix}-${role}`;
+    const input = focusable(
+      make("input", {
+        className: `cnnw-input cnnw-number cnnw-${role}`,
+        role,
+        attrs: { id, type: "number", step: "1", ...attrs },
+      }),
+    );
+    const wrap = make("span", { className: "cnnw-field" }, [
+      make("label", { className: "cnnw-label", text: label, attrs: { for: id } }),
+      input,
+    ]);
+    return { input, wrap };
+  }
+
+  const fvRun = focusable(
+    make("button", {
+      className: "cnnw-button cnnw-primary",
+      role: "fv-run",
+      text: "Run gradient ascent",
+      attrs: { type: "button" },
+    }),
+  );
+  const fvStop = focusable(
+    make("button", {
+      className: "cnnw-button",
+      role: "fv-stop",
+      text: "Stop",
+      attrs: { type: "button" },
+    }),
+  );
+  const fvSteps = labelledNumber("fv-steps", "Steps", { min: "1", max: "100000" });
+  const fvSize = labelledNumber("fv-size", "Size", {
+    min: "0",
+    max: "1024",
+    placeholder: "auto",
+    title: "image side in pixels; 0 = automatic",
+  });
+  const fvRecipe = labelledSelect("fv-recipe", "Recipe", FV_RECIPES, "featureviz");
+  const fvObjective = labelledSelect("fv-objective", "Objective", FV_OBJECTIVES, "featureviz");
+  const fvProgress = make("progress", {
+    className: "cnnw-progress",
+    role: "fv-progress",
+    attrs: { max: "1", value: "0", "aria-label": "optimization progress" },
+  });
+  const fvProgressLabel = make("span", { className: "cnnw-muted", role: "fv-progress-text" });
+  const fvHint = make("div", {
+    className: "cnnw-muted cnnw-fv-hint",
+    role: "fv-hint",
+    text: "Press “Run gradient ascent” to synthesize the image that excites each channel of this page most.",
+  });
+  const fvPart = make("div", { className: "cnnw-fv", attrs: { "data-part": "featureviz" } }, [
+    make("div", { className: "cnnw-row cnnw-fv-settings" }, [
+      fvObjective.wrap,
+      fvRecipe.wrap,
+      fvSteps.wrap,
+      fvSize.wrap,
+    ]),
+    make("div", { className: "cnnw-row cnnw-fv-actions" }, [
+      fvRun,
+      fvStop,
+      fvProgress,
+      fvProgressLabel,
+    ]),
+    fvHint,
+  ]);
+
   const grid = make("img", {
     className: "cnnw-grid cnnw-pixelated",
     role: "grid",
@@ -602,6 +714,7 @@ function render({ model, el, signal }) {
     layerPart,
     optionsRow,
     imageRow,
+    fvPart,
     channelRow,
     pictureRow,
     pager,
@@ -617,10 +730,33 @@ function render({ model, el, signal }) {
   const layers = () => model.get("layers") ?? [];
   /** @returns {LayerEntry | undefined} */
   const currentLayer = () => layers().find((layer) => layer.name === model.get("layer"));
+  const featureViz = () => model.get("view") === "featureviz";
   /** @returns {TileLayout | null} */
   const layout = () => {
-    const value = model.get("grid_layout");
+    const value = model.get(featureViz() ? "fv_layout" : "grid_layout");
     return value && value.ncols ? value : null;
+  };
+  /**
+   * Which traits the big picture shows: the view's grid, or the feature visualizations.
+   * @returns {{bytes: string, format: string, width: number, height: number}}
+   */
+  const gridSource = () => {
+    if (featureViz()) {
+      const geometry = model.get("fv_layout") ?? {};
+      return {
+        bytes: "fv_image",
+        format: model.get("fv_format"),
+        width: geometry.width,
+        height: geometry.height,
+      };
+    }
+    const meta = model.get("grid_meta") ?? {};
+    return {
+      bytes: "grid",
+      format: model.get("grid_format"),
+      width: meta.width,
+      height: meta.height,
+    };
   };
 
   // -- painting ------------------------------------------------------------------------
@@ -670,9 +806,9 @@ function render({ model, el, signal }) {
   }
 
   function paintGrid() {
-    showBytes(grid, "grid", model.get("grid_format"));
-    const meta = model.get("grid_meta") ?? {};
-    sizePicture(grid, meta.width, meta.height, GRID_TARGET);
+    const source = gridSource();
+    showBytes(grid, source.bytes, source.format);
+    sizePicture(grid, source.width, source.height, GRID_TARGET);
     gridWrap.classList.toggle("cnnw-clickable", layout() !== null);
     paintHighlight();
     paintPager();
@@ -690,6 +826,10 @@ function render({ model, el, signal }) {
   }
 
   function paintDetail() {
+    if (featureViz()) {
+      paintFvDetail();
+      return;
+    }
     showBytes(detail, "detail", model.get("detail_format"));
     const stats = model.get("detail_stats") ?? {};
     const shape = Array.isArray(stats.shape) ? stats.shape : [];
@@ -715,6 +855,47 @@ function render({ model, el, signal }) {
     detailFigure.hidden = parts.length === 0;
   }
 
+  function paintFvDetail() {
+    showBytes(detail, "fv_detail", "png");
+    const meta = model.get("fv_meta") ?? {};
+    const size = Array.isArray(meta.size) ? meta.size : [0, 0];
+    sizePicture(detail, size[1], size[0], DETAIL_TARGET);
+    const channel = Number(model.get("channel"));
+    /** @type {number[]} */
+    const channels = Array.isArray(meta.channels) ? meta.channels : [];
+    const index = channels.indexOf(channel);
+    const parts = [];
+    if (!detail.hidden && index >= 0) {
+      const what = meta.objective === "class" ? "class" : "channel";
+      parts.push(`${what} ${channel}`);
+      const values = Array.isArray(meta.values) ? meta.values : [];
+      if (typeof values[index] === "number") parts.push(`objective ${formatNumber(values[index])}`);
+    }
+    detailStats.textContent = parts.join(" · ");
+    detailFigure.hidden = detail.hidden;
+  }
+
+  function paintFeatureViz() {
+    const running = Boolean(model.get("fv_running"));
+    const meta = model.get("fv_meta") ?? {};
+    fvSteps.input.value = String(model.get("fv_steps") ?? "");
+    const size = Number(model.get("fv_size") ?? 0);
+    fvSize.input.value = size > 0 ? String(size) : "";
+    fvRecipe.select.value = model.get("fv_recipe");
+    fvObjective.select.value = model.get("fv_objective");
+    fvStop.disabled = !running;
+    fvRun.textContent = running ? "Restart" : "Run gradient ascent";
+    const progress = Number(model.get("fv_progress") ?? 0);
+    fvProgress.value = Number.isFinite(progress) ? progress : 0;
+    fvProgressLabel.textContent = fvProgressText(
+      typeof meta.steps === "number" ? meta : null,
+      running,
+    );
+    const empty = !(model.get("fv_image")?.byteLength > 0);
+    fvHint.hidden = !empty || running;
+    root.classList.toggle("cnnw-fv-running", running);
+  }
+
   function paintInputImage() {
     showBytes(inputImage, "image", "png");
   }
@@ -725,18 +906,31 @@ function render({ model, el, signal }) {
     predictions.replaceChildren(
       ...rows.map((row) => make("li", { text: `${row.label} — ${(row.value * 100).toFixed(1)}%` })),
     );
-    predictions.hidden = rows.length === 0;
+    predictions.hidden = rows.length === 0 || featureViz();
   }
 
   function paintPager() {
-    const meta = model.get("grid_meta") ?? {};
+    let meta = model.get("grid_meta") ?? {};
+    if (featureViz()) {
+      // The feature-viz page is the layer's page of channels (what a run optimizes).
+      const total = Math.max(1, Number(model.get("channel_count") ?? 1));
+      const size = Math.max(1, Number(model.get("page_size") ?? 1));
+      const page = Number(model.get("page") ?? 0);
+      const first = page * size;
+      const last = Math.min(total, first + size) - 1;
+      meta = {
+        page,
+        pages: Math.ceil(total / size),
+        text: `channels ${first}–${last} of ${total}`,
+      };
+    }
     const page = Number(meta.page ?? model.get("page") ?? 0);
     const pages = Number(meta.pages ?? 1);
     const text = meta.text ?? "";
     pageInfo.textContent = pages > 1 ? `${text} · page ${page + 1} of ${pages}` : text;
     prev.disabled = !(pages > 1 && page > 0);
     next.disabled = !(pages > 1 && page < pages - 1);
-    save.disabled = !(model.get("grid")?.byteLength > 0);
+    save.disabled = !(model.get(gridSource().bytes)?.byteLength > 0);
   }
 
   function paintLayers() {
@@ -878,7 +1072,7 @@ function render({ model, el, signal }) {
   }
 
   function paintStatus() {
-    const busy = Boolean(model.get("busy"));
+    const busy = Boolean(model.get("busy")) || Boolean(model.get("fv_running"));
     statusText.textContent = model.get("status") ?? "";
     spinner.hidden = !busy;
     root.setAttribute("aria-busy", String(busy));
@@ -932,10 +1126,11 @@ function render({ model, el, signal }) {
   }
 
   function downloadGrid() {
+    const source = gridSource();
     /** @type {DataView | null} */
-    const data = model.get("grid");
+    const data = model.get(source.bytes);
     if (!data || !data.byteLength) return;
-    const format = model.get("grid_format") || "png";
+    const format = source.format || "png";
     const url = URL.createObjectURL(new Blob([data], { type: `image/${format}` }));
     downloadUrls.add(url);
     const link = make("a", {
@@ -1097,6 +1292,45 @@ function render({ model, el, signal }) {
   );
   next.addEventListener("click", () => send("page", Number(model.get("page")) + 1), listen);
   save.addEventListener("click", downloadGrid, listen);
+  fvRun.addEventListener(
+    "click",
+    () => send("fv_run", Number(model.get("fv_run") ?? 0) + 1),
+    listen,
+  );
+  fvStop.addEventListener(
+    "click",
+    () => send("fv_stop", Number(model.get("fv_stop") ?? 0) + 1),
+    listen,
+  );
+  for (const [field, name] of /** @type {const} */ ([
+    [fvSteps, "fv_steps"],
+    [fvSize, "fv_size"],
+  ])) {
+    field.input.addEventListener(
+      "change",
+      () => {
+        const text = field.input.value;
+        // An empty size field means "automatic".
+        const value = name === "fv_size" && !text.trim() ? 0 : parseWhole(text);
+        if (value === null) {
+          localError = `${name === "fv_steps" ? "steps" : "size"} must be a whole number`;
+          paintError();
+          paintFeatureViz();
+        } else if (value !== model.get(name)) send(name, value);
+      },
+      listen,
+    );
+  }
+  fvRecipe.select.addEventListener(
+    "change",
+    () => send("fv_recipe", fvRecipe.select.value),
+    listen,
+  );
+  fvObjective.select.addEventListener(
+    "change",
+    () => send("fv_objective", fvObjective.select.value),
+    listen,
+  );
 
   /** @param {Event} event */
   function chooseRow(event) {
@@ -1177,7 +1411,33 @@ function render({ model, el, signal }) {
     paintViews();
     paintLayers();
     paintChannel();
+    paintGrid();
+    paintDetail();
+    paintPredictions();
   });
+  for (const name of ["fv_image", "fv_layout"]) {
+    subscribe(`change:${name}`, () => {
+      if (featureViz()) paintGrid();
+      paintFeatureViz();
+    });
+  }
+  subscribe("change:fv_detail", paintDetail);
+  subscribe("change:fv_meta", () => {
+    paintFeatureViz();
+    paintDetail();
+  });
+  for (const name of [
+    "fv_running",
+    "fv_progress",
+    "fv_steps",
+    "fv_size",
+    "fv_recipe",
+    "fv_objective",
+  ]) {
+    subscribe(`change:${name}`, paintFeatureViz);
+  }
+  subscribe("change:fv_running", paintStatus);
+  subscribe("change:channel_count", paintPager);
   subscribe("change:views", paintViews);
   subscribe("change:table", paintTable);
   for (const name of [
@@ -1208,6 +1468,7 @@ function render({ model, el, signal }) {
   paintDetail();
   paintPredictions();
   paintTable();
+  paintFeatureViz();
   paintStatus();
   paintError();
 

@@ -27,7 +27,7 @@ import importlib
 import logging
 import threading
 from collections import OrderedDict
-from collections.abc import Hashable, Iterator
+from collections.abc import Hashable, Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -37,29 +37,47 @@ import numpy as np
 import traitlets
 from ipywidgets.widgets.trait_types import bytes_serialization
 
+from .. import featureviz as _featureviz
 from ..api import prepare_image
 from ..backends import Adapter, LayerInfo, adapt
 from ..images import ImageLike
 from .base import WidgetBase
-from .frames import Frame, Request, image_key, image_png, render
+from .frames import Frame, Request, image_key, image_png, jsonable, render
+from .fvframes import (
+    FRAME_INTERVAL,
+    FV_OBJECTIVES,
+    FV_RECIPES,
+    FvRequest,
+    Throttle,
+    effective_steps,
+    fv_file_png,
+    fv_picture,
+    fv_single_png,
+)
 from .runner import Cancelled, Runner
 
-__all__ = ["ActivationViewer", "Explorer", "FilterViewer"]
+__all__ = ["ActivationViewer", "Explorer", "FeatureVisualizer", "FilterViewer"]
 
 log = logging.getLogger(__name__)
 
-VIEWS = ("filters", "activations", "table")
+VIEWS = ("filters", "activations", "featureviz", "table")
 """Every view a widget can offer. A new view needs its data (``Request.data_key`` and
-``_fetch``), a renderer in ``frames.RENDERERS`` and an entry in ``VIEWS`` of ``widget.js``."""
+``_fetch``), a renderer in ``frames.RENDERERS`` and an entry in ``VIEWS`` of ``widget.js``.
+``"featureviz"`` is the exception: it streams from its own run (``_fv_*`` methods)."""
 NORMALIZATIONS = ("layer", "channel", "symmetric", "std")
 COLORMAPS = ("gray", "viridis", "diverging")
 ACTIVATION_MODES = ("grid", "sum", "mean")
 VECTOR_MODES = ("auto", "dense", "probabilities")
 INPUT_CHANNEL_WORDS = ("auto", "rgb", "mean")
 
+MAX_FV_STEPS = 100_000
+MIN_FV_SIZE = 8
+MAX_FV_SIZE = 1024
 CACHE_SIZE = 8
 """Layers' data kept per widget: feature maps per (image, layer), weights per layer."""
 PAGE_SIZE = 64
+FV_PAGE_SIZE = 16
+"""Channels per page (and per run) of :class:`FeatureVisualizer`: optimizing is slow."""
 WAIT_TIMEOUT = 120.0
 
 # Adapters put the model into inference mode and restore it afterwards (``protect``). Two
@@ -162,8 +180,15 @@ class _Viewer(WidgetBase):
             "sample",
             "upload",
             "upload_name",
+            "fv_steps",
+            "fv_size",
+            "fv_recipe",
+            "fv_objective",
+            "fv_run",
+            "fv_stop",
         }
     )
+    _FV_SETTINGS = ("fv_steps", "fv_size", "fv_recipe", "fv_objective")
     # Settings whose change redraws the picture; ``channel`` and ``image`` have their own paths.
     _RERENDER = (
         "view",
@@ -262,6 +287,41 @@ class _Viewer(WidgetBase):
     busy = traitlets.Bool(False).tag(sync=True)
     """True while the worker thread computes a picture."""
 
+    # -- traits: feature visualization (the "featureviz" view) -----------------------------
+    fv_steps = traitlets.Int(256).tag(sync=True)
+    """Optimization steps of a run (``CNN_WIDGETS_MAX_STEPS`` caps them)."""
+    fv_size = traitlets.Int(0).tag(sync=True)
+    """Image side in pixels; 0 lets :func:`~cnn_widgets.feature_viz` choose (128, or the
+    model's own input size when smaller)."""
+    fv_recipe = traitlets.Unicode("lucid").tag(sync=True)
+    """``"lucid"`` (interpretable pictures) or ``"naive"`` (plain pixel ascent)."""
+    fv_objective = traitlets.Unicode("channel").tag(sync=True)
+    """``"channel"``, ``"neuron"`` (the centre position), ``"layer"`` (DeepDream, one image)
+    or ``"class"`` (the logit of each unit of the layer)."""
+    fv_run = traitlets.Int(0).tag(sync=True)
+    """The browser's "Run" button: each increment starts a run for the current page of
+    channels (a running one is stopped first). Python code calls :meth:`run_feature_viz`."""
+    fv_stop = traitlets.Int(0).tag(sync=True)
+    """The browser's "Stop" button: each increment stops the run; its picture stays."""
+    fv_running = traitlets.Bool(False).tag(sync=True)
+    """True while a feature-visualization run streams frames (read-only)."""
+    fv_progress = traitlets.Float(0.0).tag(sync=True)
+    """Share of the run's steps done, 0 to 1 (read-only)."""
+    fv_step = traitlets.Int(0).tag(sync=True)
+    """Steps done by the run on screen (read-only)."""
+    fv_image = traitlets.Bytes(b"").tag(sync=True)
+    """The images of the run (one tile per channel), JPEG while running, PNG when done."""
+    fv_format = traitlets.Unicode("png").tag(sync=True)
+    """Encoding of ``fv_image``."""
+    fv_layout = traitlets.Dict().tag(sync=True)
+    """Tile geometry of ``fv_image`` (``TileLayout.to_dict()``, ``channels`` per tile)."""
+    fv_meta = traitlets.Dict().tag(sync=True)
+    """Facts about ``fv_image``: ``layer``, ``objective``, ``recipe``, ``channels``,
+    ``step``, ``steps``, ``size`` (pixels), ``state`` (``"running"``, ``"done"``,
+    ``"stopped"``, ``"cached"``) and ``values`` (the objective per image)."""
+    fv_detail = traitlets.Bytes(b"").tag(sync=True)
+    """The selected channel's image alone (PNG), when the run on screen includes it."""
+
     # --------------------------------------------------------------------------- construction
 
     def _setup(
@@ -294,6 +354,15 @@ class _Viewer(WidgetBase):
         # True when ``error`` describes a failed render (cleared by the next good one); input
         # errors stay until the next user action.
         self._render_error = False
+        # Feature visualization: finished runs per FvRequest, the images on screen, the
+        # request being optimized and a generation counter that retires abandoned runs.
+        self._fv_cache = _LRU(CACHE_SIZE)
+        self._fv_shown: tuple[FvRequest, np.ndarray] | None = None
+        self._fv_active: FvRequest | None = None
+        self._fv_generation = 0
+        self._fv_started = False
+        #: Optimizations started (for tests and diagnostics).
+        self._fv_calls = 0
 
         sample = options.pop("sample", "")
         if image is not None and sample:
@@ -330,6 +399,8 @@ class _Viewer(WidgetBase):
         self._staged = None
         self.observe(self._on_change, names=[*self._RERENDER, "channel", "image", "sample"])
         self.observe(self._on_upload, names="upload")
+        self.observe(self._on_fv_setting, names=list(self._FV_SETTINGS))
+        self.observe(self._on_fv_button, names=["fv_run", "fv_stop"])
         self._refresh(force_inline=True)
 
     def _default_layer(self) -> str:
@@ -373,9 +444,11 @@ class _Viewer(WidgetBase):
             raise TimeoutError(f"{type(self).__name__}: still busy after {timeout} s")
 
     def save_png(self, path: str | Path) -> Path:
-        """Write the current picture (the grid, or the plot of a vector layer) as a PNG file.
+        """Write the current picture (the grid, the plot of a vector layer, or the feature
+        visualizations on screen) as a PNG file.
 
-        Waits for pending work first. In the table view the last picture is written.
+        Waits for pending work first (a feature-visualization run included). In the table
+        view the last picture is written.
 
         Returns
         -------
@@ -383,12 +456,12 @@ class _Viewer(WidgetBase):
             The file written.
         """
         self.wait()
-        frame = self._frame
-        if frame is None or frame.grid is None:
+        png = self._png_of_view()
+        if not png:
             reason = f": {self.error}" if self.error else ""
             raise RuntimeError(f"{type(self).__name__} has no picture to save{reason}")
         target = Path(path)
-        target.write_bytes(self._png_of_view())
+        target.write_bytes(png)
         return target
 
     def close(self) -> None:
@@ -419,6 +492,9 @@ class _Viewer(WidgetBase):
 
     def _png_of_view(self) -> bytes:
         with self._lock:
+            if self.view == "featureviz":
+                shown = self._fv_shown
+                return fv_file_png(shown[1]) if shown is not None else b""
             frame = self._frame
             if frame is None or frame.grid is None:
                 return b""
@@ -487,6 +563,31 @@ class _Viewer(WidgetBase):
         if not 1 <= value <= 100:
             raise traitlets.TraitError(f"top_k must be in 1..100; got {value}")
         return value
+
+    @traitlets.validate("fv_steps")
+    def _validate_fv_steps(self, proposal: Any) -> int:
+        value = proposal["value"]
+        if not 1 <= value <= MAX_FV_STEPS:
+            raise traitlets.TraitError(f"fv_steps must be in 1..{MAX_FV_STEPS}; got {value}")
+        return value
+
+    @traitlets.validate("fv_size")
+    def _validate_fv_size(self, proposal: Any) -> int:
+        value = proposal["value"]
+        if value != 0 and not MIN_FV_SIZE <= value <= MAX_FV_SIZE:
+            raise traitlets.TraitError(
+                f"fv_size must be 0 (automatic) or in {MIN_FV_SIZE}..{MAX_FV_SIZE} pixels; "
+                f"got {value}"
+            )
+        return value
+
+    @traitlets.validate("fv_recipe")
+    def _validate_fv_recipe(self, proposal: Any) -> str:
+        return self._choice(proposal, FV_RECIPES)
+
+    @traitlets.validate("fv_objective")
+    def _validate_fv_objective(self, proposal: Any) -> str:
+        return self._choice(proposal, FV_OBJECTIVES)
 
     @traitlets.validate("layer")
     def _validate_layer(self, proposal: Any) -> str:
@@ -629,7 +730,7 @@ class _Viewer(WidgetBase):
             if convs:
                 before = [i for i in convs if i.index <= info.index]
                 self.layer = (before[-1] if before else convs[0]).name
-        elif self.view == "activations" and info.output_shape is None:
+        elif self.view in ("activations", "featureviz") and info.output_shape is None:
             ran = [i for i in self._order if i.output_shape is not None]
             if ran:
                 self.layer = ran[0].name
@@ -679,6 +780,9 @@ class _Viewer(WidgetBase):
             return
         if request is None:
             return
+        if request.view == "featureviz":
+            self._fv_show()
+            return
         with self._lock:
             self._generation += 1
             generation = self._generation
@@ -707,6 +811,7 @@ class _Viewer(WidgetBase):
             self._publish(generation, frame)
             return
         what = "filters" if request.view == "filters" else "feature maps"
+        self._fv_abandon()  # the worker is needed for this: a running optimization ends
         with self._lock, self.hold_sync():
             self.busy = True
             self.status = f"busy: computing the {what} of {request.layer!r}"
@@ -785,16 +890,306 @@ class _Viewer(WidgetBase):
             self.busy = self._runner.has_pending
             self.status = "error"
 
+    # --------------------------------------------------------------------------- feature viz
+
+    def run_feature_viz(self, channels: Sequence[int] | None = None) -> None:
+        """Start synthesizing the images that excite the current layer, in the background.
+
+        Parameters
+        ----------
+        channels:
+            Channels (units, classes) to optimize, one image each; default: the page of the
+            layer on screen. Not used by ``fv_objective="layer"`` (one image).
+
+        Notes
+        -----
+        The settings come from ``fv_steps``, ``fv_size``, ``fv_recipe`` and ``fv_objective``.
+        A run that is still going is stopped first. Frames stream into ``fv_image`` (JPEG, at
+        most about ten a second) and the last one is a PNG; finished runs are cached per layer,
+        channels and settings. Problems land in ``error``. :meth:`wait` blocks until the run
+        ends, :meth:`stop_feature_viz` ends it early.
+        """
+        if self.error and not self._in_browser_batch:
+            self.error = ""
+        try:
+            request = self._fv_request(channels)
+        except Exception as exc:
+            self._report(exc)
+            return
+        total = effective_steps(request.steps)
+        with self._lock:
+            self._fv_generation += 1
+            generation = self._fv_generation
+            self._fv_active = request
+            self._fv_started = False
+            with self.hold_sync():
+                # A view request waiting for the worker is replaced by this run.
+                self.busy = False
+                self.fv_running = True
+                self.fv_progress = 0.0
+                self.fv_step = 0
+                self.status = f"busy: feature visualization, {request.describe()}"
+        self._runner.submit(lambda stop: self._fv_work(request, generation, total, stop))
+
+    def stop_feature_viz(self) -> None:
+        """Stop the running feature visualization; its last images stay, status "stopped"."""
+        with self._lock:
+            if self._fv_active is None:
+                return
+            generation, started = self._fv_generation, self._fv_started
+        self._runner.cancel()
+        if started:
+            return  # the run sees its stop event and publishes its last picture itself
+        with self._lock:  # it never started: nobody else will say that it ended
+            if generation == self._fv_generation and not self._fv_started:
+                self._fv_active = None
+                with self.hold_sync():
+                    self.fv_running = False
+                    self.status = "stopped"
+
+    @property
+    def feature_viz_images(self) -> np.ndarray | None:
+        """The ``(n, H, W, C)`` images on screen in the feature-visualization view (the last
+        frame of a run that was stopped), or None."""
+        shown = self._fv_shown
+        return None if shown is None else shown[1]
+
+    def _fv_request(self, channels: Sequence[int] | None = None) -> FvRequest:
+        info = self._infos[self.layer]
+        objective = self.fv_objective
+        if info.output_shape is None:
+            raise ValueError(
+                f"layer {info.name!r} did not run in the model's forward pass: nothing to "
+                "visualize there"
+            )
+        if objective == "neuron" and not info.is_spatial:
+            raise ValueError(
+                f"objective 'neuron' needs a layer with a spatial output (C, H, W), but layer "
+                f"{info.name!r} outputs shape {tuple(info.output_shape)}; use 'channel' for a "
+                "unit of a dense layer"
+            )
+        if objective == "layer":
+            chosen: tuple[int, ...] = ()
+        elif channels is None:
+            total = self._channel_total(info)
+            first = min(self.page * self.page_size, total - 1)
+            chosen = tuple(range(first, min(total, first + self.page_size)))
+        else:
+            chosen = tuple(int(c) for c in channels)  # feature_viz checks the range
+            if not chosen:
+                raise ValueError("channels is empty: ask for at least one channel")
+        return FvRequest(
+            layer=self.layer,
+            channels=chosen,
+            objective=objective,
+            steps=self.fv_steps,
+            size=self.fv_size,
+            recipe=self.fv_recipe,
+        )
+
+    @staticmethod
+    def _fv_selection(request: FvRequest) -> tuple[Any, ...]:
+        """What a picture shows, settings aside: pictures of one selection may stand in for
+        each other until the next run."""
+        return (request.layer, request.channels, request.objective)
+
+    def _fv_work(
+        self, request: FvRequest, generation: int, total: int, stop: threading.Event
+    ) -> None:
+        """Runs on the worker thread."""
+        with self._lock:
+            if generation != self._fv_generation:
+                raise Cancelled
+            self._fv_started = True
+        throttle = Throttle(FRAME_INTERVAL)
+        last: dict[str, Any] = {"step": 0, "values": None}
+
+        def on_step(step: int, images: np.ndarray, values: np.ndarray) -> None:
+            last["step"], last["values"] = step, values
+            # The final frame goes out below as a PNG; in between, at most one per interval.
+            if step < total and throttle.ready():
+                self._fv_publish(generation, request, images, values, step, total, "running")
+
+        self._fv_calls += 1
+        try:
+            with _ADAPTER_LOCK:
+                images = _featureviz.feature_viz(
+                    self._adapter,
+                    request.layer,
+                    None if request.objective == "layer" else list(request.channels),
+                    objective=request.objective,
+                    steps=request.steps,
+                    size=request.size or None,
+                    recipe=request.recipe,
+                    callback=on_step,
+                    callback_every=max(1, total // 200),
+                    stop=stop,
+                )
+        except Exception as exc:
+            self._fv_fail(generation, exc)
+            return
+        complete = last["step"] >= total
+        state = "done" if complete else "stopped"
+        meta = self._fv_publish(
+            generation, request, images, last["values"], last["step"], total, state
+        )
+        if complete and meta is not None:
+            self._fv_cache.put(request, (images, {**meta, "state": "cached"}))
+
+    def _fv_meta(
+        self,
+        request: FvRequest,
+        images: np.ndarray,
+        values: np.ndarray | None,
+        step: int,
+        total: int,
+        state: str,
+    ) -> dict[str, Any]:
+        return jsonable(
+            {
+                "layer": request.layer,
+                "objective": request.objective,
+                "recipe": request.recipe,
+                "channels": list(request.channels),
+                "step": step,
+                "steps": total,
+                "size": list(images.shape[1:3]),
+                "state": state,
+                "values": None if values is None else [float(v) for v in values],
+            }
+        )
+
+    def _fv_publish(
+        self,
+        generation: int,
+        request: FvRequest,
+        images: np.ndarray,
+        values: np.ndarray | None,
+        step: int,
+        total: int,
+        state: str,
+    ) -> dict[str, Any] | None:
+        """Send a frame unless the run was retired; its meta, or None when dropped."""
+        running = state == "running"
+        # Encode before taking the lock: the kernel thread never waits for an encoder.
+        kind, data, layout = fv_picture(images, request.channels, fmt="jpeg" if running else "png")
+        meta = self._fv_meta(request, images, values, step, total, state)
+        # The detail streams too: a figure that appears only at the end would shift the grid.
+        detail = self._fv_detail_png(request, images)
+        with self._lock:
+            if generation != self._fv_generation:
+                return None
+            self._fv_shown = (request, images)
+            with self.hold_sync():
+                self.fv_format, self.fv_image = kind, data
+                self.fv_layout = layout
+                self.fv_meta = meta
+                self.fv_step = step
+                self.fv_progress = min(1.0, step / max(total, 1))
+                self.fv_detail = detail
+                if running:
+                    self.status = f"busy: feature visualization, step {step} of {total}"
+                else:
+                    self._fv_active = None
+                    self.fv_running = False
+                    self.status = "stopped" if state == "stopped" else "idle"
+        return meta
+
+    def _fv_fail(self, generation: int, exc: BaseException) -> None:
+        with self._lock:
+            if generation != self._fv_generation:
+                log.debug("dropped the error of an abandoned feature visualization: %r", exc)
+                return
+            self._fv_active = None
+            with self.hold_sync():
+                self._report(exc)
+                self.fv_running = False
+                self.status = "error"
+
+    def _fv_abandon(self, *, cancel: bool = False) -> None:
+        """Retire the running optimization (its frames are no longer wanted)."""
+        with self._lock:
+            if self._fv_active is None:
+                return
+            self._fv_generation += 1
+            self._fv_active = None
+            self.fv_running = False
+        if cancel:
+            self._runner.cancel()
+
+    def _fv_detail_png(self, request: FvRequest, images: np.ndarray) -> bytes:
+        if self.channel in request.channels:
+            return fv_single_png(images, request.channels.index(self.channel))
+        return b""
+
+    def _fv_show(self) -> None:
+        """Show what is known for the layer, page and settings on screen: a finished run from
+        the cache, the picture already there when it shows the same channels, or nothing."""
+        try:
+            request = self._fv_request()
+        except Exception as exc:
+            self._report(exc)
+            return
+        selection = self._fv_selection(request)
+        active = self._fv_active
+        if active is not None:
+            if self._fv_selection(active) == selection:
+                return  # its run streams the picture; settings apply to the next run
+            self._fv_abandon(cancel=True)
+        cached = self._fv_cache.get(request)
+        with self._lock:
+            shown = self._fv_shown
+            with self.hold_sync():
+                if cached is not None:
+                    images, meta = cached
+                    if shown is None or shown[1] is not images:
+                        self.fv_format, self.fv_image, self.fv_layout = fv_picture(
+                            images, request.channels
+                        )
+                        self.fv_meta = meta
+                        self.fv_step = int(meta.get("step", 0))
+                        self.fv_progress = 1.0
+                        self._fv_shown = (request, images)
+                        self.status = "idle"
+                    self.fv_detail = self._fv_detail_png(request, images)
+                elif shown is not None and self._fv_selection(shown[0]) == selection:
+                    self.fv_detail = self._fv_detail_png(shown[0], shown[1])
+                else:
+                    self._fv_shown = None
+                    self.fv_image, self.fv_layout, self.fv_meta = b"", {}, {}
+                    self.fv_detail, self.fv_step, self.fv_progress = b"", 0, 0.0
+                    if not self.fv_running:
+                        self.status = "idle"
+                self.busy = False
+
+    def _on_fv_setting(self, change: dict[str, Any]) -> None:
+        if change["old"] == change["new"]:
+            return
+        if self.error and not self._in_browser_batch:
+            self.error = ""
+        if self.view == "featureviz":
+            self._fv_show()
+
+    def _on_fv_button(self, change: dict[str, Any]) -> None:
+        if change["old"] == change["new"]:
+            return
+        if change["name"] == "fv_run":
+            self.run_feature_viz()
+        else:
+            self.stop_feature_viz()
+
 
 # --------------------------------------------------------------------------- public classes
 
 _COMMON = ("channel", "normalization", "colormap", "page_size")
 _FILTER_OPTIONS = ("input_channel",)
 _ACTIVATION_OPTIONS = ("activation_mode", "vector_mode", "top_k", "sample")
+_FV_OPTIONS = ("fv_steps", "fv_size", "fv_recipe", "fv_objective")
 
 
 class Explorer(_Viewer):
-    """Filters, feature maps and the layer table of a model in one widget.
+    """Filters, feature maps, feature visualizations and the layer table of a model in one
+    widget.
 
     Parameters
     ----------
@@ -807,19 +1202,21 @@ class Explorer(_Viewer):
         Layer name or index; default: the first convolution.
     **options:
         Initial values of ``view``, ``channel``, ``normalization``, ``colormap``,
-        ``input_channel``, ``activation_mode``, ``vector_mode``, ``top_k``, ``page_size`` or
-        ``sample``; anything else raises :class:`TypeError`.
+        ``input_channel``, ``activation_mode``, ``vector_mode``, ``top_k``, ``page_size``,
+        ``sample``, ``fv_steps``, ``fv_size``, ``fv_recipe`` or ``fv_objective``; anything else
+        raises :class:`TypeError`.
 
     Notes
     -----
     Arguments given here raise when they are wrong. Later changes (from Python or the
     browser) never raise: a problem shows in ``error`` and the widget keeps its last good
     state. Work that needs a forward pass runs on a worker thread; :meth:`wait` blocks until
-    it is published.
+    it is published. The worker does one thing at a time, latest request first: a feature
+    visualization that is running stops when the filters or feature maps need the worker.
     """
 
     _VIEWS = VIEWS
-    _options = ("view", *_COMMON, *_FILTER_OPTIONS, *_ACTIVATION_OPTIONS)
+    _options = ("view", *_COMMON, *_FILTER_OPTIONS, *_ACTIVATION_OPTIONS, *_FV_OPTIONS)
 
     def __init__(
         self,
@@ -886,3 +1283,38 @@ class ActivationViewer(_Viewer):
         **options: Any,
     ) -> None:
         self._setup(model, image, layer, options)
+
+
+class FeatureVisualizer(_Viewer):
+    """Feature visualization, live: the images that excite each channel of a layer most,
+    synthesized by gradient ascent while you watch.
+
+    Press "Run gradient ascent" (or call :meth:`run_feature_viz`) and the images of the page of
+    channels on screen stream in as the optimization runs on a worker thread; "Stop" (or
+    :meth:`stop_feature_viz`) ends it and keeps the last images. Finished runs are cached per
+    layer, channels and settings, so returning to them is instant.
+
+    Parameters
+    ----------
+    model:
+        A ``torch.nn.Module``, a ``keras.Model`` or a model from :func:`cnn_widgets.adapt`.
+    layer:
+        Layer name or index; default: the first convolution.
+    **options:
+        Initial values of ``channel``, ``page_size`` (channels per run, default 16),
+        ``fv_steps``, ``fv_size``, ``fv_recipe`` or ``fv_objective``; anything else raises
+        :class:`TypeError`.
+
+    See Also
+    --------
+    cnn_widgets.feature_viz : the same optimization as a function.
+    """
+
+    _VIEWS = ("featureviz",)
+    _options = ("channel", "page_size", *_FV_OPTIONS)
+
+    def __init__(
+        self, model: Any, layer: str | int | LayerInfo | None = None, **options: Any
+    ) -> None:
+        options.setdefault("page_size", FV_PAGE_SIZE)
+        self._setup(model, None, layer, options)

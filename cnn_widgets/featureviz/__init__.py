@@ -1,0 +1,248 @@
+"""Feature visualization: images that maximally excite a channel, a neuron, a layer or a class.
+
+    import cnn_widgets as cw
+    model = cw.zoo.load("efficientnet_lite0")
+    images = cw.feature_viz(model, "_blocks.6._relu0", channels=range(16))   # (16, 128, 128, 3)
+
+Two recipes: ``"lucid"`` (the default; Fourier parameterization, colour decorrelation, random
+views, dead-ReLU warm-up: what makes the pictures interpretable) and ``"naive"`` (plain pixel
+ascent as in the Keras example, for comparison). All requested images are optimized together
+in batches, and the forward pass stops at the deepest target layer.
+
+Objectives compose like Lucent's::
+
+    from cnn_widgets.featureviz import channel, neuron
+    cw.feature_viz(model, objective=channel("_blocks.6._relu0", 3) - 0.5 * neuron("_conv_head", 7))
+"""
+
+from __future__ import annotations
+
+import numbers
+from collections.abc import Callable, Iterable, Sequence
+from typing import Any
+
+import numpy as np
+
+from ..backends import Adapter, adapt
+from ..backends.base import LayerInfo, LayerKey
+from .loop import DEFAULT_MEMORY_BUDGET, MAX_STEPS_ENV, StopFlag, optimize
+from .objectives import (
+    OBJECTIVES,
+    Objective,
+    channel,
+    class_logit,
+    deepdream,
+    neuron,
+    parse_objective,
+)
+from .recipes import RECIPES, make_params
+from .spec import LucidParams, NaiveParams
+
+__all__ = [
+    "DEFAULT_MEMORY_BUDGET",
+    "MAX_STEPS_ENV",
+    "OBJECTIVES",
+    "RECIPES",
+    "LucidParams",
+    "NaiveParams",
+    "Objective",
+    "channel",
+    "class_logit",
+    "deepdream",
+    "feature_viz",
+    "neuron",
+]
+
+
+def feature_viz(
+    model: Any,
+    layer: LayerKey | LayerInfo | None = None,
+    channels: int | Iterable[int] | None = None,
+    *,
+    objective: str | Objective | Sequence[Objective] = "channel",
+    steps: int = 256,
+    size: int | tuple[int, int] | None = None,
+    recipe: str = "lucid",
+    seed: int = 0,
+    batch_size: int | None = None,
+    memory_budget: int | None = None,
+    callback: Callable[[int, np.ndarray, np.ndarray], bool | None] | None = None,
+    callback_every: int = 1,
+    stop: StopFlag | None = None,
+    **recipe_params: Any,
+) -> np.ndarray:
+    """Synthesize the images that maximize channels (or neurons, a layer, classes) of a model.
+
+    Parameters
+    ----------
+    model:
+        A torch ``nn.Module``, a Keras model, or one wrapped by :func:`cnn_widgets.adapt`
+        (whose ``preprocess`` is applied to every image, as tensor ops).
+    layer:
+        Layer name or index. For ``objective="class"`` it defaults to the model's last layer.
+    channels:
+        One index or several; one image per index. ``None``: every channel of the layer
+        (every class for ``"class"``).
+    objective:
+        ``"channel"`` (mean of the channel), ``"neuron"`` (the channel at the centre of the
+        layer's output), ``"layer"`` (DeepDream: mean of squares of the whole layer, one
+        image; ``channels`` must be None), ``"class"`` (the class logit, before any softmax);
+        or an :class:`Objective` (one image; ``layer``/``channels`` must be None), or a list
+        of them (one image each).
+    steps:
+        Optimization steps (the environment variable ``CNN_WIDGETS_MAX_STEPS`` caps them).
+    size:
+        Image size, an int or ``(height, width)``. Default: 128, or the model's own input
+        size when that is smaller (28 for an MNIST model), or when the layers cannot be
+        reached at 128 (a model with dense layers before the target).
+    recipe:
+        ``"lucid"`` or ``"naive"``; their settings are keyword arguments (``lr=``,
+        ``decay_power=``, ``jitter=``, ``warmup_steps=`` ..., see :class:`LucidParams` and
+        :class:`NaiveParams`).
+    seed:
+        Seeds each image's start and random views. The same seed gives the same images on the
+        same machine and framework, whatever the batching.
+    batch_size:
+        Images per batch; default: as many as fit ``memory_budget``.
+    memory_budget:
+        Bytes of activations per batch, estimated from the layer sizes (default
+        :data:`DEFAULT_MEMORY_BUDGET`).
+    callback:
+        ``callback(step, images, values)`` after every ``callback_every`` steps and after the
+        last: ``step`` counts the steps done, ``images`` is ``(n, H, W, C)`` in [0, 1],
+        ``values`` the ``(n,)`` objective values of that step (higher is better). Returning
+        ``False`` stops the run after this step.
+    callback_every:
+        Steps between callbacks.
+    stop:
+        Anything with ``is_set()`` (a ``threading.Event``), checked before every step; when
+        set, the run ends and the images so far are returned.
+    **recipe_params:
+        Settings of the recipe; an unknown name raises a TypeError that lists the valid ones.
+
+    Returns
+    -------
+    numpy.ndarray
+        ``(n, H, W, C)`` float32 in [0, 1]; ``C`` is the model's input channels (1 for a
+        grayscale model). Pixel values as the model saw them: no contrast stretching.
+
+    Raises
+    ------
+    ValueError
+        Unknown layer, objective or recipe; channel or class out of range; ``"neuron"`` on a
+        layer without a spatial output; ``steps < 1``; an image size the model cannot run at
+        (the message gives the smallest size that works).
+
+    Notes
+    -----
+    The model is left exactly as it was (weights, train/eval mode, ``requires_grad`` /
+    ``trainable`` flags, ``.grad`` fields, hooks), also when the run is stopped or a callback
+    raises. Only the image receives gradients.
+    """
+    adapter = model if isinstance(model, Adapter) else adapt(model)
+    params = make_params(recipe, recipe_params)
+    objectives = _objectives(adapter, layer, channels, objective)
+    steps = _positive_int(steps, "steps")
+    callback_every = _positive_int(callback_every, "callback_every")
+    if batch_size is not None:
+        batch_size = _positive_int(batch_size, "batch_size")
+    if memory_budget is not None and (
+        not isinstance(memory_budget, numbers.Real) or memory_budget <= 0
+    ):
+        raise ValueError(f"memory_budget must be a number of bytes > 0, got {memory_budget!r}")
+    if isinstance(seed, bool) or not isinstance(seed, numbers.Integral) or seed < 0:
+        raise ValueError(f"seed must be an int >= 0, got {seed!r}")
+    if callback is not None and not callable(callback):
+        raise TypeError(f"callback must be callable, got {type(callback).__name__}")
+    if stop is not None and not callable(getattr(stop, "is_set", None)):
+        raise TypeError("stop must have an is_set() method, such as a threading.Event")
+    return optimize(
+        adapter,
+        objectives,
+        recipe=recipe,
+        params=params,
+        size=size,
+        steps=steps,
+        seed=int(seed),
+        batch_size=batch_size,
+        memory_budget=memory_budget,
+        callback=callback,
+        callback_every=callback_every,
+        stop=stop,
+    )
+
+
+def _positive_int(value: Any, name: str) -> int:
+    if isinstance(value, bool) or not isinstance(value, numbers.Integral) or value < 1:
+        raise ValueError(f"{name} must be an int >= 1, got {value!r}")
+    return int(value)
+
+
+def _objectives(
+    adapter: Adapter,
+    layer: LayerKey | LayerInfo | None,
+    channels: int | Iterable[int] | None,
+    objective: str | Objective | Sequence[Objective],
+) -> list[Objective]:
+    """One :class:`Objective` per image."""
+    if isinstance(objective, Objective) or (
+        not isinstance(objective, str) and isinstance(objective, Sequence)
+    ):
+        listed = [objective] if isinstance(objective, Objective) else list(objective)
+        if not listed or not all(isinstance(o, Objective) for o in listed):
+            raise TypeError("objective must be a name, an Objective or a list of Objectives")
+        if layer is not None or channels is not None:
+            raise ValueError(
+                "an Objective names its own layers and channels: leave layer and channels "
+                "as None when passing one"
+            )
+        return listed
+    kind = parse_objective(objective)
+    if isinstance(layer, LayerInfo):
+        layer = layer.name
+    if layer is None:
+        if kind != "class":
+            raise ValueError(f"objective={kind!r} needs a layer (a name or an index)")
+        info = None
+    else:
+        info = adapter.layer(layer)
+        layer = info.name
+    if kind == "layer":
+        if channels is not None:
+            raise ValueError(
+                "objective='layer' (DeepDream) uses the whole layer, so channels must be None"
+            )
+        return [deepdream(layer)]
+    indices = _channel_list(adapter, info, channels, kind)
+    if kind == "channel":
+        return [channel(layer, c) for c in indices]
+    if kind == "neuron":
+        return [neuron(layer, c) for c in indices]
+    return [class_logit(c, layer) for c in indices]
+
+
+def _channel_list(
+    adapter: Adapter,
+    info: LayerInfo | None,
+    channels: int | Iterable[int] | None,
+    kind: str,
+) -> list[int]:
+    if channels is None:
+        if info is None:  # class objective on the last layer
+            ran = [i for i in adapter.layers() if i.output_shape is not None]
+            info = ran[-1]
+        if not info.output_shape:
+            raise ValueError(f"layer {info.name!r} has no known output shape")
+        return list(range(info.output_shape[0]))
+    if isinstance(channels, numbers.Integral) and not isinstance(channels, bool):
+        return [int(channels)]
+    if isinstance(channels, (str, bytes)) or not isinstance(channels, Iterable):
+        raise TypeError(f"channels must be an int or ints, got {type(channels).__name__}")
+    result = []
+    for c in channels:
+        if isinstance(c, bool) or not isinstance(c, numbers.Integral):
+            raise TypeError(f"channels must be ints, got {type(c).__name__} {c!r}")
+        result.append(int(c))
+    if not result:
+        raise ValueError("channels is empty: ask for at least one channel")
+    return result

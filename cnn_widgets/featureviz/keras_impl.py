@@ -1,0 +1,473 @@
+"""The Keras 3 / TensorFlow side of feature visualization: the spec as ``tf.GradientTape`` ops.
+
+* **One compiled step.** The whole step (parameterization, random view, preprocessing,
+  truncated forward, objective, gradient, update) is traced once into a ``tf.function`` with
+  a batch dimension of ``None``, so every chunk reuses it. Measured on EfficientNet-Lite0 at
+  128 px, the traced step costs ~3.5 ms per image against ~13 ms eagerly (batch 16; tracing
+  takes ~0.5 s once).
+* **Truncated forward.** While the step is traced, each captured layer's ``call`` is wrapped
+  (the same instance-attribute trick the Keras adapter uses): the wrapper records the output
+  and raises a private ``BaseException`` once every capture is recorded. The traced graph
+  then ends at the last target, and ``tf.GradientTape`` differentiates what was recorded. A
+  sub-model (``keras.Model(inputs, layer.output)``) would do the same for functional models
+  only, and not for layers inside nested models, so this is the one mechanism for all.
+* **Dead-ReLU warm-up.** The warm-up steps run a second traced step in which ``ReLU``
+  layers and layers whose ``activation`` is relu/relu6 (``Activation("relu")``,
+  ``Conv2D(..., activation="relu")``) compute the same values through a
+  ``tf.custom_gradient`` that redirects blocked gradients. Two graphs rather than one with a
+  switch: after the warm-up a step pays nothing for it.
+* Wrappers and swapped activations exist only during tracing, under the Keras adapter's pass
+  lock, and are restored in ``finally`` blocks; the compiled graph runs without them. If a
+  model cannot be traced (Python control flow on tensors in a subclassed ``call``), the same
+  step runs eagerly, wrappers installed around each call.
+
+A model whose declared input size differs from the image size is run through ``model.call``
+(inside a name scope): ``Model.__call__`` checks the declared input shape, although the
+layers up to the target accept any size.
+"""
+
+from __future__ import annotations
+
+import logging
+import math
+from collections.abc import Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass
+from typing import Any
+
+import keras
+import numpy as np
+import tensorflow as tf
+
+from ..backends.base import Normalization
+from ..backends.keras import (
+    _MISSING,
+    _PASS_LOCK,
+    KerasAdapter,
+    _all_layers,
+    _first_tensor,
+    _restore_call,
+)
+from .objectives import Capture
+from .spec import ChunkSpec, ForwardError, LucidParams, RunSpec
+
+__all__ = ["Session"]
+
+log = logging.getLogger(__name__)
+
+_RELU_NAMES = {"relu": None, "relu6": 6.0}
+_SOFTMAX_NAMES = ("softmax", "log_softmax")
+
+
+class _Captured(BaseException):
+    """Ends our forward pass once every capture is recorded. A BaseException, so that Keras's
+    error decorators (which rewrap ``Exception``) let it through untouched."""
+
+
+def _redirected(x: tf.Tensor, upper: float | None) -> tf.Tensor:
+    """``clamp(x, 0, upper)`` whose gradient is redirected for images that would get none
+    through this layer (see the torch backend's ``_RedirectedClamp``)."""
+
+    @tf.custom_gradient
+    def clamp(x: tf.Tensor) -> Any:
+        if upper is None:
+            y = tf.nn.relu(x)
+        elif upper == 6.0:
+            y = tf.nn.relu6(x)
+        else:
+            y = tf.clip_by_value(x, 0.0, upper)
+
+        def grad(dy: Any) -> tf.Tensor:
+            dy = tf.convert_to_tensor(dy)  # IndexedSlices when the objective gathers
+            if upper is None:
+                plain = tf.raw_ops.ReluGrad(gradients=dy, features=x)
+            elif upper == 6.0:
+                plain = tf.raw_ops.Relu6Grad(gradients=dy, features=x)
+            else:
+                plain = tf.where((x > 0) & (x < upper), dy, tf.zeros_like(dy))
+
+            # A descent step moves x by -dy: dy > 0 pushes a negative x further down.
+            outward = (x < 0) & (dy > 0)
+            if upper is not None:
+                outward = outward | ((x > upper) & (dy < 0))
+            redirected = tf.where(outward, tf.zeros_like(dy), dy)
+            flat = tf.reshape(tf.abs(plain), [tf.shape(plain)[0], -1])
+            dead = tf.reduce_max(flat, axis=1) == 0
+            rank = tf.rank(dy)
+            dead = tf.reshape(dead, tf.concat([[-1], tf.ones([rank - 1], tf.int32)], 0))
+            return tf.where(dead, redirected, plain)
+
+        return y, grad
+
+    return clamp(x)
+
+
+@dataclass
+class _State:
+    param: tf.Tensor
+    m: tf.Tensor
+    v: tf.Tensor
+    views: np.ndarray  # (k, steps, 2, 3)
+    groups: tuple[tuple[tf.Tensor, ...], ...]
+
+
+class Session:
+    """One feature-visualization run on a :class:`KerasAdapter` (see :mod:`.loop`)."""
+
+    def __init__(self, adapter: KerasAdapter, captures: tuple[Capture, ...]) -> None:
+        self.adapter = adapter
+        self.model = adapter.model
+        self.captures = captures
+        self._targets: list[tuple[Any, str]] = []
+        for capture in captures:
+            layer = adapter._object(adapter.layer(capture.layer))
+            self._targets.append((layer, self._mode(layer, capture)))
+        self._relu_layers = []
+        self._relu_activations = []
+        for layer in _all_layers(self.model):
+            if isinstance(layer, keras.layers.ReLU):
+                if layer.negative_slope == 0 and layer.threshold == 0:
+                    self._relu_layers.append(layer)
+            elif getattr(getattr(layer, "activation", None), "__name__", "") in _RELU_NAMES:
+                self._relu_activations.append(layer)
+        self.run: RunSpec | None = None
+        self._functions: dict[bool, Any] = {}
+        self._eager = False
+        self._bypass = False
+
+    @staticmethod
+    def _mode(layer: Any, capture: Capture) -> str:
+        """``"output"``, ``"input"`` (a softmax layer's input) or ``"dense"`` (a softmax
+        Dense's pre-activation), for where a capture's tensor comes from."""
+        if not capture.logits:
+            return "output"
+        if isinstance(layer, keras.layers.Softmax):
+            return "input"
+        activation = getattr(getattr(layer, "activation", None), "__name__", "")
+        if activation in _SOFTMAX_NAMES:
+            if isinstance(layer, keras.layers.Activation):
+                return "input"
+            if isinstance(layer, keras.layers.Dense):
+                return "dense"
+            raise ValueError(
+                f"layer {capture.layer!r} ({type(layer).__name__}) applies a softmax inside, "
+                "so its logits cannot be read; use objective='channel' on the layer before it"
+            )
+        return "output"
+
+    # -- the truncated forward -------------------------------------------------------------
+    @contextmanager
+    def _instrumented(self, recorded: list[Any], redirect: bool) -> Iterator[None]:
+        """Wrap captures (and with ``redirect``, ReLUs) for the passes run inside the block."""
+        remaining = [len(self._targets)]
+
+        def record(i: int, value: Any) -> None:
+            if recorded[i] is not None:
+                return  # a layer called twice: its first call counts
+            recorded[i] = _first_tensor(value)
+            remaining[0] -= 1
+            if remaining[0] == 0:
+                raise _Captured
+
+        def capture_call(i: int, layer: Any, mode: str, inner: Any) -> Any:
+            def call(*args: Any, **kwargs: Any) -> Any:
+                if mode == "output":
+                    output = inner(*args, **kwargs)
+                    record(i, output)
+                    return output
+                inputs = args[0] if args else next(iter(kwargs.values()))
+                if mode == "input":
+                    record(i, inputs)
+                else:  # a softmax Dense: its pre-activation, the same ops as Dense.call
+                    logits = keras.ops.matmul(inputs, layer.kernel)
+                    record(i, logits + layer.bias if layer.use_bias else logits)
+                return inner(*args, **kwargs)
+
+            return call
+
+        def relu_call(upper: float | None) -> Any:
+            return lambda inputs, *args, **kwargs: _redirected(inputs, upper)
+
+        def relu_activation(upper: float | None) -> Any:
+            return lambda x, *args, **kwargs: _redirected(x, upper)
+
+        calls: list[tuple[Any, Any]] = []
+        activations: list[tuple[Any, Any]] = []
+        with _PASS_LOCK:
+            try:
+                if redirect:
+                    for layer in self._relu_layers:
+                        calls.append((layer, layer.__dict__.get("call", _MISSING)))
+                        object.__setattr__(layer, "call", relu_call(layer.max_value))
+                    for layer in self._relu_activations:
+                        activations.append((layer, layer.activation))
+                        upper = _RELU_NAMES[layer.activation.__name__]
+                        object.__setattr__(layer, "activation", relu_activation(upper))
+                for i, (layer, mode) in enumerate(self._targets):
+                    calls.append((layer, layer.__dict__.get("call", _MISSING)))
+                    object.__setattr__(layer, "call", capture_call(i, layer, mode, layer.call))
+                yield
+            finally:
+                for layer, attr in reversed(calls):
+                    _restore_call(layer, attr)
+                for layer, activation in reversed(activations):
+                    object.__setattr__(layer, "activation", activation)
+
+    def _forward(self, x: tf.Tensor, redirect: bool) -> list[tf.Tensor]:
+        recorded: list[Any] = [None] * len(self._targets)
+        with self._instrumented(recorded, redirect):
+            try:
+                # A valid root name scope: model.call skips the one Model.__call__ opens, and
+                # TensorFlow refuses root scopes starting with "_" (EfficientNet's layers).
+                with tf.name_scope("cnn_widgets_featureviz"):
+                    if self._bypass:
+                        self.model.call(x, training=False)
+                    else:
+                        self.model(x, training=False)
+            except _Captured:
+                pass
+        missing = [c.layer for c, r in zip(self.captures, recorded, strict=True) if r is None]
+        if missing:
+            raise ForwardError(
+                f"layer(s) {', '.join(map(repr, missing))} did not run in the forward pass"
+            )
+        return recorded
+
+    def _preprocess(self, view: tf.Tensor) -> tf.Tensor:
+        pre = self.adapter.spec.preprocess
+        if pre is None:
+            return view
+        if isinstance(pre, Normalization):
+            mean = np.asarray(pre.mean, np.float32)
+            std = np.asarray(pre.std, np.float32)
+            return (view * np.float32(pre.scale) - mean) / std  # NHWC: over the last axis
+        return pre(view)
+
+    # -- the loop's interface --------------------------------------------------------------
+    def probe(self, size: tuple[int, int]) -> list[tuple[int, ...]]:
+        """Output shapes (channels-first, no batch) of the captures at ``size``."""
+        self._bypass = self.adapter.spec.spatial not in (None, tuple(size))
+        dummy = tf.zeros((1, *size, self.adapter.spec.channels), tf.float32)
+        try:
+            outputs = self._forward(self._preprocess(dummy), redirect=False)
+        except ForwardError:
+            raise
+        except Exception as err:  # the model's own error for this size
+            raise ForwardError(f"{type(err).__name__}: {err}") from None
+        return [_channels_first(tuple(int(d) for d in out.shape[1:])) for out in outputs]
+
+    def compile(self, run: RunSpec) -> None:
+        self.run = run
+        self._bypass = self.adapter.spec.spatial not in (None, tuple(run.size))
+        self._lucid = isinstance(run.params, LucidParams)
+        self._warped = self._lucid and run.params.transforms
+        self._redirect = (
+            self._lucid
+            and run.params.warmup_steps > 0
+            and (bool(self._relu_layers) or bool(self._relu_activations))
+        )
+        height, width = run.size
+        channels = run.channels
+        param_shape = (
+            (None, channels, height, width // 2 + 1, 2)
+            if self._lucid
+            else (None, channels, height, width)
+        )
+        group_spec = tuple(
+            (
+                tf.TensorSpec((None,), tf.int64),
+                tf.TensorSpec((None,), tf.int64),
+                tf.TensorSpec((None,), tf.int64),
+                tf.TensorSpec((None,), tf.int64),
+                tf.TensorSpec((None,), tf.float32),
+            )
+            for _ in run.group_keys
+        )
+        self._signature = (
+            tf.TensorSpec(param_shape, tf.float32),
+            tf.TensorSpec(param_shape, tf.float32),
+            tf.TensorSpec(param_shape, tf.float32),
+            tf.TensorSpec((None, 2, 3), tf.float32),
+            tf.TensorSpec((), tf.float32),
+            group_spec,
+        )
+        self._scale = tf.constant(run.spectrum_scale)
+        self._color = tf.constant(run.color)
+        self._functions = {}
+        self._eager = False
+
+    def _function(self, redirect: bool) -> Any:
+        """The step, traced on first use (the warm-up one only if the run has a warm-up)."""
+        if redirect not in self._functions:
+
+            def step(*args: Any) -> Any:  # a plain signature: tf.function binds it positionally
+                return self._step(*args, redirect=redirect)
+
+            if self._eager:
+                self._functions[redirect] = step
+                return step
+            try:
+                traced = tf.function(step, autograph=False)
+                self._functions[redirect] = traced.get_concrete_function(*self._signature)
+            except tf.errors.OperatorNotAllowedInGraphError as err:
+                # Python control flow on tensors in a subclassed call: run the step eagerly.
+                log.info("feature_viz: the step could not be traced (%s); running eagerly", err)
+                self._eager = True
+                self._functions = {redirect: step}
+        return self._functions[redirect]
+
+    def start(self, chunk: ChunkSpec) -> _State:
+        param = tf.constant(chunk.init)
+        groups = tuple(
+            (
+                tf.constant(g.image),
+                tf.constant(g.channel),
+                tf.constant(g.y),
+                tf.constant(g.x),
+                tf.constant(g.weight),
+            )
+            for g in chunk.groups
+        )
+        zeros = tf.zeros_like(param)
+        return _State(param=param, m=zeros, v=zeros, views=chunk.views, groups=groups)
+
+    def step(self, state: _State, step: int) -> np.ndarray:
+        warm = self._redirect and step < self.run.params.warmup_steps
+        param, m, v, values = self._function(warm)(
+            state.param,
+            state.m,
+            state.v,
+            tf.constant(state.views[:, step]),
+            tf.constant(float(step + 1)),
+            state.groups,
+        )
+        state.param, state.m, state.v = param, m, v
+        return values.numpy()
+
+    def images(self, state: _State) -> np.ndarray:
+        # Eager: a handful of ops, not worth a traced function per chunk shape.
+        return np.array(self._image(state.param).numpy(), dtype=np.float32)
+
+    def close(self) -> None:
+        self._functions = {}
+        self.run = None
+
+    # -- the step (traced) -----------------------------------------------------------------
+    def _image(self, param: tf.Tensor) -> tf.Tensor:
+        """``(k, H, W, C)`` in [0, 1] from the parameters."""
+        if not self._lucid:
+            return tf.transpose(param, (0, 2, 3, 1))
+        height, width = self.run.size
+        spectrum = tf.complex(param[..., 0] * self._scale, param[..., 1] * self._scale)
+        # irfft2d normalizes by 1/(h*w); "ortho" (Lucid's) is 1/sqrt(h*w).
+        image = tf.signal.irfft2d(spectrum, fft_length=[height, width])
+        image = image * np.float32(math.sqrt(height * width) / 4.0)
+        image = tf.einsum("ij,kjhw->khwi", self._color, image)
+        return tf.sigmoid(image)
+
+    def _step(
+        self,
+        param: tf.Tensor,
+        m: tf.Tensor,
+        v: tf.Tensor,
+        theta: tf.Tensor,
+        t: tf.Tensor,
+        groups: tuple[tuple[tf.Tensor, ...], ...],
+        *,
+        redirect: bool,
+    ) -> tuple[tf.Tensor, tf.Tensor, tf.Tensor, tf.Tensor]:
+        with tf.GradientTape(watch_accessed_variables=False) as tape:
+            tape.watch(param)
+            image = self._image(param)
+            view = _affine_sample(image, theta) if self._warped else image
+            outputs = self._forward(self._preprocess(view), redirect)
+            values = self._objective(outputs, groups, tf.shape(param)[0])
+            loss = -tf.reduce_sum(values)
+        grad = tape.gradient(loss, param)
+        if grad is None:  # the objective does not depend on the image at all
+            grad = tf.zeros_like(param)
+        if self._lucid:
+            p = self.run.params
+            m = p.beta1 * m + (1 - p.beta1) * grad
+            v = p.beta2 * v + (1 - p.beta2) * tf.square(grad)
+            m_hat = m / (1 - tf.pow(np.float32(p.beta1), t))
+            v_hat = v / (1 - tf.pow(np.float32(p.beta2), t))
+            param = param - p.lr * m_hat / (tf.sqrt(v_hat) + p.eps)
+        else:
+            flat = tf.reshape(grad, [tf.shape(grad)[0], -1])
+            rms = tf.sqrt(tf.reduce_mean(tf.square(flat), axis=1))
+            rms = tf.reshape(rms, [-1, 1, 1, 1])
+            step = self.run.params.step_size * grad / (rms + 1e-12)
+            param = tf.clip_by_value(param - step, 0.0, 1.0)
+        return param, m, v, values
+
+    def _objective(
+        self, outputs: list[tf.Tensor], groups: tuple[tuple[tf.Tensor, ...], ...], k: tf.Tensor
+    ) -> tf.Tensor:
+        values = tf.zeros([k], tf.float32)
+        for (kind, capture), (image, channel, y, x, weight) in zip(
+            self.run.group_keys, groups, strict=True
+        ):
+            acts = tf.cast(outputs[capture], tf.float32)
+            if kind == "channel":
+                picked = tf.gather(acts, image)  # (m, ..., C)
+                if acts.shape.rank == 2:
+                    term = tf.gather(picked, channel, axis=1, batch_dims=1)
+                else:
+                    picked = tf.gather(picked, channel, axis=-1, batch_dims=1)  # (m, ...)
+                    term = tf.reduce_mean(tf.reshape(picked, [tf.shape(picked)[0], -1]), axis=1)
+            elif kind == "neuron":
+                term = tf.gather_nd(acts, tf.stack([image, y, x, channel], axis=1))
+            else:  # layer: DeepDream
+                picked = tf.gather(acts, image)
+                term = tf.reduce_mean(
+                    tf.square(tf.reshape(picked, [tf.shape(picked)[0], -1])), axis=1
+                )
+            values = values + tf.math.unsorted_segment_sum(term * weight, image, k)
+        return values
+
+
+def _affine_sample(image: tf.Tensor, theta: tf.Tensor) -> tf.Tensor:
+    """Bilinear resampling of ``(k, H, W, C)`` images through ``(k, 2, 3)`` affine maps, in
+    the convention of ``torch.nn.functional.affine_grid`` / ``grid_sample`` with
+    ``align_corners=False`` and zero padding, applied to ``image - 0.5`` (so outside the
+    image reads 0.5). Written with gathers so that it is differentiable and exact."""
+    shape = tf.shape(image)
+    k, height, width, channels = shape[0], shape[1], shape[2], shape[3]
+    h_f, w_f = tf.cast(height, tf.float32), tf.cast(width, tf.float32)
+    xs = (2.0 * tf.range(w_f) + 1.0) / w_f - 1.0
+    ys = (2.0 * tf.range(h_f) + 1.0) / h_f - 1.0
+    grid_y, grid_x = tf.meshgrid(ys, xs, indexing="ij")  # (H, W)
+
+    def row(i: int) -> tf.Tensor:
+        t = theta[:, i]
+        return t[:, 0, None, None] * grid_x + t[:, 1, None, None] * grid_y + t[:, 2, None, None]
+
+    # Normalized -> pixel coordinates (pixel centres at integers).
+    col = ((row(0) + 1.0) * w_f - 1.0) / 2.0  # (k, H, W)
+    rowp = ((row(1) + 1.0) * h_f - 1.0) / 2.0
+    c0 = tf.floor(col)
+    r0 = tf.floor(rowp)
+    wc = col - c0
+    wr = rowp - r0
+    flat = tf.reshape(image - 0.5, [-1, channels])
+    base = tf.reshape(tf.range(k) * height * width, [-1, 1, 1])
+    out = tf.zeros_like(image)
+    for dr, dc, weight in (
+        (0.0, 0.0, (1 - wr) * (1 - wc)),
+        (0.0, 1.0, (1 - wr) * wc),
+        (1.0, 0.0, wr * (1 - wc)),
+        (1.0, 1.0, wr * wc),
+    ):
+        rr = r0 + dr
+        cc = c0 + dc
+        inside = (rr >= 0) & (rr <= h_f - 1) & (cc >= 0) & (cc <= w_f - 1)
+        ri = tf.cast(tf.clip_by_value(rr, 0.0, h_f - 1), tf.int32)
+        ci = tf.cast(tf.clip_by_value(cc, 0.0, w_f - 1), tf.int32)
+        values = tf.gather(flat, base + ri * width + ci)  # (k, H, W, C)
+        out = out + values * tf.expand_dims(weight * tf.cast(inside, tf.float32), -1)
+    return out + 0.5
+
+
+def _channels_first(shape: tuple[int, ...]) -> tuple[int, ...]:
+    return shape[-1:] + shape[:-1] if len(shape) >= 2 else shape

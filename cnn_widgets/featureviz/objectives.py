@@ -1,0 +1,302 @@
+"""What feature visualization maximizes: framework-neutral objective specs.
+
+An :class:`Objective` is a weighted sum of :class:`Term` s, each naming a layer and what to
+read from it. Objectives combine like numbers (``channel("conv2", 3) - 0.5 * neuron("conv1",
+2)``), describe *one* image, and never touch a framework: the backends turn the resolved
+terms into tensor ops.
+
+The four kinds of term:
+
+``channel``
+    Mean of one channel over every spatial position (for a dense layer: that unit).
+``neuron``
+    One channel at one spatial position, by default the centre of the layer's output.
+``layer``
+    Mean of the squared activations of the whole layer ("DeepDream").
+``class``
+    A class logit, always *before* a softmax: when the model ends in one, its input is used.
+"""
+
+from __future__ import annotations
+
+import math
+import numbers
+from collections.abc import Iterable
+from dataclasses import dataclass
+
+from ..backends.base import LayerInfo, LayerKey
+
+__all__ = [
+    "OBJECTIVES",
+    "Objective",
+    "ResolvedTerm",
+    "Term",
+    "channel",
+    "class_logit",
+    "deepdream",
+    "neuron",
+]
+
+OBJECTIVES = ("channel", "neuron", "layer", "class")
+"""The objective names :func:`cnn_widgets.feature_viz` accepts as strings."""
+
+# "deepdream" is Lucent's name for the layer objective; accept it as a synonym.
+_ALIASES = {"deepdream": "layer"}
+
+
+@dataclass(frozen=True)
+class Term:
+    """One weighted piece of an objective, before the layer is looked up.
+
+    Attributes
+    ----------
+    kind:
+        ``"channel"``, ``"neuron"``, ``"layer"`` or ``"class"``.
+    layer:
+        Layer name or index; ``None`` for ``class`` means the model's last layer.
+    index:
+        Channel (or class) index; ``None`` for ``layer``.
+    y, x:
+        Position of a ``neuron`` in the layer's output; ``None`` means the centre.
+    weight:
+        Factor of this term in the sum.
+    """
+
+    kind: str
+    layer: LayerKey | None
+    index: int | None = None
+    y: int | None = None
+    x: int | None = None
+    weight: float = 1.0
+
+    def scaled(self, factor: float) -> Term:
+        return Term(self.kind, self.layer, self.index, self.y, self.x, self.weight * factor)
+
+    def __str__(self) -> str:
+        if self.kind == "layer":
+            text = f"deepdream({self.layer!r})"
+        elif self.kind == "class":
+            where = "" if self.layer is None else f", layer={self.layer!r}"
+            text = f"class_logit({self.index}{where})"
+        elif self.kind == "neuron":
+            pos = "".join(
+                f", {name}={value}"
+                for name, value in (("x", self.x), ("y", self.y))
+                if value is not None
+            )
+            text = f"neuron({self.layer!r}, {self.index}{pos})"
+        else:
+            text = f"channel({self.layer!r}, {self.index})"
+        if self.weight == 1.0:
+            return text
+        return f"-{text}" if self.weight == -1.0 else f"{self.weight:g} * {text}"
+
+
+class Objective:
+    """A weighted sum of terms that one image maximizes.
+
+    Build one with :func:`channel`, :func:`neuron`, :func:`deepdream` or :func:`class_logit`
+    and combine with ``+``, ``-``, unary ``-``, and ``*`` / ``/`` by a number. ``sum()`` of
+    objectives works too (it starts from ``0``).
+    """
+
+    __slots__ = ("terms",)
+
+    def __init__(self, terms: Iterable[Term]) -> None:
+        self.terms: tuple[Term, ...] = tuple(terms)
+        if not self.terms:
+            raise ValueError("an objective needs at least one term")
+
+    def __add__(self, other: object) -> Objective:
+        if isinstance(other, Objective):
+            return Objective(self.terms + other.terms)
+        if _is_zero(other):  # sum([...]) starts from 0
+            return self
+        return NotImplemented
+
+    __radd__ = __add__
+
+    def __neg__(self) -> Objective:
+        return self * -1.0
+
+    def __sub__(self, other: object) -> Objective:
+        if isinstance(other, Objective):
+            return self + (-other)
+        if _is_zero(other):
+            return self
+        return NotImplemented
+
+    def __rsub__(self, other: object) -> Objective:
+        if _is_zero(other):
+            return -self
+        return NotImplemented
+
+    def __mul__(self, factor: object) -> Objective:
+        # Only numbers: a product of two objectives has no useful gradient story here.
+        if isinstance(factor, numbers.Real) and not isinstance(factor, bool):
+            value = float(factor)
+            if not math.isfinite(value):
+                raise ValueError(f"an objective weight must be finite, got {value}")
+            return Objective(term.scaled(value) for term in self.terms)
+        return NotImplemented
+
+    __rmul__ = __mul__
+
+    def __truediv__(self, divisor: object) -> Objective:
+        if isinstance(divisor, numbers.Real) and not isinstance(divisor, bool):
+            if float(divisor) == 0.0:
+                raise ZeroDivisionError("objective divided by zero")
+            return self * (1.0 / float(divisor))
+        return NotImplemented
+
+    def __eq__(self, other: object) -> bool:
+        return isinstance(other, Objective) and self.terms == other.terms
+
+    def __hash__(self) -> int:
+        return hash(self.terms)
+
+    def __repr__(self) -> str:
+        text = " + ".join(str(term) for term in self.terms)
+        return text.replace(" + -", " - ")
+
+
+def _is_zero(value: object) -> bool:
+    return isinstance(value, numbers.Real) and not isinstance(value, bool) and value == 0
+
+
+def _check_index(index: object, what: str) -> int:
+    if isinstance(index, bool) or not isinstance(index, numbers.Integral):
+        raise TypeError(f"{what} must be an int, got {type(index).__name__}")
+    return int(index)
+
+
+def channel(layer: LayerKey, index: int) -> Objective:
+    """Mean activation of channel ``index`` of ``layer`` (a dense layer: unit ``index``)."""
+    return Objective([Term("channel", layer, _check_index(index, "channel"))])
+
+
+def neuron(layer: LayerKey, index: int, x: int | None = None, y: int | None = None) -> Objective:
+    """Activation of channel ``index`` of ``layer`` at one position, by default the centre
+    (``H // 2, W // 2`` of the layer's output for the image size being optimized)."""
+    x = None if x is None else _check_index(x, "x")
+    y = None if y is None else _check_index(y, "y")
+    return Objective([Term("neuron", layer, _check_index(index, "channel"), y, x)])
+
+
+def deepdream(layer: LayerKey) -> Objective:
+    """Mean of the squared activations of the whole layer (the ``"layer"`` objective)."""
+    return Objective([Term("layer", layer)])
+
+
+def class_logit(index: int, layer: LayerKey | None = None) -> Objective:
+    """Logit of class ``index``: the value *before* any softmax.
+
+    ``layer`` defaults to the model's last layer. When that layer is a softmax (torch
+    ``nn.Softmax`` / ``nn.LogSoftmax``; Keras ``Softmax``, ``Activation("softmax")``, or a
+    ``Dense`` with ``activation="softmax"``) its input, or its pre-activation, is used, because
+    maximizing a probability mostly minimizes the other classes.
+    """
+    return Objective([Term("class", layer, _check_index(index, "class"))])
+
+
+def parse_objective(name: str) -> str:
+    """Normalize a string objective name, or raise a ValueError listing the valid ones."""
+    if not isinstance(name, str):
+        raise TypeError(
+            f"objective must be a name ({', '.join(OBJECTIVES)}) or an Objective, got "
+            f"{type(name).__name__}"
+        )
+    key = _ALIASES.get(name.lower(), name.lower())
+    if key not in OBJECTIVES:
+        raise ValueError(
+            f"unknown objective {name!r}; valid: {', '.join(repr(o) for o in OBJECTIVES)}, "
+            "or an Objective such as cnn_widgets.featureviz.channel('layer', 0)"
+        )
+    return key
+
+
+# -- resolution against a model ------------------------------------------------------------
+@dataclass(frozen=True)
+class Capture:
+    """A tensor the truncated forward pass must record.
+
+    Attributes
+    ----------
+    layer:
+        The layer's name in the adapter.
+    logits:
+        True for class objectives: the backend records the pre-softmax value of this layer
+        (its input when it is a softmax layer, its pre-activation when it has a softmax
+        activation, else its output).
+    order:
+        The layer's position in forward order (:attr:`LayerInfo.index`).
+    """
+
+    layer: str
+    logits: bool
+    order: int
+
+
+@dataclass(frozen=True)
+class ResolvedTerm:
+    """A term bound to a capture, channel checked and neuron position filled in.
+
+    ``channel`` is -1 for ``layer`` terms; ``y``/``x`` are -1 except for ``neuron``.
+    """
+
+    kind: str  # "channel" | "neuron" | "layer"
+    capture: int
+    channel: int
+    y: int
+    x: int
+    weight: float
+
+
+def capture_for(term: Term, info: LayerInfo) -> Capture:
+    return Capture(info.name, term.kind == "class", info.index)
+
+
+def resolve_term(
+    term: Term, capture_index: int, info: LayerInfo, shape: tuple[int, ...]
+) -> ResolvedTerm:
+    """Check ``term`` against the layer's output ``shape`` (channels-first, no batch, at the
+    image size being optimized) and bind it to its capture.
+
+    Raises
+    ------
+    ValueError
+        Channel or class out of range, a neuron on a layer without a spatial output, or a
+        neuron position outside the output.
+    """
+    if term.kind == "layer":
+        return ResolvedTerm("layer", capture_index, -1, -1, -1, term.weight)
+    count = shape[0] if shape else 1
+    index = int(term.index if term.index is not None else 0)
+    if not 0 <= index < count:
+        if term.kind == "class":
+            raise ValueError(
+                f"class {index} is out of range: layer {info.name!r} gives {count} class "
+                f"logits (valid 0..{count - 1})"
+            )
+        raise ValueError(
+            f"channel {index} is out of range for layer {info.name!r}, which has {count} "
+            f"channels (valid 0..{count - 1})"
+        )
+    if term.kind in ("channel", "class"):
+        return ResolvedTerm("channel", capture_index, index, -1, -1, term.weight)
+    # neuron
+    if len(shape) != 3:
+        raise ValueError(
+            f"objective 'neuron' needs a layer with a spatial output (C, H, W), but layer "
+            f"{info.name!r} ({info.type}) outputs shape {tuple(shape)}; use objective='channel' "
+            "for a unit of a dense layer"
+        )
+    height, width = shape[1], shape[2]
+    y = height // 2 if term.y is None else term.y
+    x = width // 2 if term.x is None else term.x
+    if not (0 <= y < height and 0 <= x < width):
+        raise ValueError(
+            f"neuron position (y={y}, x={x}) is outside layer {info.name!r}'s output of "
+            f"{height}x{width} at this image size (valid y 0..{height - 1}, x 0..{width - 1})"
+        )
+    return ResolvedTerm("neuron", capture_index, index, y, x, term.weight)

@@ -1,0 +1,311 @@
+"""The PyTorch side of feature visualization: the spec of :mod:`.spec` as autograd ops.
+
+* **Truncated forward.** Forward hooks on the captured modules record their outputs and raise
+  a private exception once all are recorded, so no layer after the last target runs. The
+  recorded tensors keep their autograd graph, so the backward pass works as usual.
+* **Dead-ReLU warm-up.** During the first ``warmup_steps`` steps every ``nn.ReLU`` /
+  ``nn.ReLU6`` module of the model gets a forward pre-hook and a forward hook that replace its
+  output with :class:`_RedirectedClamp` (the same values, a gradient that is not blocked where
+  every unit of an image is dead). Functional ``F.relu`` calls inside ``forward`` cannot be
+  reached this way and keep their ordinary gradient.
+* Hooks are registered for one forward pass at a time and always removed through their
+  handles, so between steps (and after any error) the model carries none of ours. Parameters
+  are frozen by :meth:`TorchAdapter.protect`, so gradients flow to the image only.
+
+The session reaches into two private helpers of the torch adapter (``_module`` to find a
+layer by name, ``_preprocess`` for the model's own preprocessing as tensor ops): both live in
+this package and this keeps one definition of each.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import Any
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from ..backends.torch import TorchAdapter, _device_and_dtype, _first_tensor
+from .objectives import Capture
+from .spec import ChunkSpec, ForwardError, LucidParams, RunSpec
+
+__all__ = ["Session"]
+
+_SOFTMAX = (nn.Softmax, nn.LogSoftmax, nn.Softmax2d)
+
+
+class _Captured(Exception):
+    """Raised from our forward hook once every capture is recorded: the rest of the model
+    need not run. Ours only; never escapes :meth:`Session._forward`."""
+
+
+class _RedirectedClamp(torch.autograd.Function):
+    """``clamp(x, 0, upper)`` whose gradient is not blocked for images that would get none.
+
+    With the loss being minimized, the ordinary gradient is zero where the unit is clipped.
+    When that leaves an image with no gradient at all through this layer, the redirected
+    gradient is used instead: it passes wherever a descent step would move ``x`` back towards
+    the active range (up for ``x < 0``, down for ``x > upper``) and stays blocked where it
+    would push ``x`` further out. Lucid's ``redirected_relu_grad``, per image.
+    """
+
+    @staticmethod
+    def forward(ctx: Any, x: torch.Tensor, upper: float | None) -> torch.Tensor:
+        ctx.save_for_backward(x)
+        ctx.upper = upper
+        return x.clamp(min=0.0, max=upper)
+
+    @staticmethod
+    def backward(ctx: Any, grad: torch.Tensor) -> tuple[torch.Tensor, None]:
+        (x,) = ctx.saved_tensors
+        upper = ctx.upper
+        # The ordinary gradient, with the fused kernels ReLU / ReLU6 use themselves.
+        if upper is None:
+            plain = torch.ops.aten.threshold_backward(grad, x, 0.0)
+        else:
+            plain = torch.ops.aten.hardtanh_backward(grad, x, 0.0, upper)
+        dead = ~plain.reshape(plain.shape[0], -1).any(dim=1)
+        if not bool(dead.any()):  # the usual case: nothing to redirect
+            return plain, None
+        # A descent step moves x by -grad: grad > 0 pushes a negative x further down.
+        outward = (x < 0) & (grad > 0)
+        if upper is not None:
+            outward = outward | ((x > upper) & (grad < 0))
+        redirected = grad.masked_fill(outward, 0.0)
+        dead = dead.reshape(-1, *([1] * (grad.dim() - 1)))
+        return torch.where(dead, redirected, plain), None
+
+
+@dataclass
+class _State:
+    param: torch.Tensor
+    m: torch.Tensor
+    v: torch.Tensor
+    views: torch.Tensor  # (k, steps, 2, 3)
+    groups: list[
+        tuple[str, int, torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor]
+    ]
+    size: int
+
+
+class Session:
+    """One feature-visualization run on a :class:`TorchAdapter` (see :mod:`.loop`)."""
+
+    def __init__(self, adapter: TorchAdapter, captures: tuple[Capture, ...]) -> None:
+        self.adapter = adapter
+        self.model: nn.Module = adapter.model
+        self.captures = captures
+        self.device, self.dtype = _device_and_dtype(self.model)
+        self._targets: list[tuple[nn.Module, bool]] = []
+        for capture in captures:
+            module = adapter._module(capture.layer)
+            # A class logit of a model that ends in a softmax module is that module's input.
+            self._targets.append((module, capture.logits and isinstance(module, _SOFTMAX)))
+        self._relus = [m for m in self.model.modules() if isinstance(m, (nn.ReLU, nn.ReLU6))]
+        self.run: RunSpec | None = None
+
+    # -- the truncated forward -------------------------------------------------------------
+    def _forward(self, x: torch.Tensor, redirect: bool) -> list[torch.Tensor]:
+        recorded: list[torch.Tensor | None] = [None] * len(self._targets)
+        remaining = [len(self._targets)]
+
+        def record(i: int, value: Any) -> None:
+            if recorded[i] is not None:
+                return  # a module called twice: its first call counts
+            tensor = _first_tensor(value)
+            if tensor is None:
+                raise ForwardError(
+                    f"layer {self.captures[i].layer!r} returned {type(value).__name__}, "
+                    "not a tensor"
+                )
+            recorded[i] = tensor
+            remaining[0] -= 1
+            if remaining[0] == 0:
+                raise _Captured
+
+        def output_hook(i: int) -> Callable[..., None]:
+            return lambda module, args, output: record(i, output)
+
+        def input_hook(i: int) -> Callable[..., None]:
+            return lambda module, args: record(i, args[0])
+
+        handles = []
+        try:
+            if redirect:
+                handles += self._redirect_hooks()
+            for i, (module, use_input) in enumerate(self._targets):
+                if use_input:
+                    handles.append(module.register_forward_pre_hook(input_hook(i)))
+                else:
+                    handles.append(module.register_forward_hook(output_hook(i)))
+            self.model(x)
+        except _Captured:
+            pass
+        finally:
+            for handle in handles:
+                handle.remove()
+        missing = [c.layer for c, r in zip(self.captures, recorded, strict=True) if r is None]
+        if missing:
+            raise ForwardError(
+                f"layer(s) {', '.join(map(repr, missing))} did not run in the forward pass"
+            )
+        return recorded  # type: ignore[return-value]
+
+    def _redirect_hooks(self) -> list[Any]:
+        inputs: dict[int, torch.Tensor] = {}
+
+        def pre(module: nn.Module, args: tuple[Any, ...]) -> tuple[Any, ...] | None:
+            inputs[id(module)] = args[0]
+            if getattr(module, "inplace", False):
+                # The module would overwrite x; let it work on a copy, x is needed below.
+                return (args[0].clone(), *args[1:])
+            return None
+
+        def post(module: nn.Module, args: Any, output: Any) -> torch.Tensor:
+            upper = 6.0 if isinstance(module, nn.ReLU6) else None
+            return _RedirectedClamp.apply(inputs.pop(id(module)), upper)
+
+        handles = []
+        for module in self._relus:
+            handles.append(module.register_forward_pre_hook(pre))
+            handles.append(module.register_forward_hook(post))
+        return handles
+
+    def _preprocess(self, view: torch.Tensor) -> torch.Tensor:
+        return self.adapter._preprocess(view.to(self.dtype))
+
+    @staticmethod
+    def _layout(x: torch.Tensor, channels_last: bool) -> torch.Tensor:
+        if channels_last and x.dim() == 4:
+            return x.contiguous(memory_format=torch.channels_last)
+        return x
+
+    # -- the loop's interface --------------------------------------------------------------
+    def probe(self, size: tuple[int, int]) -> list[tuple[int, ...]]:
+        """Output shapes (channels-first, no batch) of the captures at ``size``."""
+        dummy = torch.zeros((1, self.adapter.spec.channels, *size), device=self.device)
+        try:
+            with torch.no_grad():
+                outputs = self._forward(self._preprocess(dummy), redirect=False)
+        except ForwardError:
+            raise
+        except Exception as err:  # the model's own error for this size
+            raise ForwardError(f"{type(err).__name__}: {err}") from None
+        return [tuple(int(s) for s in out.shape[1:]) for out in outputs]
+
+    def compile(self, run: RunSpec) -> None:
+        self.run = run
+        self._scale = torch.tensor(run.spectrum_scale, device=self.device)[..., None]
+        self._color = torch.tensor(run.color, device=self.device)
+        self._lucid = isinstance(run.params, LucidParams)
+        self._warped = self._lucid and run.params.transforms
+        # oneDNN's convolutions run ~30 % faster on channels-last input here (EfficientNet-
+        # Lite0, 128 px: 3.3 vs 4.5 ms per image and step). A model that calls .view() on its
+        # activations cannot take it: one trial pass decides.
+        dummy = torch.zeros((1, run.channels, *run.size), device=self.device)
+        try:
+            with torch.no_grad():
+                self._forward(self._layout(self._preprocess(dummy), True), redirect=False)
+            self._channels_last = True
+        except Exception:  # any failure: keep the default layout
+            self._channels_last = False
+
+    def start(self, chunk: ChunkSpec) -> _State:
+        param = torch.tensor(chunk.init, device=self.device).requires_grad_(True)
+        groups = [
+            (
+                g.kind,
+                g.capture,
+                torch.as_tensor(g.image, device=self.device),
+                torch.as_tensor(g.channel, device=self.device),
+                torch.as_tensor(g.y, device=self.device),
+                torch.as_tensor(g.x, device=self.device),
+                torch.as_tensor(g.weight, device=self.device),
+            )
+            for g in chunk.groups
+        ]
+        return _State(
+            param=param,
+            m=torch.zeros_like(param, requires_grad=False),
+            v=torch.zeros_like(param, requires_grad=False),
+            views=torch.tensor(chunk.views, device=self.device),
+            groups=groups,
+            size=chunk.size,
+        )
+
+    def _image(self, param: torch.Tensor) -> torch.Tensor:
+        """``(k, C, H, W)`` in [0, 1] from the parameters."""
+        if not self._lucid:
+            return param
+        height, width = self.run.size
+        spectrum = torch.view_as_complex(param * self._scale)
+        image = torch.fft.irfft2(spectrum, s=(height, width), norm="ortho")
+        image = torch.einsum("ij,kjhw->kihw", self._color, image / 4.0)
+        return torch.sigmoid(image)
+
+    def step(self, state: _State, step: int) -> np.ndarray:
+        run = self.run
+        image = self._image(state.param)
+        if self._warped:
+            theta = state.views[:, step]
+            grid = F.affine_grid(theta, list(image.shape), align_corners=False)
+            # Sample (image - 0.5) with zero padding: outside the image reads 0.5.
+            view = (
+                F.grid_sample(
+                    image - 0.5, grid, mode="bilinear", padding_mode="zeros", align_corners=False
+                )
+                + 0.5
+            )
+        else:
+            view = image
+        redirect = self._lucid and step < run.params.warmup_steps
+        outputs = self._forward(self._layout(self._preprocess(view), self._channels_last), redirect)
+        values = self._objective(outputs, state)
+        (grad,) = torch.autograd.grad(-values.sum(), state.param)
+        with torch.no_grad():
+            if self._lucid:
+                self._adam(state, grad, step + 1)
+            else:
+                self._ascend(state, grad)
+        return values.detach().to("cpu", torch.float32).numpy()
+
+    def _objective(self, outputs: list[torch.Tensor], state: _State) -> torch.Tensor:
+        values = torch.zeros(state.size, device=self.device)
+        for kind, capture, image, channel, y, x, weight in state.groups:
+            if image.numel() == 0:
+                continue
+            acts = outputs[capture].float()
+            if kind == "channel":
+                picked = acts[image, channel]
+                term = picked.reshape(picked.shape[0], -1).mean(dim=1)
+            elif kind == "neuron":
+                term = acts[image, channel, y, x]
+            else:  # layer: DeepDream
+                term = acts[image].reshape(image.shape[0], -1).square().mean(dim=1)
+            values = values.index_add(0, image, term * weight)
+        return values
+
+    def _adam(self, state: _State, grad: torch.Tensor, t: int) -> None:
+        p = self.run.params
+        state.m.mul_(p.beta1).add_(grad, alpha=1 - p.beta1)
+        state.v.mul_(p.beta2).addcmul_(grad, grad, value=1 - p.beta2)
+        m_hat = state.m / (1 - p.beta1**t)
+        v_hat = state.v / (1 - p.beta2**t)
+        state.param.sub_(p.lr * m_hat / (v_hat.sqrt() + p.eps))
+
+    def _ascend(self, state: _State, grad: torch.Tensor) -> None:
+        # grad is of the loss (-objective): step against it, normalized by its RMS per image.
+        rms = grad.reshape(grad.shape[0], -1).square().mean(dim=1).sqrt()
+        rms = rms.reshape(-1, *([1] * (grad.dim() - 1)))
+        state.param.sub_(self.run.params.step_size * grad / (rms + 1e-12)).clamp_(0.0, 1.0)
+
+    def images(self, state: _State) -> np.ndarray:
+        with torch.no_grad():
+            image = self._image(state.param)
+        return image.detach().permute(0, 2, 3, 1).to("cpu", torch.float32).numpy().copy()
+
+    def close(self) -> None:
+        self.run = None

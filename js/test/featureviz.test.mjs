@@ -1,0 +1,301 @@
+// Unit tests of the feature-visualization view of widget.js: node --test + jsdom and a
+// hand-made model that records what the widget writes.
+import assert from "node:assert/strict";
+import { afterEach, beforeEach, describe, test } from "node:test";
+import { JSDOM } from "jsdom";
+
+import widget, { fvProgressText, parseWhole } from "../../cnn_widgets/static/widget.js";
+
+const HOSTILE = "<img src=x onerror=alert(1)>";
+const PNG_BYTES = new Uint8Array([0x89, 0x50, 0x4e, 0x47, 0x0d, 0x0a, 0x1a, 0x0a]);
+const JPEG_BYTES = new Uint8Array([0xff, 0xd8, 0xff, 0xe0]);
+
+class FakeModel {
+  constructor(state) {
+    this.state = { ...state };
+    this.calls = [];
+    this.handlers = new Map();
+  }
+  get(name) {
+    return this.state[name];
+  }
+  set(name, value) {
+    this.calls.push(["set", name, value]);
+    this.state[name] = value;
+  }
+  save_changes() {
+    this.calls.push(["save_changes"]);
+  }
+  on(event, callback) {
+    if (!this.handlers.has(event)) this.handlers.set(event, new Set());
+    this.handlers.get(event).add(callback);
+  }
+  off(event, callback) {
+    this.handlers.get(event)?.delete(callback);
+  }
+  emit(name, value) {
+    this.state[name] = value;
+    for (const callback of this.handlers.get(`change:${name}`) ?? []) callback();
+  }
+  sets() {
+    return this.calls.filter((call) => call[0] === "set").map((call) => [call[1], call[2]]);
+  }
+}
+
+/** Eight tiles of 28 px showing channels 8..15 (page 1 of a 16-channel layer). */
+const FV_LAYOUT = {
+  count: 8,
+  ncols: 3,
+  nrows: 3,
+  tile_h: 28,
+  tile_w: 28,
+  pad: 1,
+  width: 86,
+  height: 86,
+  channels: [8, 9, 10, 11, 12, 13, 14, 15],
+};
+
+function fvState(overrides = {}) {
+  return {
+    views: ["filters", "activations", "featureviz", "table"],
+    view: "featureviz",
+    layers: [
+      { index: 0, name: "conv1", type: "Conv2d", shape: [8, 28, 28], kind: "conv2d" },
+      { index: 1, name: "conv2", type: "Conv2d", shape: [16, 10, 10], kind: "conv2d" },
+      { index: 2, name: "flatten", type: "Flatten", shape: null, kind: "other" },
+    ],
+    layer: "conv2",
+    channel: 8,
+    channel_count: 16,
+    table: [],
+    normalization: "layer",
+    colormap: "viridis",
+    input_channel: "auto",
+    activation_mode: "grid",
+    vector_mode: "auto",
+    page: 1,
+    page_size: 8,
+    image: new DataView(PNG_BYTES.buffer),
+    sample: "",
+    samples: [],
+    grid: new DataView(PNG_BYTES.buffer),
+    grid_format: "png",
+    grid_layout: {},
+    grid_meta: { text: "8 of 8 shown", page: 0, pages: 1, width: 86, height: 86 },
+    detail: new DataView(PNG_BYTES.buffer),
+    detail_format: "png",
+    detail_stats: {},
+    predictions: [{ index: 3, label: "three", value: 0.9 }],
+    status: "idle",
+    busy: false,
+    error: "",
+    fv_steps: 256,
+    fv_size: 0,
+    fv_recipe: "lucid",
+    fv_objective: "channel",
+    fv_run: 0,
+    fv_stop: 0,
+    fv_running: false,
+    fv_progress: 0,
+    fv_step: 0,
+    fv_image: new DataView(new ArrayBuffer(0)),
+    fv_format: "png",
+    fv_layout: {},
+    fv_meta: {},
+    fv_detail: new DataView(new ArrayBuffer(0)),
+    ...overrides,
+  };
+}
+
+let dom;
+let urls;
+
+beforeEach(() => {
+  dom = new JSDOM("<!doctype html><html><body></body></html>");
+  globalThis.AbortController = dom.window.AbortController;
+  urls = { created: [], revoked: [] };
+  let next = 0;
+  URL.createObjectURL = (blob) => {
+    const url = `blob:fake/${next++}`;
+    urls.created.push({ url, blob });
+    return url;
+  };
+  URL.revokeObjectURL = (url) => urls.revoked.push(url);
+});
+
+afterEach(() => dom.window.close());
+
+function mount(state = fvState()) {
+  const model = new FakeModel(state);
+  const el = dom.window.document.createElement("div");
+  dom.window.document.body.append(el);
+  const cleanup = widget.render({ model, el });
+  const byRole = (role) => el.querySelector(`[data-role="${role}"]`);
+  return { model, el, cleanup, byRole };
+}
+
+function change(node, type = "change") {
+  node.dispatchEvent(new dom.window.Event(type, { bubbles: true }));
+}
+
+/** A run's frame arriving from Python. */
+function frame(model, bytes, format, meta) {
+  model.emit("fv_format", format);
+  model.emit("fv_layout", { ...FV_LAYOUT });
+  model.emit("fv_meta", meta);
+  model.emit("fv_image", new DataView(bytes.buffer));
+}
+
+describe("feature visualization helpers", () => {
+  test("fvProgressText says the step, the state and the image size", () => {
+    const meta = { step: 37, steps: 256, state: "stopped", size: [28, 28] };
+    assert.equal(fvProgressText(meta, false), "step 37 of 256 · stopped · 28×28 px");
+    assert.equal(fvProgressText(meta, true), "step 37 of 256 · running · 28×28 px");
+    assert.equal(fvProgressText(null, true), "starting…");
+    assert.equal(fvProgressText({}, false), "");
+  });
+
+  test("parseWhole accepts whole numbers only", () => {
+    assert.equal(parseWhole(" 128 "), 128);
+    assert.equal(parseWhole("-3"), -3);
+    assert.equal(parseWhole("1.5"), null);
+    assert.equal(parseWhole("12abc"), null);
+    assert.equal(parseWhole(""), null);
+  });
+});
+
+describe("feature visualization view", () => {
+  test("shows its controls and hides those of the other views", () => {
+    const { byRole, el } = mount();
+    assert.equal(el.querySelector('[data-part="featureviz"]').hidden, false);
+    assert.equal(byRole("normalization").closest("[data-part]").hidden, true);
+    assert.equal(byRole("input-image").closest("[data-part]").hidden, true);
+    assert.equal(byRole("predictions").hidden, true);
+    assert.equal(byRole("fv-run").textContent, "Run gradient ascent");
+    assert.equal(byRole("fv-stop").disabled, true);
+    assert.equal(byRole("fv-hint").hidden, false);
+    assert.equal(byRole("grid").hidden, true); // nothing synthesized yet
+    assert.equal(byRole("page-info").textContent, "channels 8–15 of 16 · page 2 of 2");
+    const options = [...byRole("layer").options].map((o) => o.value);
+    assert.deepEqual(options, ["conv1", "conv2"]); // a layer without output is not offered
+  });
+
+  test("every feature-viz control is labelled and suppresses notebook shortcuts", () => {
+    const { el } = mount();
+    const controls = el.querySelectorAll(".cnnw-fv button, .cnnw-fv input, .cnnw-fv select");
+    assert.equal(controls.length, 6);
+    for (const node of controls) {
+      assert.ok(node.hasAttribute("data-lm-suppress-shortcuts"), node.outerHTML.slice(0, 80));
+      if (node.tagName !== "BUTTON")
+        assert.ok(el.querySelector(`label[for="${node.id}"]`), node.outerHTML.slice(0, 80));
+    }
+  });
+
+  test("Run and Stop bump their counters; Stop only works while running", () => {
+    const { model, byRole } = mount();
+    byRole("fv-run").click();
+    assert.deepEqual(model.sets(), [["fv_run", 1]]);
+    model.emit("fv_running", true);
+    assert.equal(byRole("fv-stop").disabled, false);
+    assert.equal(byRole("fv-run").textContent, "Restart");
+    assert.equal(byRole("status").querySelector(".cnnw-spinner").hidden, false);
+    byRole("fv-stop").click();
+    assert.deepEqual(model.sets().at(-1), ["fv_stop", 1]);
+  });
+
+  test("settings are sent as numbers and choices; bad numbers stay in the browser", () => {
+    const { model, byRole } = mount();
+    const steps = byRole("fv-steps");
+    steps.value = "64";
+    change(steps);
+    const size = byRole("fv-size");
+    size.value = "96";
+    change(size);
+    size.value = "";
+    change(size);
+    byRole("fv-recipe").value = "naive";
+    change(byRole("fv-recipe"));
+    byRole("fv-objective").value = "neuron";
+    change(byRole("fv-objective"));
+    assert.deepEqual(model.sets(), [
+      ["fv_steps", 64],
+      ["fv_size", 96],
+      ["fv_size", 0],
+      ["fv_recipe", "naive"],
+      ["fv_objective", "neuron"],
+    ]);
+    steps.value = "1e3x";
+    change(steps);
+    assert.equal(model.sets().length, 5);
+    assert.equal(byRole("error").textContent, "steps must be a whole number");
+    assert.equal(steps.value, "64"); // repainted from the model
+  });
+
+  test("streamed frames replace the picture, revoke the old URL and move the progress", () => {
+    const { model, byRole } = mount();
+    model.emit("fv_running", true);
+    frame(model, JPEG_BYTES, "jpeg", { step: 10, steps: 100, state: "running", size: [28, 28] });
+    model.emit("fv_progress", 0.1);
+    const grid = byRole("grid");
+    const first = grid.getAttribute("src");
+    assert.equal(urls.created.find((u) => u.url === first).blob.type, "image/jpeg");
+    assert.equal(grid.hidden, false);
+    assert.equal(byRole("fv-hint").hidden, true);
+    assert.equal(byRole("fv-progress").value, 0.1);
+    assert.equal(byRole("fv-progress-text").textContent, "step 10 of 100 · running · 28×28 px");
+    frame(model, PNG_BYTES, "png", {
+      step: 100,
+      steps: 100,
+      state: "done",
+      size: [28, 28],
+      channels: FV_LAYOUT.channels,
+      values: [1.5, 0, 0, 0, 0, 0, 0, 0],
+    });
+    model.emit("fv_progress", 1);
+    model.emit("fv_running", false);
+    const second = grid.getAttribute("src");
+    assert.notEqual(second, first);
+    assert.ok(urls.revoked.includes(first));
+    assert.equal(urls.created.find((u) => u.url === second).blob.type, "image/png");
+    assert.equal(grid.style.width, `${86 * 5}px`);
+    model.emit("fv_detail", new DataView(PNG_BYTES.buffer));
+    assert.equal(byRole("detail-stats").textContent, "channel 8 · objective 1.5");
+  });
+
+  test("a click on a tile selects the channel it shows", () => {
+    const { model, byRole } = mount();
+    frame(model, PNG_BYTES, "png", { step: 1, steps: 1, state: "done" });
+    const grid = byRole("grid");
+    grid.getBoundingClientRect = () => ({ left: 0, top: 0, width: 172, height: 172 });
+    grid.dispatchEvent(
+      new dom.window.MouseEvent("click", { bubbles: true, clientX: 60, clientY: 60 }),
+    );
+    assert.deepEqual(model.sets(), [["channel", 12]]);
+  });
+
+  test("text from Python stays text", () => {
+    const { model, byRole } = mount();
+    model.emit("error", HOSTILE);
+    frame(model, PNG_BYTES, "png", { step: 1, steps: 2, state: HOSTILE });
+    assert.equal(byRole("error").textContent, HOSTILE);
+    assert.equal(byRole("fv-progress-text").textContent, `step 1 of 2 · ${HOSTILE}`);
+    assert.equal(byRole("root").querySelectorAll("img").length, 3);
+  });
+
+  test("switching back to another view shows that view's picture again", () => {
+    const { model, byRole } = mount();
+    frame(model, JPEG_BYTES, "jpeg", { step: 1, steps: 2, state: "running" });
+    model.emit("view", "activations");
+    const src = byRole("grid").getAttribute("src");
+    assert.equal(urls.created.find((u) => u.url === src).blob.type, "image/png");
+    assert.equal(byRole("predictions").hidden, false);
+    assert.equal(byRole("root").querySelector('[data-part="featureviz"]').hidden, true);
+  });
+
+  test("cleanup revokes the feature-viz picture's URL", () => {
+    const { model, cleanup } = mount();
+    frame(model, PNG_BYTES, "png", { step: 1, steps: 1, state: "done" });
+    cleanup();
+    assert.equal(new Set(urls.revoked).size, urls.created.length);
+  });
+});
