@@ -10,7 +10,7 @@ PIP := $(PY) -m pip
 STAMP := $(VENV)/.installed
 EXTRAS ?= torch,tensorflow-cpu,plot,demo,dev
 
-.PHONY: setup browser js-setup demo demo-headless test test-fast lint bench clean
+.PHONY: setup browser js-setup demo demo-headless test test-fast lint bench bench-setup clean
 
 setup: $(STAMP)
 
@@ -53,8 +53,16 @@ test-fast: setup
 lint: setup
 	$(VENV)/bin/ruff check cnn_widgets tests benchmarks scripts
 
-bench: setup
+# The baselines we compare against (Lucent, tf-keras-vis) are benchmark-only: pinned, no deps
+# (Lucent's own pins would replace our torch), into the same venv.
+bench-setup: setup
+	$(PIP) install --quiet --no-deps torch-lucent==0.1.8 kornia==0.4.1 tf-keras-vis==0.8.7
+	$(PIP) install --quiet decorator deprecated imageio scipy
+
+bench: bench-setup browser
 	$(PY) benchmarks/render.py
+	$(PY) benchmarks/featureviz.py
+	$(PY) benchmarks/browser_latency.py
 
 clean:
 	rm -rf $(VENV) demo_output .pytest_cache

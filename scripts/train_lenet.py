@@ -23,14 +23,13 @@ from __future__ import annotations
 import argparse
 import datetime as dt
 import time
-from collections import OrderedDict
 from pathlib import Path
 
 import numpy as np
 import torch
 from torch import nn
 
-from cnn_widgets.zoo.lenet import mnist_5k
+from cnn_widgets.zoo.lenet import build_torch, mnist_5k
 
 REPO = Path(__file__).resolve().parents[1]
 HOLDOUT_PER_CLASS = 50
@@ -57,23 +56,8 @@ def split(labels: np.ndarray, rng: np.random.Generator) -> tuple[np.ndarray, np.
 
 
 def build_lenet() -> nn.Sequential:
-    """The architecture of :mod:`cnn_widgets.zoo.lenet` (same layer names)."""
-    return nn.Sequential(
-        OrderedDict(
-            [
-                ("conv1", nn.Conv2d(1, 8, 5, padding=2)),
-                ("relu1", nn.ReLU()),
-                ("pool1", nn.MaxPool2d(2)),
-                ("conv2", nn.Conv2d(8, 16, 5)),
-                ("relu2", nn.ReLU()),
-                ("pool2", nn.MaxPool2d(2)),
-                ("flatten", nn.Flatten()),
-                ("fc1", nn.Linear(16 * 5 * 5, 64)),
-                ("relu3", nn.ReLU()),
-                ("fc2", nn.Linear(64, 10)),
-            ]
-        )
-    )
+    """The architecture of :mod:`cnn_widgets.zoo.lenet`, freshly initialized."""
+    return build_torch(pretrained=False).train()
 
 
 def random_shift(
