@@ -58,15 +58,34 @@
 export const VIEWS = {
   filters: {
     label: "Filters",
-    parts: ["layer", "drawing", "input-channel", "channel", "picture", "pager"],
+    parts: [
+      "layer",
+      "drawing",
+      "input-channel",
+      "channel",
+      "picture",
+      "examples",
+      "pager",
+      "health",
+    ],
   },
   activations: {
     label: "Feature maps",
-    parts: ["layer", "drawing", "activation-mode", "image", "channel", "picture", "pager"],
+    parts: [
+      "layer",
+      "drawing",
+      "activation-mode",
+      "image",
+      "channel",
+      "picture",
+      "examples",
+      "pager",
+      "health",
+    ],
   },
   featureviz: {
     label: "Feature viz",
-    parts: ["layer", "featureviz", "channel", "picture", "pager"],
+    parts: ["layer", "featureviz", "channel", "picture", "examples", "pager", "health"],
   },
   table: { label: "Layer table", parts: ["table"] },
 };
@@ -76,6 +95,7 @@ const DEFAULT_VIEW = { label: "", parts: ["layer", "channel", "picture"] };
 const GRID_TARGET = 480;
 const DETAIL_TARGET = 240;
 const INPUT_TARGET = 128;
+const STRIP_TARGET = 300;
 /** Bigger files are refused in the browser before they travel to the kernel. */
 export const MAX_UPLOAD_BYTES = 25 * 1024 * 1024;
 
@@ -90,10 +110,13 @@ const COLORMAPS = [
   ["viridis", "viridis"],
   ["diverging", "diverging (blue–white–red)"],
 ];
+/** The activation mode that shows one filter applied to each input channel. */
+export const KERNEL_MODE = "kernel x image";
 const ACTIVATION_MODES = [
   ["grid", "grid of channels"],
   ["sum", "sum over channels"],
   ["mean", "mean over channels"],
+  [KERNEL_MODE, "kernel × image (selected filter)"],
 ];
 const VECTOR_MODES = [
   ["auto", "auto"],
@@ -221,6 +244,49 @@ export function visibleLayers(layers, view, query, keep) {
     if (!q) return true;
     return layer.name.toLowerCase().includes(q) || layer.type.toLowerCase().includes(q);
   });
+}
+
+/**
+ * Flagged channels that have a tile in the picture, with the tile's box (fractions).
+ * @param {TileLayout | null | undefined} layout
+ * @param {Record<string, string[]> | null | undefined} flags  `{channel: [kind, ...]}`
+ * @returns {{channel: number, kinds: string[], box: {left: number, top: number, width: number, height: number}}[]}
+ */
+export function flagBoxes(layout, flags) {
+  const marks = [];
+  for (const [key, kinds] of Object.entries(flags ?? {})) {
+    const channel = Number(key);
+    if (!Number.isInteger(channel)) continue;
+    const box = tileBox(layout, channel);
+    if (box) marks.push({ channel, kinds: Array.isArray(kinds) ? kinds.map(String) : [], box });
+  }
+  return marks.sort((a, b) => a.channel - b.channel);
+}
+
+/**
+ * One line of the health list, e.g. "channel 4: dead channel — channel 4 is exactly 0 …".
+ * @param {Record<string, any>} row  an entry of `health_findings`
+ * @returns {string}
+ */
+export function healthLine(row) {
+  const where = typeof row.channel === "number" ? `channel ${row.channel}` : "layer";
+  const label = String(row.label ?? row.kind ?? "");
+  return row.message ? `${where}: ${label} — ${row.message}` : `${where}: ${label}`;
+}
+
+/**
+ * The caption of the top-activating images strip.
+ * @param {Record<string, any> | null | undefined} meta  the `top_meta` trait
+ * @returns {string}
+ */
+export function topCaption(meta) {
+  if (!meta || !meta.state) return "";
+  const what = `channel ${meta.channel}`;
+  if (meta.state === "computing")
+    return `finding the ${meta.k} of ${meta.images} images that excite ${what} most…`;
+  if (meta.state === "error") return `no top images for ${what} (see the error)`;
+  const scores = Array.isArray(meta.scores) ? meta.scores.map(formatNumber).join(", ") : "";
+  return `top ${meta.k} of ${meta.images} images for ${what} · max activation ${scores}`;
 }
 
 /**
@@ -620,6 +686,8 @@ function render({ model, el, signal }) {
     attrs: { alt: "grid", draggable: "false" },
   });
   grid.hidden = true;
+  // Marks of flagged channels: boxes positioned over their tiles (filled in paintFlags).
+  const flagLayer = make("div", { className: "cnnw-flags", role: "health-flags" });
   const highlight = make("div", { className: "cnnw-highlight", role: "highlight" });
   highlight.hidden = true;
   const tooltip = make("div", {
@@ -636,7 +704,7 @@ function render({ model, el, signal }) {
         role: "grid-wrap",
         attrs: { tabindex: "0", "aria-label": "channels; arrow keys move the selection" },
       },
-      [grid, highlight, tooltip],
+      [grid, flagLayer, highlight, tooltip],
     ),
   );
   const predictions = make("ol", { className: "cnnw-predictions", role: "predictions" });
@@ -648,6 +716,18 @@ function render({ model, el, signal }) {
   detail.hidden = true;
   const detailStats = make("figcaption", { className: "cnnw-stats", role: "detail-stats" });
   const detailFigure = make("figure", { className: "cnnw-detail-figure" }, [detail, detailStats]);
+  const topStrip = make("img", {
+    className: "cnnw-top-strip cnnw-pixelated",
+    role: "top-strip",
+    attrs: { alt: "images that excite the selected channel most" },
+  });
+  topStrip.hidden = true;
+  const topCaptionText = make("figcaption", { className: "cnnw-stats", role: "top-caption" });
+  const topFigure = make(
+    "figure",
+    { className: "cnnw-top-figure", attrs: { "data-part": "examples" } },
+    [topStrip, topCaptionText],
+  );
   const inputFigure = make(
     "figure",
     { className: "cnnw-input-figure", attrs: { "data-part": "image" } },
@@ -660,6 +740,7 @@ function render({ model, el, signal }) {
       inputFigure,
       make("div", { className: "cnnw-grid-column" }, [gridWrap, predictions]),
       detailFigure,
+      topFigure,
     ],
   );
 
@@ -695,6 +776,21 @@ function render({ model, el, signal }) {
     save,
   ]);
 
+  const healthRun = focusable(
+    make("button", {
+      className: "cnnw-button",
+      role: "health-run",
+      text: "Check health",
+      attrs: { type: "button", title: "look for dead, constant and NaN/Inf channels" },
+    }),
+  );
+  const healthSummary = make("span", { className: "cnnw-muted", role: "health-summary" });
+  const healthList = make("ul", { className: "cnnw-health-list", role: "health-list" });
+  const healthPart = make("div", { className: "cnnw-health", attrs: { "data-part": "health" } }, [
+    make("div", { className: "cnnw-row" }, [healthRun, healthSummary]),
+    healthList,
+  ]);
+
   const table = make("table", { className: "cnnw-table", role: "layer-table" });
   const tableWrap = make("div", { className: "cnnw-table-wrap", attrs: { "data-part": "table" } }, [
     table,
@@ -718,6 +814,7 @@ function render({ model, el, signal }) {
     channelRow,
     pictureRow,
     pager,
+    healthPart,
     tableWrap,
     status,
     error,
@@ -811,7 +908,61 @@ function render({ model, el, signal }) {
     sizePicture(grid, source.width, source.height, GRID_TARGET);
     gridWrap.classList.toggle("cnnw-clickable", layout() !== null);
     paintHighlight();
+    paintFlags();
     paintPager();
+  }
+
+  function paintFlags() {
+    // Marks belong to the layer of the picture on screen: after a layer change the flags
+    // of the new layer arrive before its picture does.
+    const meta = model.get(featureViz() ? "fv_meta" : "grid_meta") ?? {};
+    const current = !grid.hidden && meta.layer === model.get("layer");
+    const marks = current ? flagBoxes(layout(), model.get("health_flags")) : [];
+    flagLayer.replaceChildren(
+      ...marks.map(({ channel, kinds, box }) => {
+        const words = kinds.map((kind) => kind.replace(/_/g, " ")).join(", ");
+        const mark = make("div", {
+          className: "cnnw-flag",
+          role: "health-flag",
+          attrs: { "data-channel": String(channel), title: `channel ${channel}: ${words}` },
+        });
+        mark.style.left = `${box.left * 100}%`;
+        mark.style.top = `${box.top * 100}%`;
+        mark.style.width = `${box.width * 100}%`;
+        mark.style.height = `${box.height * 100}%`;
+        mark.append(make("span", { className: "cnnw-flag-badge", text: "!" }));
+        return mark;
+      }),
+    );
+    flagLayer.hidden = marks.length === 0;
+  }
+
+  function paintHealth() {
+    /** @type {Array<Record<string, any>>} */
+    const rows = model.get("health_findings") ?? [];
+    healthList.replaceChildren(...rows.map((row) => make("li", { text: healthLine(row) })));
+    healthList.hidden = rows.length === 0;
+    const running = Boolean(model.get("health_running"));
+    healthSummary.textContent = model.get("health_summary") ?? "";
+    healthRun.disabled = running;
+    paintFlags();
+  }
+
+  function paintTop() {
+    showBytes(topStrip, "top_strip", model.get("top_format"));
+    const meta = model.get("top_meta") ?? {};
+    const width = Number(meta.width ?? 0);
+    if (width > 0 && !topStrip.hidden) {
+      // Enlarged by a whole factor when small; wide strips of big crops shrink to fit.
+      const scale = displayScale(width, Number(meta.height ?? 0), STRIP_TARGET);
+      topStrip.style.width = `${Math.min(width * scale, STRIP_TARGET)}px`;
+      topStrip.classList.toggle("cnnw-pixelated", width < STRIP_TARGET);
+    }
+    topStrip.classList.toggle("cnnw-stale", meta.state === "computing");
+    topCaptionText.textContent = topCaption(meta);
+    const names = Array.isArray(meta.sources) ? meta.sources.filter(Boolean) : [];
+    if (names.length) topStrip.title = names.join(", ");
+    else topStrip.removeAttribute("title");
   }
 
   function paintHighlight() {
@@ -843,13 +994,16 @@ function render({ model, el, signal }) {
         parts.push(`p ${(stats.probability * 100).toFixed(1)}%`);
     } else if (shape.length) {
       const what = model.get("view") === "filters" ? "filter" : "channel";
-      parts.push(`${what} ${model.get("channel")}`);
+      if (typeof stats.sum_of === "number")
+        parts.push(`Σ of ${stats.sum_of} inputs × filter ${model.get("channel")} (before bias)`);
+      else parts.push(`${what} ${model.get("channel")}`);
       parts.push(
         `min ${formatNumber(stats.min)}`,
         `max ${formatNumber(stats.max)}`,
         `mean ${formatNumber(stats.mean)}`,
       );
       if (stats.nonfinite) parts.push(`${stats.nonfinite} NaN/Inf`);
+      if (typeof stats.bias === "number") parts.push(`bias ${formatNumber(stats.bias)}`);
     }
     detailStats.textContent = parts.join(" · ");
     detailFigure.hidden = parts.length === 0;
@@ -1020,6 +1174,7 @@ function render({ model, el, signal }) {
       if (part === "activation-mode") visible = visible && !vector;
       if (part === "vector-mode") visible = visible && vector;
       if (part === "drawing" && vector && view === "activations") visible = false;
+      if (part === "examples") visible = visible && Number(model.get("images_count") ?? 0) > 0;
       /** @type {HTMLElement} */ (node).hidden = !visible;
     }
     root.setAttribute("data-view", view);
@@ -1292,6 +1447,11 @@ function render({ model, el, signal }) {
   );
   next.addEventListener("click", () => send("page", Number(model.get("page")) + 1), listen);
   save.addEventListener("click", downloadGrid, listen);
+  healthRun.addEventListener(
+    "click",
+    () => send("health_run", Number(model.get("health_run") ?? 0) + 1),
+    listen,
+  );
   fvRun.addEventListener(
     "click",
     () => send("fv_run", Number(model.get("fv_run") ?? 0) + 1),
@@ -1449,6 +1609,11 @@ function render({ model, el, signal }) {
   ]) {
     subscribe(`change:${name}`, paintSelects);
   }
+  for (const name of ["health_flags", "health_findings", "health_summary", "health_running"]) {
+    subscribe(`change:${name}`, paintHealth);
+  }
+  for (const name of ["top_strip", "top_meta", "top_format"]) subscribe(`change:${name}`, paintTop);
+  subscribe("change:images_count", paintViews);
   subscribe("change:samples", paintSamples);
   subscribe("change:sample", paintSamples);
   subscribe("change:status", paintStatus);
@@ -1469,6 +1634,8 @@ function render({ model, el, signal }) {
   paintPredictions();
   paintTable();
   paintFeatureViz();
+  paintHealth();
+  paintTop();
   paintStatus();
   paintError();
 

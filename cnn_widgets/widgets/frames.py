@@ -17,6 +17,7 @@ from typing import Any
 
 import numpy as np
 
+from ..analysis.responses import FilterResponses
 from ..api import to_probabilities
 from ..render import views
 from ..render.encode import WIRE_COMPRESS_LEVEL, encode_png
@@ -24,6 +25,7 @@ from ..render.views import Rendered
 from .runner import Cancelled
 
 __all__ = [
+    "KERNEL_MODE",
     "RENDERERS",
     "Frame",
     "Request",
@@ -33,6 +35,11 @@ __all__ = [
     "jsonable",
     "render",
 ]
+
+
+KERNEL_MODE = "kernel x image"
+"""The ``activation_mode`` that shows one filter's kernel slices applied to the layer's input,
+input channel by input channel (:func:`cnn_widgets.filter_responses`), and their sum."""
 
 
 @dataclass(frozen=True)
@@ -54,13 +61,26 @@ class Request:
     image: np.ndarray | None = field(default=None, compare=False, repr=False)
     #: Facts about the layer a view may need: is it the model's output, its class labels.
     is_output: bool = False
+    is_vector: bool = False
     labels: Sequence[str] | None = field(default=None, compare=False, repr=False)
 
     @property
-    def data_key(self) -> tuple[str, ...] | None:
+    def renderer(self) -> str:
+        """Key of :data:`RENDERERS`: the view, or ``"responses"`` for kernel x image (a vector
+        layer has no kernels to show: it keeps its vector view, as with "sum" and "mean")."""
+        kernel_mode = self.activation_mode == KERNEL_MODE
+        if self.view == "activations" and kernel_mode and not self.is_vector:
+            return "responses"
+        return self.view
+
+    @property
+    def data_key(self) -> tuple[str | int, ...] | None:
         """Cache key of the data the picture is drawn from; None when there is none."""
         if self.view == "filters":
             return ("filters", self.layer)
+        if self.renderer == "responses" and self.image_key:
+            # One filter's responses: every channel is data of its own.
+            return ("responses", self.image_key, self.layer, self.channel)
         if self.view == "activations" and self.image_key:
             return ("activations", self.image_key, self.layer)
         return None
@@ -87,7 +107,7 @@ class Frame:
 
 def render(
     request: Request,
-    data: np.ndarray,
+    data: Any,
     *,
     previous: Frame | None = None,
     detail_only: bool = False,
@@ -100,7 +120,8 @@ def render(
     request:
         The settings.
     data:
-        Filters ``(out, in, kh, kw)`` or one image's layer output ``(C, H, W)`` / ``(N,)``.
+        Filters ``(out, in, kh, kw)``, one image's layer output ``(C, H, W)`` / ``(N,)``, or
+        the :class:`~cnn_widgets.analysis.FilterResponses` of the kernel x image mode.
     previous:
         The frame on screen; with ``detail_only`` its grid is kept and only the selected
         channel is drawn anew.
@@ -108,7 +129,7 @@ def render(
         Checked between the expensive steps; when set, :class:`Cancelled` is raised.
     """
     started = time.perf_counter()
-    frame = RENDERERS[request.view](request, data, previous if detail_only else None, stop)
+    frame = RENDERERS[request.renderer](request, data, previous if detail_only else None, stop)
     frame.meta["seconds"] = round(time.perf_counter() - started, 4)
     return frame
 
@@ -163,6 +184,37 @@ def _render_activations(
     return _frame(request, keep, grid, detail, stats(acts[channel]), extra)
 
 
+def _render_responses(
+    request: Request, responses: FilterResponses, keep: Frame | None, stop: threading.Event | None
+) -> Frame:
+    """Kernel x image: one tile per input channel (that map convolved with its kernel slice),
+    and their sum, the filter's output before the bias, as the detail.
+
+    The grid has no tile layout: its tiles are input channels, and a click on one must not
+    select an output channel. Layers with more inputs than ``page_size`` show the first ones.
+    """
+    options = {"normalization": request.normalization, "colormap": request.colormap}
+    inputs = len(responses.input_channels)
+    shown = range(min(inputs, request.page_size))
+    grid = views.activation_grid(responses.per_input, channels=shown, **options)
+    _check(stop)
+    detail = views.activation_single(responses.total[None], 0, **options)
+    count = "" if len(shown) == inputs else f"{len(shown)} of "
+    plural = "s" if inputs != 1 else ""
+    extra = {
+        "mode": KERNEL_MODE,
+        "channel": responses.channel,
+        "input_channels": list(responses.input_channels[: len(shown)]),
+        "inputs": inputs,
+        "bias": responses.bias,
+        "text": f"filter {responses.channel} × {count}{inputs} input channel{plural}",
+    }
+    detail_stats = {**stats(responses.total), "sum_of": inputs, "bias": responses.bias}
+    frame = _frame(request, None, grid, detail, detail_stats, extra)
+    frame.layout = {}
+    return frame
+
+
 def _render_vector(request: Request, vector: np.ndarray, channel: int) -> Frame:
     mode = request.vector_mode
     if mode == "auto":
@@ -188,13 +240,13 @@ def _render_vector(request: Request, vector: np.ndarray, channel: int) -> Frame:
     return _frame(request, None, grid, None, unit, extra, predictions)
 
 
-RENDERERS: dict[
-    str, Callable[[Request, np.ndarray, Frame | None, threading.Event | None], Frame]
-] = {
+RENDERERS: dict[str, Callable[[Request, Any, Frame | None, threading.Event | None], Frame]] = {
     "filters": _render_filters,
     "activations": _render_activations,
+    "responses": _render_responses,
 }
-"""View name -> renderer. A new view registers its renderer here (and in ``widget.js``)."""
+"""``Request.renderer`` -> renderer. A new view registers its renderer here (and in
+``widget.js``)."""
 
 
 # --------------------------------------------------------------------------- helpers

@@ -38,11 +38,22 @@ import traitlets
 from ipywidgets.widgets.trait_types import bytes_serialization
 
 from .. import featureviz as _featureviz
+from ..analysis import filter_responses, health_report, top_images
+from ..analysis.health import HealthReport
+from ..analysis.top_images import ImageSet
 from ..api import prepare_image
 from ..backends import Adapter, LayerInfo, adapt
 from ..images import ImageLike
+from .analysis import (
+    TOP_K,
+    default_health_images,
+    health_entries,
+    health_summary,
+    image_set,
+    top_strip,
+)
 from .base import WidgetBase
-from .frames import Frame, Request, image_key, image_png, jsonable, render
+from .frames import KERNEL_MODE, Frame, Request, image_key, image_png, jsonable, render
 from .fvframes import (
     FRAME_INTERVAL,
     FV_OBJECTIVES,
@@ -66,7 +77,7 @@ VIEWS = ("filters", "activations", "featureviz", "table")
 ``"featureviz"`` is the exception: it streams from its own run (``_fv_*`` methods)."""
 NORMALIZATIONS = ("layer", "channel", "symmetric", "std")
 COLORMAPS = ("gray", "viridis", "diverging")
-ACTIVATION_MODES = ("grid", "sum", "mean")
+ACTIVATION_MODES = ("grid", "sum", "mean", KERNEL_MODE)
 VECTOR_MODES = ("auto", "dense", "probabilities")
 INPUT_CHANNEL_WORDS = ("auto", "rgb", "mean")
 
@@ -186,6 +197,7 @@ class _Viewer(WidgetBase):
             "fv_objective",
             "fv_run",
             "fv_stop",
+            "health_run",
         }
     )
     _FV_SETTINGS = ("fv_steps", "fv_size", "fv_recipe", "fv_objective")
@@ -232,8 +244,11 @@ class _Viewer(WidgetBase):
     """Filters view: which input channel of each kernel to draw: ``"auto"`` (RGB for 3 inputs,
     else the mean), ``"rgb"``, ``"mean"`` or an index (``"0"``, ``"1"``, ...)."""
     activation_mode = traitlets.Unicode("grid").tag(sync=True)
-    """Feature maps as a ``"grid"`` of channels, or reduced to one picture by ``"sum"`` or
-    ``"mean"`` over channels."""
+    """Feature maps as a ``"grid"`` of channels, reduced to one picture by ``"sum"`` or
+    ``"mean"`` over channels, or ``"kernel x image"``: for the selected channel of a conv
+    layer, the layer's input convolved with that filter input channel by input channel (one
+    tile each, the first ``page_size``) and their sum as the detail picture
+    (:func:`cnn_widgets.filter_responses`)."""
     vector_mode = traitlets.Unicode("auto").tag(sync=True)
     """Layers that output a vector: ``"dense"`` (values and histogram), ``"probabilities"``
     (top-k classes) or ``"auto"`` (probabilities for the output layer)."""
@@ -322,6 +337,30 @@ class _Viewer(WidgetBase):
     fv_detail = traitlets.Bytes(b"").tag(sync=True)
     """The selected channel's image alone (PNG), when the run on screen includes it."""
 
+    # -- traits: channel health and top-activating images ------------------------------------
+    images_count = traitlets.Int(0).tag(sync=True)
+    """How many images :attr:`images` holds; 0 when none were given (read-only)."""
+    health_run = traitlets.Int(0).tag(sync=True)
+    """The browser's "Check health" button: each increment runs :meth:`check_health`."""
+    health_running = traitlets.Bool(False).tag(sync=True)
+    """True while a health check runs on the worker thread (read-only)."""
+    health_flags = traitlets.Dict().tag(sync=True)
+    """The current layer's flagged channels from the last health check, ``{"4": [kind, ...]}``
+    (keys are channel numbers as text); the browser marks their tiles (read-only)."""
+    health_findings = traitlets.List(traitlets.Dict()).tag(sync=True)
+    """The current layer's findings: ``{channel, kind, label, message, where}`` (read-only)."""
+    health_summary = traitlets.Unicode("").tag(sync=True)
+    """One line about the last health check, for the current layer (read-only)."""
+    top_strip = traitlets.Bytes(b"").tag(sync=True)
+    """The images of :attr:`images` that excite the selected channel most, best first, cropped
+    to its receptive field and tiled in one row (read-only)."""
+    top_format = traitlets.Unicode("png").tag(sync=True)
+    """Encoding of ``top_strip``."""
+    top_meta = traitlets.Dict().tag(sync=True)
+    """Facts about ``top_strip``: ``layer``, ``channel``, ``k``, ``images``, ``scores``,
+    ``indices``, ``sources``, the tile geometry, and ``state`` (``"computing"``, ``"done"``,
+    ``"error"``) (read-only)."""
+
     # --------------------------------------------------------------------------- construction
 
     def _setup(
@@ -363,6 +402,19 @@ class _Viewer(WidgetBase):
         self._fv_started = False
         #: Optimizations started (for tests and diagnostics).
         self._fv_calls = 0
+        # Health checks and top images run on threads of their own: the view's runner drops a
+        # waiting job whenever the user moves on, and a health check must not be dropped.
+        self._health_runner = Runner(self._on_worker_error, name="cnn-widgets-health")
+        self._top_runner = Runner(self._on_worker_error, name="cnn-widgets-top-images")
+        self._images: ImageSet | None = None
+        self._images_generation = 0
+        self._health: tuple[HealthReport, str] | None = None
+        self._health_generation = 0
+        self._top_cache = _LRU(4 * CACHE_SIZE)
+        self._top_key: tuple[Any, ...] | None = None
+        self._top_generation = 0
+        #: Top-image rankings computed (for tests and diagnostics).
+        self._top_calls = 0
 
         sample = options.pop("sample", "")
         if image is not None and sample:
@@ -401,6 +453,7 @@ class _Viewer(WidgetBase):
         self.observe(self._on_upload, names="upload")
         self.observe(self._on_fv_setting, names=list(self._FV_SETTINGS))
         self.observe(self._on_fv_button, names=["fv_run", "fv_stop"])
+        self.observe(self._on_health_button, names="health_run")
         self._refresh(force_inline=True)
 
     def _default_layer(self) -> str:
@@ -432,16 +485,83 @@ class _Viewer(WidgetBase):
         """The adapted model this widget shows."""
         return self._adapter
 
+    @property
+    def images(self) -> ImageSet | None:
+        """The image set for the health check and the top-activating images, or None.
+
+        Assign a folder, an ``(N, H, W[, C])`` array or a list of images or paths (as for
+        :func:`cnn_widgets.top_images`); None removes it. An unusable value sets ``error`` and
+        keeps the previous set. With a set, the strip of the images that excite the selected
+        channel most (``top_strip``) follows the selection.
+        """
+        return self._images
+
+    @images.setter
+    def images(self, value: Any) -> None:
+        if self.error and not self._in_browser_batch:
+            self.error = ""
+        if value is None:
+            chosen = None
+        else:
+            try:
+                chosen = image_set(self._adapter, value)
+            except Exception as exc:
+                self._report(exc)
+                return  # the previous set stays
+        with self._lock:
+            self._images = chosen
+            self._images_generation += 1
+            self._top_generation += 1  # a ranking of the old set is no longer wanted
+            self._top_key = None
+            self._top_cache.clear()
+            # A report on other images would be mistaken for one on these.
+            self._health_generation += 1
+            self._health = None
+            with self.hold_sync():
+                self.images_count = 0 if chosen is None else int(chosen.count or 0)
+                self.health_running = False
+                self.health_flags, self.health_findings, self.health_summary = {}, [], ""
+                self.top_strip, self.top_meta = b"", {}
+        self._top_show()
+
+    def check_health(self) -> None:
+        """Check every conv layer for dead, constant and non-finite channels, in the background.
+
+        Runs :func:`cnn_widgets.health_report` on :attr:`images` when set, else on the current
+        image and the bundled sample images with the model's channel count. The current
+        layer's flagged channels then show in ``health_flags`` (marked on the grid) and
+        ``health_findings`` (listed), and follow the layer. :meth:`wait` blocks until done.
+        """
+        if self.error and not self._in_browser_batch:
+            self.error = ""
+        if self._images is not None:
+            images: Any = self._images
+            source = "the images set in .images"
+        else:
+            defaults = default_health_images(self._adapter, self._input)
+            images = defaults or None
+            source = "the current image and matching samples" if defaults else "no images"
+        with self._lock:
+            self._health_generation += 1
+            generation = self._health_generation
+            with self.hold_sync():
+                self.health_running = True
+                self.health_summary = "checking the health of every conv channel…"
+        self._health_runner.submit(lambda stop: self._health_work(images, source, generation, stop))
+
     def wait(self, timeout: float | None = WAIT_TIMEOUT) -> None:
-        """Block until the worker thread has published the latest request.
+        """Block until the worker threads have published the latest request (the picture,
+        a health check, the top images).
 
         Raises
         ------
         TimeoutError
             When the work takes longer than ``timeout`` seconds.
         """
-        if not self._runner.wait(timeout):
-            raise TimeoutError(f"{type(self).__name__}: still busy after {timeout} s")
+        # The picture's worker may start no other work, so waiting for each in turn is enough.
+        for runner in (self._runner, self._health_runner, self._top_runner):
+            if not runner.wait(timeout):
+                raise TimeoutError(f"{type(self).__name__}: still busy after {timeout} s")
 
     def save_png(self, path: str | Path) -> Path:
         """Write the current picture (the grid, the plot of a vector layer, or the feature
@@ -466,9 +586,10 @@ class _Viewer(WidgetBase):
 
     def close(self) -> None:
         """Stop the worker thread and close the widget's connection to the browser."""
-        runner = getattr(self, "_runner", None)
-        if runner is not None:
-            runner.close()
+        for name in ("_runner", "_health_runner", "_top_runner"):
+            runner = getattr(self, name, None)
+            if runner is not None:
+                runner.close()
         super().close()
 
     def __repr__(self) -> str:
@@ -755,6 +876,7 @@ class _Viewer(WidgetBase):
             self.page = self.channel // self.page_size
         return Request(
             is_output=info.index == len(self._order) - 1,
+            is_vector=info.output_shape is not None and len(info.output_shape) == 1,
             labels=self._adapter.spec.labels,
             view=self.view,
             layer=self.layer,
@@ -778,8 +900,10 @@ class _Viewer(WidgetBase):
             self._report(exc)
             self._render_error = True
             return
+        self._show_health()
         if request is None:
             return
+        self._top_show()
         if request.view == "featureviz":
             self._fv_show()
             return
@@ -789,11 +913,17 @@ class _Viewer(WidgetBase):
         if request.data_key is None:
             self._publish(generation, None, status="no image: choose a sample or open a file")
             return
+        responses = request.renderer == "responses"
+        if responses and not self._infos[request.layer].has_filters:
+            self._refuse_responses(generation, self._infos[request.layer])
+            return
         cached = self._cache.get(request.data_key)
         previous = self._frame
-        # Only the detail changes when everything but the channel is what is on screen.
+        # Only the detail changes when everything but the channel is what is on screen (in
+        # kernel x image, the whole grid belongs to the channel).
         detail_only = (
             detail_only
+            and not responses
             and cached is not None
             and previous is not None
             and dataclasses.replace(previous.request, channel=request.channel) == request
@@ -811,6 +941,8 @@ class _Viewer(WidgetBase):
             self._publish(generation, frame)
             return
         what = "filters" if request.view == "filters" else "feature maps"
+        if responses:
+            what = f"kernel x image responses of filter {request.channel}"
         self._fv_abandon()  # the worker is needed for this: a running optimization ends
         with self._lock, self.hold_sync():
             self.busy = True
@@ -833,10 +965,16 @@ class _Viewer(WidgetBase):
             return
         self._publish(generation, frame)
 
-    def _fetch(self, request: Request) -> np.ndarray:
+    def _fetch(self, request: Request) -> Any:
         with _ADAPTER_LOCK:
             if request.view == "filters":
                 data = self._adapter.filters(request.layer)
+            elif request.renderer == "responses":
+                assert request.image is not None
+                # HWC floats in [0, 1] are read back unchanged (CHW of one channel is not).
+                data = filter_responses(
+                    self._adapter, np.moveaxis(request.image, 0, -1), request.layer, request.channel
+                )
             else:
                 assert request.image is not None
                 out = self._adapter.activations(request.image[None], [request.layer])
@@ -881,6 +1019,20 @@ class _Viewer(WidgetBase):
                 self._render_error = True
                 self.busy = False
                 self.status = "error"
+
+    def _refuse_responses(self, generation: int, info: LayerInfo) -> None:
+        """Kernel x image on a layer without filters: say so, and show no stale picture."""
+        convs = [i.name for i in self._order if i.has_filters]
+        hint = f" ({', '.join(repr(n) for n in convs[:4])})" if convs else ""
+        message = (
+            f"kernel x image needs a convolution, but layer {info.name!r} is a {info.type} "
+            f"without filters: choose a conv layer{hint} or another 'Show' mode"
+        )
+        with self._lock, self.hold_sync():
+            if not self._publish(generation, None, status="kernel x image: not a conv layer"):
+                return
+            self._report(message)
+            self._render_error = True
 
     def _on_worker_error(self, exc: BaseException) -> None:
         # Last resort for errors that escaped a job; jobs report their own through _fail.
@@ -1177,6 +1329,126 @@ class _Viewer(WidgetBase):
             self.run_feature_viz()
         else:
             self.stop_feature_viz()
+
+    # --------------------------------------------------------------------------- health
+
+    def _on_health_button(self, change: dict[str, Any]) -> None:
+        if change["old"] != change["new"]:
+            self.check_health()
+
+    def _health_work(
+        self, images: Any, source: str, generation: int, stop: threading.Event
+    ) -> None:
+        """Runs on the health worker thread."""
+        if stop.is_set():
+            raise Cancelled
+        try:
+            with _ADAPTER_LOCK:
+                report = health_report(self._adapter, images)
+        except Exception as exc:
+            with self._lock:
+                if generation != self._health_generation:
+                    return
+                with self.hold_sync():
+                    self._report(exc)
+                    self.health_running = False
+                    self.health_summary = "the health check failed (see the error)"
+            return
+        with self._lock:
+            if generation != self._health_generation:
+                return  # the images changed meanwhile: this report describes other ones
+            self._health = (report, source)
+            with self.hold_sync():
+                self.health_running = False
+                self._show_health()
+
+    def _show_health(self) -> None:
+        """Publish the last report's marks, list and summary for the current layer (the
+        report covers every conv layer: a layer change needs no new check)."""
+        with self._lock:
+            if self._health is None:
+                return
+            report, source = self._health
+            flags, rows = health_entries(report, self.layer)
+            with self.hold_sync():
+                self.health_flags, self.health_findings = flags, rows
+                if not self.health_running:  # a new check says "checking" until it is done
+                    self.health_summary = health_summary(report, self.layer, source)
+
+    # --------------------------------------------------------------------------- top images
+
+    def _top_show(self) -> None:
+        """Show the selected channel's top images: from the cache, else ranked on the worker."""
+        chosen = self._images
+        if chosen is None or self.view == "table":
+            return
+        info = self._infos[self.layer]
+        if info.output_shape is None:  # the layer did not run: nothing to rank
+            with self._lock, self.hold_sync():
+                self._top_generation += 1
+                self._top_key = None
+                self.top_strip, self.top_meta = b"", {}
+            return
+        key = (self._images_generation, self.layer, self.channel)
+        with self._lock:
+            if key == self._top_key:
+                return  # on screen, or being ranked
+            self._top_key = key
+            self._top_generation += 1
+            generation = self._top_generation
+        cached = self._top_cache.get(key)
+        if cached is not None:
+            self._top_publish(generation, cached)
+            return
+        count = int(chosen.count or 0)
+        k = min(TOP_K, count)
+        with self._lock, self.hold_sync():
+            # The old strip stays until the new one comes; its meta says what is coming.
+            self.top_meta = {
+                "state": "computing",
+                "layer": self.layer,
+                "channel": self.channel,
+                "k": k,
+                "images": count,
+            }
+        self._top_runner.submit(lambda stop: self._top_work(key, chosen, k, generation, stop))
+
+    def _top_work(
+        self,
+        key: tuple[Any, ...],
+        chosen: ImageSet,
+        k: int,
+        generation: int,
+        stop: threading.Event,
+    ) -> None:
+        """Runs on the top-images worker thread."""
+        if stop.is_set() or generation != self._top_generation:
+            raise Cancelled  # the selection moved on before this ranking started
+        _, layer, channel = key
+        self._top_calls += 1
+        try:
+            with _ADAPTER_LOCK:
+                result = top_images(self._adapter, layer, channel, chosen, k=k, progress=False)
+            wire = top_strip(result, int(chosen.count or 0))
+        except Exception as exc:
+            with self._lock:
+                if generation != self._top_generation:
+                    return
+                self._top_key = None  # selecting the channel again tries again
+                with self.hold_sync():
+                    self._report(exc)
+                    self.top_meta = {"state": "error", "layer": layer, "channel": channel}
+            return
+        self._top_cache.put(key, wire)
+        self._top_publish(generation, wire)
+
+    def _top_publish(self, generation: int, wire: tuple[str, bytes, dict[str, Any]]) -> None:
+        fmt, data, meta = wire
+        with self._lock:
+            if generation != self._top_generation:
+                return
+            with self.hold_sync():
+                self.top_format, self.top_strip, self.top_meta = fmt, data, meta
 
 
 # --------------------------------------------------------------------------- public classes

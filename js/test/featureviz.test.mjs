@@ -279,7 +279,8 @@ describe("feature visualization view", () => {
     frame(model, PNG_BYTES, "png", { step: 1, steps: 2, state: HOSTILE });
     assert.equal(byRole("error").textContent, HOSTILE);
     assert.equal(byRole("fv-progress-text").textContent, `step 1 of 2 · ${HOSTILE}`);
-    assert.equal(byRole("root").querySelectorAll("img").length, 3);
+    // The widget's own pictures: input, grid, detail and the top-images strip.
+    assert.equal(byRole("root").querySelectorAll("img").length, 4);
   });
 
   test("switching back to another view shows that view's picture again", () => {

@@ -435,6 +435,7 @@ describe("render", () => {
       "detail",
       "grid",
       "input-image",
+      "top-strip",
     ]);
     assert.ok(images.every((img) => img.getAttribute("src") !== "x"));
     assert.equal(el.querySelectorAll("b").length, 0);
@@ -448,7 +449,7 @@ describe("render", () => {
       new dom.window.MouseEvent("mousemove", { bubbles: true, clientX: 1, clientY: 1 }),
     );
     assert.equal(byRole("tooltip").textContent, `${HOSTILE} · channel 0`);
-    assert.equal(el.querySelectorAll("img").length, 3);
+    assert.equal(el.querySelectorAll("img").length, 4);
   });
 
   test("pictures are shown through object URLs and a replaced picture's URL is revoked", () => {
