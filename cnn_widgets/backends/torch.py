@@ -11,6 +11,7 @@ importing ``cnn_widgets`` never imports torch.
 
 from __future__ import annotations
 
+import functools
 import itertools
 from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
@@ -248,13 +249,26 @@ class TorchAdapter(Adapter):
 
             return hook
 
+        register = {name: modules[name].register_forward_hook for name in wanted}
+        return self._hooked_pass(batch, register, capturer, captured, "activations")
+
+    def _hooked_pass(
+        self,
+        batch: np.ndarray,
+        register: dict[str, Callable[..., Any]],
+        capturer: Callable[[str], Callable[..., None]],
+        captured: dict[str, np.ndarray],
+        what: str,
+    ) -> dict[str, np.ndarray]:
+        """One forward pass with ``register[name](capturer(name))`` hooks, all removed
+        afterwards; a hook raises ``_StopForward`` once it has everything."""
         device, dtype = _device_and_dtype(self.model)
         # torch.tensor copies, so neither preprocessing nor the model can write to `batch`.
         inputs = torch.tensor(batch, device=device, dtype=dtype)
         handles = []
         try:
-            for name, module in modules.items():
-                handles.append(module.register_forward_hook(capturer(name)))
+            for name, add_hook in register.items():
+                handles.append(add_hook(capturer(name)))
             # no_grad, not inference_mode: tensors a model caches during the pass (lazy
             # buffers, position tables) must stay usable for training afterwards.
             with torch.no_grad():
@@ -270,13 +284,13 @@ class TorchAdapter(Adapter):
             for handle in handles:
                 handle.remove()
 
-        missing = [name for name in wanted if name not in captured]
+        missing = [name for name in register if name not in captured]
         if missing:
             raise ValueError(
                 f"layer(s) {', '.join(repr(n) for n in missing)} did not run in the forward "
-                f"pass of {type(self.model).__name__}, so they have no activations"
+                f"pass of {type(self.model).__name__}, so they have no {what}"
             )
-        return {name: captured[name] for name in wanted}
+        return {name: captured[name] for name in register}
 
     def _preprocess(self, inputs: torch.Tensor) -> torch.Tensor:
         preprocess = self.spec.preprocess
@@ -395,32 +409,11 @@ class TorchAdapter(Adapter):
 
             return hook
 
-        device, dtype = _device_and_dtype(self.model)
-        inputs = torch.tensor(batch, device=device, dtype=dtype)
-        handles = []
-        try:
-            for name in wanted:
-                module = self._module(name)
-                handles.append(module.register_forward_pre_hook(capturer(name), with_kwargs=True))
-            with torch.no_grad():
-                self.model(self._preprocess(inputs))
-        except _StopForward:
-            pass
-        except RuntimeError as err:
-            raise ValueError(
-                f"the forward pass of {type(self.model).__name__} failed on a batch of shape "
-                f"{tuple(batch.shape)} (N, C, H, W): {err}"
-            ) from err
-        finally:
-            for handle in handles:
-                handle.remove()
-        missing = [name for name in wanted if name not in captured]
-        if missing:
-            raise ValueError(
-                f"layer(s) {', '.join(repr(n) for n in missing)} did not run in the forward "
-                f"pass of {type(self.model).__name__}, so they have no inputs"
-            )
-        return {name: captured[name] for name in wanted}
+        register = {
+            name: functools.partial(self._module(name).register_forward_pre_hook, with_kwargs=True)
+            for name in wanted
+        }
+        return self._hooked_pass(batch, register, capturer, captured, "inputs")
 
     def _plain_conv(self, layer: LayerKey) -> nn.Conv2d:
         self.conv_config(layer)  # refuses everything but a plain Conv2d, with the reason
