@@ -25,6 +25,7 @@ from .api import (
     render_activations,
     render_filters,
     summary,
+    top_classes,
 )
 from .backends import Adapter, InputSpec, LayerInfo, Normalization, adapt
 from .featureviz import feature_viz
@@ -63,6 +64,7 @@ __all__ = [
     "render_filters",
     "summary",
     "tile",
+    "top_classes",
     "top_images",
     "zoo",
 ]

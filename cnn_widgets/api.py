@@ -28,6 +28,7 @@ __all__ = [
     "render_filters",
     "summary",
     "to_probabilities",
+    "top_classes",
 ]
 
 LayerSpec = LayerKey | LayerInfo
@@ -213,6 +214,38 @@ def render_activations(
         f"layer {info.name!r} outputs feature maps {acts.shape}; "
         "use view='grid', 'sum', 'mean' or 'channel'"
     )
+
+
+def top_classes(
+    model: Any, image: ImageLike, k: int = 5, layer: LayerSpec = -1
+) -> list[tuple[int, str, float]]:
+    """The ``k`` most probable classes for ``image``: ``[(index, label, probability), ...]``.
+
+    Seed 004's ``net.blobs['prob']`` plot as numbers. The output layer's logits are turned into
+    probabilities (softmax) for display only; a layer that already outputs probabilities is
+    taken as it is. Labels come from ``adapt(..., labels=...)`` (the bundled models carry
+    theirs); without labels the index is used as the label.
+    """
+    adapter = _as_adapter(model)
+    info = adapter.layer(layer)
+    vector = activations(adapter, image, info.name)[info.name]
+    if vector.ndim == 3 and vector.shape[1:] == (1, 1):
+        vector = vector[:, 0, 0]
+    if vector.ndim != 1:
+        raise ValueError(
+            f"layer {info.name!r} outputs shape {vector.shape}; class probabilities need a "
+            "vector (the model's output layer)"
+        )
+    if isinstance(k, bool) or not isinstance(k, (int, np.integer)) or not 1 <= k <= vector.size:
+        raise ValueError(f"k must be an int in 1..{vector.size}, got {k!r}")
+    probs = to_probabilities(vector)
+    order = np.argsort(-np.nan_to_num(probs, nan=-np.inf), kind="stable")[: int(k)]
+    labels = adapter.spec.labels
+    return [
+        (int(i), labels[i] if labels is not None and i < len(labels) else str(int(i)),
+         float(probs[i]))
+        for i in order
+    ]
 
 
 def to_probabilities(vector: np.ndarray) -> np.ndarray:

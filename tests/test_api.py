@@ -170,3 +170,14 @@ def test_a_single_filter_out_of_range_names_the_valid_range(lenet: cw.Adapter) -
 def test_wrong_image_channel_count_names_what_the_model_expects(imagenet: cw.Adapter) -> None:
     with pytest.raises(ValueError, match=r"C in 1, 3, 4 channels; got shape \(32, 32, 5\)"):
         cw.activations(imagenet, np.zeros((32, 32, 5), np.float32), 0)
+
+
+def test_top_classes_give_labelled_probabilities_best_first(imagenet: cw.Adapter) -> None:
+    top = cw.top_classes(imagenet, cw.zoo.sample_image("coffee"), k=3)
+    assert top[0][1] == "espresso"
+    probs = [p for _, _, p in top]
+    assert probs == sorted(probs, reverse=True) and 0 < sum(probs) <= 1
+    with pytest.raises(ValueError, match=r"k must be an int in 1\.\.1000"):
+        cw.top_classes(imagenet, cw.zoo.sample_image("coffee"), k=0)
+    with pytest.raises(ValueError, match="need a vector"):
+        cw.top_classes(imagenet, cw.zoo.sample_image("coffee"), layer="_relu0")
