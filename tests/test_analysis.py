@@ -120,7 +120,7 @@ def test_filter_responses_of_grouped_and_depthwise_convs_use_only_their_group(fr
 )
 @pytest.mark.filterwarnings("ignore:Using padding='same' with even kernel:UserWarning")
 def test_filter_responses_follow_torch_padding_modes_and_same_padding(padding, mode) -> None:
-    torch = pytest.importorskip("torch")
+    import torch
     nn = torch.nn
     with torch.random.fork_rng(devices=[]):
         torch.manual_seed(0)
@@ -135,7 +135,7 @@ def test_filter_responses_follow_torch_padding_modes_and_same_padding(padding, m
 
 
 def test_filter_responses_of_a_keras_separable_conv_are_its_depthwise_step() -> None:
-    keras = pytest.importorskip("keras")
+    import keras
     inputs = keras.Input((15, 15, 3))
     separable = keras.layers.SeparableConv2D(4, 3, strides=2, padding="same", depth_multiplier=2)
     model = keras.Model(inputs, separable(inputs))
@@ -276,7 +276,7 @@ def test_health_report_of_the_bundled_lenet(lenet) -> None:
 
 
 def test_health_report_reads_as_text_and_escaped_html() -> None:
-    torch = pytest.importorskip("torch")
+    import torch
     nn = torch.nn
     model = nn.Sequential(
         OrderedDict([("<b>conv", nn.Conv2d(1, 2, 3)), ("act&", nn.ReLU())])

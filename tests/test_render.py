@@ -163,7 +163,7 @@ def test_colormap_endpoints() -> None:
 
 
 def test_viridis_is_within_a_few_levels_of_matplotlib() -> None:
-    matplotlib = pytest.importorskip("matplotlib")
+    import matplotlib
     reference = np.rint(matplotlib.colormaps["viridis"](np.linspace(0, 1, 256))[:, :3] * 255)
     assert np.abs(lut("viridis").astype(int) - reference).max() <= 3
 

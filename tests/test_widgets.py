@@ -551,7 +551,7 @@ def test_latest_request_wins(
 
 
 def test_paging_shows_page_size_channels_and_follows_the_channel(make: Callable) -> None:
-    torch = pytest.importorskip("torch")
+    import torch
     with torch.random.fork_rng(devices=[]):
         torch.manual_seed(0)
         model = torch.nn.Sequential(

