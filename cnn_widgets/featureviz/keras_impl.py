@@ -1,10 +1,10 @@
 """The Keras 3 / TensorFlow side of feature visualization: the spec as ``tf.GradientTape`` ops.
 
-* **One compiled step.** The whole step (parameterization, random view, preprocessing,
-  truncated forward, objective, gradient, update) is traced once into a ``tf.function`` with
-  a batch dimension of ``None``, so every chunk reuses it. Measured on EfficientNet-Lite0 at
-  128 px, the traced step costs ~3.5 ms per image against ~13 ms eagerly (batch 16; tracing
-  takes ~0.5 s once).
+* **A compiled step.** The whole step (parameterization, random view, preprocessing,
+  truncated forward, objective, gradient, update) is traced into a ``tf.function`` with a
+  batch dimension of ``None``, so every chunk reuses it. Measured on EfficientNet-Lite0 at
+  128 px (batch 16), the forward and backward pass to ``_blocks.6`` took ~3.5 ms per image
+  traced against ~13 ms eagerly; tracing takes ~0.5 s.
 * **Truncated forward.** While the step is traced, each captured layer's ``call`` is wrapped
   (the same instance-attribute trick the Keras adapter uses): the wrapper records the output
   and raises a private ``BaseException`` once every capture is recorded. The traced graph
@@ -16,10 +16,11 @@
   ``Conv2D(..., activation="relu")``) compute the same values through a
   ``tf.custom_gradient`` that redirects blocked gradients. Two graphs rather than one with a
   switch: after the warm-up a step pays nothing for it.
-* Wrappers and swapped activations exist only during tracing, under the Keras adapter's pass
-  lock, and are restored in ``finally`` blocks; the compiled graph runs without them. If a
-  model cannot be traced (Python control flow on tensors in a subclassed ``call``), the same
-  step runs eagerly, wrappers installed around each call.
+* Wrappers and swapped activations exist only while a pass is traced (or run eagerly: the
+  size probe, and models that cannot be traced), under the Keras adapter's pass lock, and are
+  restored in ``finally`` blocks; the compiled graph runs without them. A model that cannot
+  be traced (Python control flow on tensors in a subclassed ``call``) runs the same step
+  eagerly.
 
 A model whose declared input size differs from the image size is run through ``model.call``
 (inside a name scope): ``Model.__call__`` checks the declared input shape, although the

@@ -121,10 +121,13 @@ class Session:
                     f"layer {self.captures[i].layer!r} returned {type(value).__name__}, "
                     "not a tensor"
                 )
-            recorded[i] = tensor
             remaining[0] -= 1
             if remaining[0] == 0:
+                recorded[i] = tensor
                 raise _Captured
+            # The pass goes on: clone, so that a later in-place op (ReLU(inplace=True))
+            # cannot change what was recorded.
+            recorded[i] = tensor.clone()
 
         def output_hook(i: int) -> Callable[..., None]:
             return lambda module, args, output: record(i, output)
