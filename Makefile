@@ -9,6 +9,8 @@ PY := $(VENV)/bin/python
 PIP := $(PY) -m pip
 STAMP := $(VENV)/.installed
 EXTRAS ?= torch,tensorflow-cpu,plot,demo,dev
+# JupyterLab refuses to start as root (containers, fresh VMs) unless told it is fine.
+ROOT_FLAG := $(if $(filter 0,$(shell id -u)),--allow-root,)
 
 .PHONY: setup browser js-setup demo demo-headless test test-fast lint bench bench-setup clean
 
@@ -34,7 +36,7 @@ $(STAMP): pyproject.toml Makefile
 
 demo: setup
 	$(PY) -m cnn_widgets render --model demo:efficientnet_lite0 --layer _conv_stem --what filters --out demo_output/filters.png
-	$(VENV)/bin/jupyter lab notebooks/quickstart.ipynb
+	$(VENV)/bin/jupyter lab $(ROOT_FLAG) notebooks/quickstart.ipynb
 
 # The same main job without a browser: pictures of the bundled default model in demo_output/.
 demo-headless: setup
