@@ -506,3 +506,13 @@ def test_wire_pngs_make_tile_gaps_transparent_but_saved_files_keep_them_white() 
     gap = (3, 0)  # row 3 is the 1-px gap between the two rows of 3x3 tiles
     assert on_wire[gap][3] == 0 and saved[gap][3] == 255
     assert (on_wire[0, 0, :3] == saved[0, 0, :3]).all() and on_wire[0, 0, 3] == 255
+
+
+def test_rgb_filter_grids_travel_with_transparent_gaps_too() -> None:
+    from cnn_widgets.render import views
+
+    rendered = views.filter_grid(np.random.default_rng(0).normal(size=(4, 3, 3, 3)))
+    _, wire = rendered.wire()
+    on_wire = np.asarray(Image.open(io.BytesIO(wire)).convert("RGBA"))
+    assert on_wire[3, 0, 3] == 0 and on_wire[0, 0, 3] == 255
+    np.testing.assert_array_equal(on_wire[0, 0, :3], rendered.pixels[0, 0])

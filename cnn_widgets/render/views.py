@@ -89,9 +89,21 @@ class Rendered:
         return encode_png(self.pixels, compress_level)
 
     def wire(self, fmt: str = "png") -> tuple[str, bytes]:
-        """``(format, bytes)`` for the widget front end; see :func:`encode_wire`."""
+        """``(format, bytes)`` for the widget front end; see :func:`encode_wire`.
+
+        The gaps between tiles travel transparent, so a dark notebook theme shows through
+        instead of white bars: indexed grids through a ``tRNS`` palette entry, RGB grids (filters
+        in colour, no spare palette entry) as RGBA with alpha 0 outside the tiles. Saved files
+        (:meth:`png`) keep the white gaps.
+        """
         if self.indices is not None:
             return encode_wire(self.indices, palette=self.palette, fmt=fmt)
+        if fmt == "png" and self.layout is not None and self.pixels.ndim == 3:
+            alpha = np.zeros(self.pixels.shape[:2], np.uint8)
+            for i in range(self.layout.count):
+                x, y, w, h = self.layout.box(i)
+                alpha[y : y + h, x : x + w] = 255
+            return encode_wire(np.dstack([self.pixels[..., :3], alpha]), fmt=fmt)
         return encode_wire(self.pixels, fmt=fmt)
 
     def save(self, path: str | os.PathLike[str]) -> None:

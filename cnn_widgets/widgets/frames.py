@@ -20,7 +20,7 @@ import numpy as np
 from ..analysis.responses import FilterResponses
 from ..api import to_probabilities
 from ..render import views
-from ..render.encode import WIRE_COMPRESS_LEVEL, encode_png
+from ..render.encode import encode_png
 from ..render.views import Rendered
 from .runner import Cancelled
 
@@ -29,7 +29,6 @@ __all__ = [
     "RENDERERS",
     "Frame",
     "Request",
-    "grid_wire",
     "image_key",
     "image_png",
     "jsonable",
@@ -308,32 +307,13 @@ def _frame(
     return Frame(
         request=request,
         grid=grid,
-        grid_wire=grid_wire(grid),
+        grid_wire=grid.wire(),
         layout=jsonable(layout),
         meta=jsonable(meta),
         detail_wire=detail_wire,
         detail_stats=jsonable(detail_stats),
         predictions=jsonable(predictions or []),
     )
-
-
-def grid_wire(grid: Rendered) -> tuple[str, bytes]:
-    """``(format, bytes)`` of a grid for the browser, with transparent gaps between tiles.
-
-    Indexed grids get their transparent gaps from the encoder (a ``tRNS`` palette entry). RGB
-    grids (filters drawn in colour) have no spare palette entry, so they travel as RGBA with
-    alpha 0 outside the tiles: otherwise their white gaps glare in a dark theme. Saved files
-    (``Rendered.png``) keep the white gaps.
-    """
-    layout = grid.layout
-    if grid.indices is not None or layout is None or grid.pixels.ndim != 3:
-        return grid.wire()
-    alpha = np.zeros(grid.pixels.shape[:2], np.uint8)
-    for i in range(layout.count):
-        x, y, w, h = layout.box(i)
-        alpha[y : y + h, x : x + w] = 255
-    rgba = np.dstack([grid.pixels[..., :3], alpha])
-    return "png", encode_png(rgba, WIRE_COMPRESS_LEVEL)
 
 
 def jsonable(value: Any) -> Any:
