@@ -417,6 +417,16 @@ function render({ model, el, signal }) {
   }
 
   /**
+   * A focusable `<button type="button">`.
+   * @param {string} role
+   * @param {string} text
+   * @param {string} className
+   */
+  function button(role, text, className = "cnnw-button") {
+    return focusable(make("button", { className, role, text, attrs: { type: "button" } }));
+  }
+
+  /**
    * A `<select>` with a `<label for>`.
    * @param {string} role
    * @param {string} label
@@ -628,22 +638,8 @@ function render({ model, el, signal }) {
     return { input, wrap };
   }
 
-  const fvRun = focusable(
-    make("button", {
-      className: "cnnw-button cnnw-primary",
-      role: "fv-run",
-      text: "Run gradient ascent",
-      attrs: { type: "button" },
-    }),
-  );
-  const fvStop = focusable(
-    make("button", {
-      className: "cnnw-button",
-      role: "fv-stop",
-      text: "Stop",
-      attrs: { type: "button" },
-    }),
-  );
+  const fvRun = button("fv-run", "Run gradient ascent", "cnnw-button cnnw-primary");
+  const fvStop = button("fv-stop", "Stop");
   const fvSteps = labelledNumber("fv-steps", "Steps", { min: "1", max: "100000" });
   const fvSize = labelledNumber("fv-size", "Size", {
     min: "0",
@@ -744,31 +740,10 @@ function render({ model, el, signal }) {
     ],
   );
 
-  const prev = focusable(
-    make("button", {
-      className: "cnnw-button",
-      role: "page-prev",
-      text: "◀ prev",
-      attrs: { type: "button" },
-    }),
-  );
-  const next = focusable(
-    make("button", {
-      className: "cnnw-button",
-      role: "page-next",
-      text: "next ▶",
-      attrs: { type: "button" },
-    }),
-  );
+  const prev = button("page-prev", "◀ prev");
+  const next = button("page-next", "next ▶");
   const pageInfo = make("span", { className: "cnnw-page-info", role: "page-info" });
-  const save = focusable(
-    make("button", {
-      className: "cnnw-button",
-      role: "save-png",
-      text: "Save PNG",
-      attrs: { type: "button" },
-    }),
-  );
+  const save = button("save-png", "Save PNG");
   const pager = make("div", { className: "cnnw-row cnnw-pager", attrs: { "data-part": "pager" } }, [
     prev,
     pageInfo,
