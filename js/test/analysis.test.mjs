@@ -4,6 +4,8 @@ import assert from "node:assert/strict";
 import { afterEach, beforeEach, describe, test } from "node:test";
 import { JSDOM } from "jsdom";
 
+import { FakeModel } from "../support/fake-model.mjs";
+
 import widget, {
   KERNEL_MODE,
   flagBoxes,
@@ -13,43 +15,6 @@ import widget, {
 
 const HOSTILE = "<img src=x onerror=alert(1)>";
 const PNG_BYTES = new Uint8Array([0x89, 0x50, 0x4e, 0x47, 0x0d, 0x0a, 0x1a, 0x0a]);
-
-class FakeModel {
-  constructor(state) {
-    this.state = { ...state };
-    this.calls = [];
-    this.handlers = new Map();
-  }
-  get(name) {
-    return this.state[name];
-  }
-  set(name, value) {
-    this.calls.push(["set", name, value]);
-    this.state[name] = value;
-  }
-  save_changes() {
-    this.calls.push(["save_changes"]);
-  }
-  on(event, callback) {
-    if (!this.handlers.has(event)) this.handlers.set(event, new Set());
-    this.handlers.get(event).add(callback);
-  }
-  off(event, callback) {
-    this.handlers.get(event)?.delete(callback);
-  }
-  emit(name, value) {
-    this.state[name] = value;
-    for (const callback of this.handlers.get(`change:${name}`) ?? []) callback();
-  }
-  sets() {
-    return this.calls.filter((call) => call[0] === "set").map((call) => [call[1], call[2]]);
-  }
-  listenerCount() {
-    let total = 0;
-    for (const callbacks of this.handlers.values()) total += callbacks.size;
-    return total;
-  }
-}
 
 /** Page 1 of a 16-channel layer: 8 tiles of 10 px, 3 per row, 1-pixel gaps. */
 const LAYOUT = {

@@ -4,43 +4,13 @@ import assert from "node:assert/strict";
 import { afterEach, beforeEach, describe, test } from "node:test";
 import { JSDOM } from "jsdom";
 
+import { FakeModel } from "../support/fake-model.mjs";
+
 import widget, { fvProgressText, parseWhole } from "../../cnn_widgets/static/widget.js";
 
 const HOSTILE = "<img src=x onerror=alert(1)>";
 const PNG_BYTES = new Uint8Array([0x89, 0x50, 0x4e, 0x47, 0x0d, 0x0a, 0x1a, 0x0a]);
 const JPEG_BYTES = new Uint8Array([0xff, 0xd8, 0xff, 0xe0]);
-
-class FakeModel {
-  constructor(state) {
-    this.state = { ...state };
-    this.calls = [];
-    this.handlers = new Map();
-  }
-  get(name) {
-    return this.state[name];
-  }
-  set(name, value) {
-    this.calls.push(["set", name, value]);
-    this.state[name] = value;
-  }
-  save_changes() {
-    this.calls.push(["save_changes"]);
-  }
-  on(event, callback) {
-    if (!this.handlers.has(event)) this.handlers.set(event, new Set());
-    this.handlers.get(event).add(callback);
-  }
-  off(event, callback) {
-    this.handlers.get(event)?.delete(callback);
-  }
-  emit(name, value) {
-    this.state[name] = value;
-    for (const callback of this.handlers.get(`change:${name}`) ?? []) callback();
-  }
-  sets() {
-    return this.calls.filter((call) => call[0] === "set").map((call) => [call[1], call[2]]);
-  }
-}
 
 /** Eight tiles of 28 px showing channels 8..15 (page 1 of a 16-channel layer). */
 const FV_LAYOUT = {
