@@ -1,3 +1,4 @@
+# ruff: noqa: F811  (the fixtures imported from tests.test_widgets are requested by name)
 """Feature visualization in the widgets, without a kernel or a browser.
 
 As in ``test_widgets.py`` the comm is a recording one and browser input goes through
@@ -10,7 +11,7 @@ from __future__ import annotations
 
 import io
 import threading
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from typing import Any
 
 import numpy as np
@@ -24,58 +25,23 @@ from cnn_widgets.backends import Adapter
 from cnn_widgets.widgets import Explorer, FeatureVisualizer
 from cnn_widgets.widgets import viewer as viewer_module
 from cnn_widgets.widgets.fvframes import Throttle, fv_picture
-from tests.test_widgets import PNG_SIGNATURE, RecordingComm, from_browser
+from tests.test_widgets import (  # noqa: F401  (fixtures are found by name)
+    PNG_SIGNATURE,
+    RecordingComm,
+    from_browser,
+    lenet,
+    lenet_keras,
+    lenet_torch,
+    make,
+    recording_comms,
+)
 
 JPEG_SIGNATURE = b"\xff\xd8\xff"
 
 
 @pytest.fixture(autouse=True)
-def recording_comms(monkeypatch: pytest.MonkeyPatch) -> list[RecordingComm]:
-    import comm
-
-    created: list[RecordingComm] = []
-
-    def create_comm(*args: Any, **kwargs: Any) -> RecordingComm:
-        channel = RecordingComm(*args, **kwargs)
-        created.append(channel)
-        return channel
-
-    monkeypatch.setattr(comm, "create_comm", create_comm)
-    return created
-
-
-@pytest.fixture(autouse=True)
 def few_steps(monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setenv(featureviz.MAX_STEPS_ENV, "8")
-
-
-@pytest.fixture(scope="module")
-def lenet_torch() -> Adapter:
-    return zoo.load("lenet", framework="torch")
-
-
-@pytest.fixture(scope="module")
-def lenet_keras() -> Adapter:
-    return zoo.load("lenet", framework="keras")
-
-
-@pytest.fixture(params=["torch", "keras"])
-def lenet(request: pytest.FixtureRequest) -> Adapter:
-    return request.getfixturevalue(f"lenet_{request.param}")
-
-
-@pytest.fixture
-def make() -> Iterator[Callable[..., Any]]:
-    widgets: list[Any] = []
-
-    def build(cls: type, *args: Any, **kwargs: Any) -> Any:
-        widget = cls(*args, **kwargs)
-        widgets.append(widget)
-        return widget
-
-    yield build
-    for widget in widgets:
-        widget.close()
 
 
 class GatedFeatureViz:
