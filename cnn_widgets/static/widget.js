@@ -1,17 +1,25 @@
 // @ts-check
 /**
- * cnn_widgets front end: one plain ES module for FilterViewer, ActivationViewer and Explorer.
+ * cnn_widgets front end: one plain ES module for every widget of the package.
  *
  * Python owns the state and renders the pictures; this module draws the controls, shows the
- * picture bytes it is sent, and writes the user's choices back to the model. Work that needs
- * no kernel stays here: filtering the layer menu, hover labels, zoom, mapping a click on the
- * grid to a channel (the grid's tile layout comes with the picture).
+ * picture bytes it is sent and writes the user's choices back to the model. The widget is
+ * made of panels, `xxxPanel(ctx) -> {el, traits, paint}`: a panel builds its elements once,
+ * names the traits it shows, and `paint(changed)` brings it up to date. `render` composes the
+ * panels and routes every change of those traits to one scheduler that repaints each panel
+ * whose traits changed once per animation frame, however many traits one update carries.
+ *
+ * What the choices are (normalizations, colormaps, views, limits ...) comes from Python in the
+ * `choices` trait; this module only knows the layout: which control groups a view shows.
+ * Work that needs no kernel stays here: filtering the layer menu, hover labels, zoom, mapping
+ * a click on the grid to a channel, and showing a newly selected channel at once, cropped
+ * from its tile of the grid on screen, until the kernel's exact picture arrives.
  *
  * Rules this file keeps: text from the model (layer names, labels, file names, errors) reaches
  * the DOM only through `textContent` or attributes; every focusable control carries
  * `data-lm-suppress-shortcuts` so notebook shortcuts do not fire while it has focus; DOM
  * listeners hang off one AbortController; `render` returns a cleanup that also unsubscribes
- * from the model and revokes object URLs.
+ * from the model, revokes object URLs and cancels timers and the pending animation frame.
  */
 
 /**
@@ -25,7 +33,7 @@
  */
 
 /**
- * Grid geometry sent with every grid picture (`grid_layout`).
+ * Grid geometry sent with every grid picture (`grid_layout`, `fv_layout`).
  * @typedef {object} TileLayout
  * @property {number} count
  * @property {number} ncols
@@ -48,102 +56,144 @@
  * @property {string} kind
  * @property {boolean} has_filters
  * @property {number} index
+ * @property {boolean} [ran]  false for a module that never ran in the forward pass
+ * @property {string[]} [views]  the views that can show this layer
  */
 
 /**
- * The views and the control groups ("parts") each one shows. A new view is one entry here
- * plus its renderer in Python; views Python offers that are missing here get DEFAULT_VIEW.
- * @type {Record<string, {label: string, parts: string[]}>}
+ * One feature of the widget (see the module comment).
+ * @typedef {object} Panel
+ * @property {HTMLElement} el  its elements; `render` places them
+ * @property {string[]} traits  what it shows: model traits, and browser-only state as "@name"
+ * @property {(changed: Set<string>) => void} paint  bring `el` up to date; `changed` holds
+ *   what changed since its last paint (everything it declared, the first time)
  */
-export const VIEWS = {
-  filters: {
-    label: "Filters",
-    parts: [
-      "layer",
-      "drawing",
-      "input-channel",
-      "channel",
-      "picture",
-      "examples",
-      "pager",
-      "health",
-    ],
-  },
-  activations: {
-    label: "Feature maps",
-    parts: [
-      "layer",
-      "drawing",
-      "activation-mode",
-      "image",
-      "channel",
-      "picture",
-      "examples",
-      "pager",
-      "health",
-    ],
-  },
-  featureviz: {
-    label: "Feature viz",
-    parts: ["layer", "featureviz", "channel", "picture", "examples", "pager", "health"],
-  },
-  table: { label: "Layer table", parts: ["table"] },
+
+/**
+ * Where the big picture and the selected channel's picture come from in the current view.
+ * @typedef {object} PictureSource
+ * @property {string} bytes  trait holding the big picture
+ * @property {string} format  its encoding
+ * @property {TileLayout | null} layout  its tiles; null for one picture without tiles
+ * @property {Record<string, any>} meta
+ * @property {number} width  natural size of the big picture
+ * @property {number} height
+ * @property {string} detail  trait holding the selected channel's picture
+ * @property {string} detailFormat
+ * @property {[number, number]} detailSize  its natural [width, height]
+ * @property {string[]} arrivals  traits whose change means the kernel's detail arrived
+ * @property {number | null} detailChannel  the channel that detail shows, when Python says so
+ * @property {(channel: number) => string} label  "channel 5", "filter 5", "unit 5", "class 5"
+ * @property {(channel: number) => string} caption  the exact detail's caption
+ * @property {Array<{label: string, value: number}>} predictions
+ * @property {{page: number, pages: number, text: string}} pager
+ * @property {string} what  what a tile shows, for hover labels: "filter", "channel", "unit"
+ */
+
+/**
+ * The control groups ("parts") each view shows: the one piece of layout this module owns.
+ * Labels and choices come from Python; a view missing here shows DEFAULT_PARTS.
+ * @type {Record<string, string[]>}
+ */
+export const VIEW_PARTS = {
+  filters: [
+    "layer",
+    "drawing",
+    "input-channel",
+    "channel",
+    "picture",
+    "examples",
+    "pager",
+    "health",
+  ],
+  activations: [
+    "layer",
+    "drawing",
+    "activation-mode",
+    "image",
+    "channel",
+    "picture",
+    "examples",
+    "pager",
+    "health",
+  ],
+  featureviz: ["layer", "featureviz", "channel", "picture", "examples", "pager", "health"],
+  table: ["table"],
 };
-const DEFAULT_VIEW = { label: "", parts: ["layer", "channel", "picture"] };
+const DEFAULT_PARTS = ["layer", "channel", "picture"];
 
 /** Display size targets in CSS pixels; pictures are enlarged by whole factors up to these. */
 const GRID_TARGET = 480;
 const DETAIL_TARGET = 240;
 const INPUT_TARGET = 128;
 const STRIP_TARGET = 300;
-/** Bigger files are refused in the browser before they travel to the kernel. */
-export const MAX_UPLOAD_BYTES = 25 * 1024 * 1024;
 
-const NORMALIZATIONS = [
-  ["layer", "layer (one scale)"],
-  ["channel", "per channel"],
-  ["symmetric", "symmetric (zero = middle)"],
-  ["std", "std (mean ± 5σ)"],
+/** Traits the big picture comes from (either source) and those of the selected channel's. */
+const PICTURE_TRAITS = [
+  "view",
+  "grid",
+  "grid_format",
+  "grid_layout",
+  "grid_meta",
+  "fv_image",
+  "fv_format",
+  "fv_layout",
+  "fv_meta",
+  "predictions",
+  "channel_count",
+  "page",
+  "page_size",
 ];
-const COLORMAPS = [
-  ["gray", "gray"],
-  ["viridis", "viridis"],
-  ["diverging", "diverging (blue–white–red)"],
-];
-/** The activation mode that shows one filter applied to each input channel. */
-export const KERNEL_MODE = "kernel x image";
-const ACTIVATION_MODES = [
-  ["grid", "grid of channels"],
-  ["sum", "sum over channels"],
-  ["mean", "mean over channels"],
-  [KERNEL_MODE, "kernel × image (selected filter)"],
-];
-const VECTOR_MODES = [
-  ["auto", "auto"],
-  ["dense", "values + histogram"],
-  ["probabilities", "top-k probabilities"],
-];
-const FV_RECIPES = [
-  ["lucid", "lucid (interpretable)"],
-  ["naive", "naive (pixel ascent)"],
-];
-const FV_OBJECTIVES = [
-  ["channel", "channel (mean)"],
-  ["neuron", "neuron (centre)"],
-  ["layer", "layer (DeepDream)"],
-  ["class", "class logit"],
-];
-const ZOOMS = [
-  ["fit", "fit"],
-  ["1", "1×"],
-  ["2", "2×"],
-  ["4", "4×"],
-  ["8", "8×"],
-];
+const DETAIL_TRAITS = ["detail", "detail_format", "detail_stats", "fv_detail"];
+
+/** Browser-only state that panels repaint on; these names never travel to the kernel. */
+const LOCAL = {
+  zoom: "@zoom",
+  layerFilter: "@layer-filter",
+  error: "@error",
+  gridLoaded: "@grid-loaded",
+};
 
 let instances = 0;
 
 // --------------------------------------------------------------------------- pure helpers
+
+/**
+ * Pixel box of the tile showing `channel`, in the grid picture's own pixels, or null.
+ * @param {TileLayout | null | undefined} layout
+ * @param {number} channel
+ * @returns {{x: number, y: number, width: number, height: number} | null}
+ */
+export function tileRect(layout, channel) {
+  if (!layout || !layout.ncols || !layout.width || !layout.height) return null;
+  const index = Array.isArray(layout.channels)
+    ? layout.channels.indexOf(channel)
+    : channel - (layout.offset ?? 0);
+  if (!Number.isInteger(index) || index < 0 || index >= layout.count) return null;
+  return {
+    x: (index % layout.ncols) * (layout.tile_w + layout.pad),
+    y: Math.floor(index / layout.ncols) * (layout.tile_h + layout.pad),
+    width: layout.tile_w,
+    height: layout.tile_h,
+  };
+}
+
+/**
+ * Box of the tile showing `channel`, as fractions of the picture, or null.
+ * @param {TileLayout | null | undefined} layout
+ * @param {number} channel
+ * @returns {{left: number, top: number, width: number, height: number} | null}
+ */
+export function tileBox(layout, channel) {
+  const rect = tileRect(layout, channel);
+  if (!rect || !layout) return null;
+  return {
+    left: rect.x / layout.width,
+    top: rect.y / layout.height,
+    width: rect.width / layout.width,
+    height: rect.height / layout.height,
+  };
+}
 
 /**
  * Index of the tile under a point of the grid picture (natural pixels), or -1 for the gaps
@@ -180,28 +230,6 @@ export function channelAt(layout, x, y) {
 }
 
 /**
- * Box of the tile showing `channel`, as fractions of the picture, or null.
- * @param {TileLayout | null | undefined} layout
- * @param {number} channel
- * @returns {{left: number, top: number, width: number, height: number} | null}
- */
-export function tileBox(layout, channel) {
-  if (!layout || !layout.ncols || !layout.width || !layout.height) return null;
-  const index = Array.isArray(layout.channels)
-    ? layout.channels.indexOf(channel)
-    : channel - (layout.offset ?? 0);
-  if (index < 0 || index >= layout.count) return null;
-  const col = index % layout.ncols;
-  const row = Math.floor(index / layout.ncols);
-  return {
-    left: (col * (layout.tile_w + layout.pad)) / layout.width,
-    top: (row * (layout.tile_h + layout.pad)) / layout.height,
-    width: layout.tile_w / layout.width,
-    height: layout.tile_h / layout.height,
-  };
-}
-
-/**
  * Whole-number enlargement so the longest side comes close to `target` (never below 1).
  * @param {number} width
  * @param {number} height
@@ -218,13 +246,24 @@ export function displayScale(width, height, target, zoom = "fit") {
 }
 
 /**
- * "name — type (shape)", the text of a layer menu entry.
+ * "name — type (shape)", the text of a layer menu entry; a layer that never ran says so.
  * @param {LayerEntry} layer
  * @returns {string}
  */
 export function layerLabel(layer) {
   const shape = Array.isArray(layer.shape) ? `(${layer.shape.join(", ")})` : "(—)";
-  return `${layer.name} — ${layer.type} ${shape}`;
+  const label = `${layer.name} — ${layer.type} ${shape}`;
+  return layer.ran === false ? `${label} · did not run` : label;
+}
+
+/**
+ * Whether a view can show a layer: Python says so in the layer's `views`.
+ * @param {LayerEntry | undefined} layer
+ * @param {string} view
+ * @returns {boolean}
+ */
+export function layerFitsView(layer, view) {
+  return !Array.isArray(layer?.views) || layer.views.includes(view);
 }
 
 /**
@@ -239,11 +278,79 @@ export function visibleLayers(layers, view, query, keep) {
   const q = query.trim().toLowerCase();
   return layers.filter((layer) => {
     if (layer.name === keep) return true;
-    if (view === "filters" && !layer.has_filters) return false;
-    if ((view === "activations" || view === "featureviz") && !layer.shape) return false;
+    if (!layerFitsView(layer, view)) return false;
     if (!q) return true;
     return layer.name.toLowerCase().includes(q) || layer.type.toLowerCase().includes(q);
   });
+}
+
+/**
+ * The view a click on a table row goes to: the picture view the user came from when it can
+ * show the layer, else the first of the widget's views that can; null when none can.
+ * @param {LayerEntry | undefined} layer
+ * @param {string[]} views  the widget's views
+ * @param {string} last  the picture view shown before the table
+ * @returns {string | null}
+ */
+export function viewForLayer(layer, views, last) {
+  const fits = (/** @type {string} */ view) =>
+    Boolean(view) && view !== "table" && views.includes(view) && layerFitsView(layer, view);
+  return [last, "activations", ...views].find(fits) ?? null;
+}
+
+/**
+ * The parts a view shows: its VIEW_PARTS, with the vector mode instead of the activation mode
+ * (and no drawing options) for a layer that outputs a vector, and examples only with images.
+ * @param {string} view
+ * @param {{vector?: boolean, images?: number}} [state]
+ * @returns {Set<string>}
+ */
+export function shownParts(view, { vector = false, images = 0 } = {}) {
+  const parts = new Set(VIEW_PARTS[view] ?? DEFAULT_PARTS);
+  if (vector && parts.delete("activation-mode")) parts.add("vector-mode");
+  if (vector && view === "activations") parts.delete("drawing");
+  if (!(images > 0)) parts.delete("examples");
+  return parts;
+}
+
+/**
+ * One list of the `choices` trait as [value, label] pairs; empty when Python sent none.
+ * @param {Record<string, any> | null | undefined} choices
+ * @param {string} name
+ * @returns {[string, string][]}
+ */
+export function choiceList(choices, name) {
+  const list = choices?.[name];
+  if (!Array.isArray(list)) return [];
+  return list
+    .filter((pair) => Array.isArray(pair) && pair.length > 0)
+    .map(([value, label]) => [String(value), String(label ?? value)]);
+}
+
+/**
+ * The inclusive range of a numeric setting from `choices.limits`, or null.
+ * @param {Record<string, any> | null | undefined} choices
+ * @param {string} name
+ * @returns {[number, number] | null}
+ */
+export function choiceLimit(choices, name) {
+  const range = choices?.limits?.[name];
+  if (!Array.isArray(range) || range.length !== 2) return null;
+  const [low, high] = range.map(Number);
+  return Number.isFinite(low) && Number.isFinite(high) ? [low, high] : null;
+}
+
+/**
+ * The input-channel menu: Python's words ("rgb" only for three inputs) and each index.
+ * @param {[string, string][]} words  `choices.input_channel`
+ * @param {number} inChannels  input channels of the layer's kernels
+ * @returns {[string, string][]}
+ */
+export function inputChannelChoices(words, inChannels) {
+  const count = Number.isInteger(inChannels) && inChannels > 0 ? inChannels : 0;
+  /** @type {[string, string][]} */
+  const indices = Array.from({ length: count }, (_, i) => [String(i), String(i)]);
+  return [...words.filter(([value]) => value !== "rgb" || count === 3), ...indices];
 }
 
 /**
@@ -314,6 +421,25 @@ export function parseWhole(text) {
 }
 
 /**
+ * A typed setting checked against its range: `{value}`, or `{error}` saying what is wrong.
+ * @param {string} text
+ * @param {string} what  the setting's name in the message
+ * @param {[number, number] | null} range  inclusive limits
+ * @param {number | null} [empty]  the value of an empty field (and always allowed), if any
+ * @returns {{value: number} | {error: string}}
+ */
+export function readSetting(text, what, range, empty = null) {
+  if (empty !== null && !text.trim()) return { value: empty };
+  const value = parseWhole(text);
+  if (value === null) return { error: `${what} must be a whole number` };
+  if (range && value !== empty && (value < range[0] || value > range[1])) {
+    const or = empty !== null ? ", or empty for automatic" : "";
+    return { error: `${what} must be between ${range[0]} and ${range[1]}${or}` };
+  }
+  return { value };
+}
+
+/**
  * A number short enough for a status line.
  * @param {unknown} value
  * @returns {string}
@@ -341,6 +467,167 @@ export function safeFileName(text) {
 }
 
 /**
+ * The caption of a channel's exact picture from its statistics (`detail_stats`).
+ * @param {Record<string, any>} stats
+ * @param {string} what  "filter" or "channel"
+ * @param {number} channel
+ * @returns {string}
+ */
+function statsCaption(stats, what, channel) {
+  const shape = Array.isArray(stats.shape) ? stats.shape : [];
+  const parts = [];
+  if (typeof stats.value === "number") {
+    const label = stats.label !== undefined ? ` “${stats.label}”` : "";
+    parts.push(`unit ${stats.index}${label}`, `value ${formatNumber(stats.value)}`);
+    if (typeof stats.probability === "number")
+      parts.push(`p ${(stats.probability * 100).toFixed(1)}%`);
+  } else if (shape.length) {
+    if (typeof stats.sum_of === "number")
+      parts.push(`Σ of ${stats.sum_of} inputs × filter ${channel} (before bias)`);
+    else parts.push(`${what} ${channel}`);
+    parts.push(
+      `min ${formatNumber(stats.min)}`,
+      `max ${formatNumber(stats.max)}`,
+      `mean ${formatNumber(stats.mean)}`,
+    );
+    if (stats.nonfinite) parts.push(`${stats.nonfinite} NaN/Inf`);
+    if (typeof stats.bias === "number") parts.push(`bias ${formatNumber(stats.bias)}`);
+  }
+  return parts.join(" · ");
+}
+
+/**
+ * "channel 5 · objective 1.5" for a feature visualization in the run on screen, else "".
+ * @param {Record<string, any>} meta  the `fv_meta` trait
+ * @param {number} channel
+ * @returns {string}
+ */
+function fvCaption(meta, channel) {
+  /** @type {number[]} */
+  const channels = Array.isArray(meta.channels) ? meta.channels : [];
+  const index = channels.indexOf(channel);
+  if (index < 0) return "";
+  const parts = [`${meta.objective === "class" ? "class" : "channel"} ${channel}`];
+  const values = Array.isArray(meta.values) ? meta.values : [];
+  if (typeof values[index] === "number") parts.push(`objective ${formatNumber(values[index])}`);
+  return parts.join(" · ");
+}
+
+/**
+ * @param {unknown} value
+ * @returns {TileLayout | null}
+ */
+function tiles(value) {
+  const layout = /** @type {TileLayout | null | undefined} */ (value);
+  return layout && layout.ncols ? layout : null;
+}
+
+/**
+ * Where the big picture and the detail come from: feature visualization streams pictures of
+ * its own; every other view shows `grid` and `detail`. The one place that tells them apart.
+ * @param {Model} model
+ * @returns {PictureSource}
+ */
+export function pictureSource(model) {
+  const get = (/** @type {string} */ name) => model.get(name);
+  return get("view") === "featureviz" ? featureVizSource(get) : gridSource(get, vectorLayer(model));
+}
+
+/**
+ * @param {(name: string) => any} get
+ * @param {boolean} vector  whether the layer outputs a vector (its channels are units)
+ * @returns {PictureSource}
+ */
+function gridSource(get, vector) {
+  const meta = get("grid_meta") ?? {};
+  const stats = get("detail_stats") ?? {};
+  const shape = Array.isArray(stats.shape) ? stats.shape : [];
+  const [height, width] = shape.length >= 2 ? shape.slice(-2) : [0, 0];
+  const what = get("view") === "filters" ? "filter" : vector ? "unit" : "channel";
+  // Vector layers name their unit (`index`); Python may also name the channel outright.
+  const said = typeof stats.channel === "number" ? stats.channel : stats.index;
+  return {
+    bytes: "grid",
+    format: get("grid_format") || "png",
+    layout: tiles(get("grid_layout")),
+    meta,
+    width: Number(meta.width ?? 0),
+    height: Number(meta.height ?? 0),
+    detail: "detail",
+    detailFormat: get("detail_format") || "png",
+    detailSize: [Number(width), Number(height)],
+    arrivals: ["detail", "detail_stats"],
+    detailChannel: typeof said === "number" ? said : null,
+    label: (channel) => `${what} ${channel}`,
+    caption: (channel) => statsCaption(stats, what, channel),
+    predictions: get("predictions") ?? [],
+    pager: {
+      page: Number(meta.page ?? get("page") ?? 0),
+      pages: Number(meta.pages ?? 1),
+      text: String(meta.text ?? ""),
+    },
+    what,
+  };
+}
+
+/**
+ * @param {(name: string) => any} get
+ * @returns {PictureSource}
+ */
+function featureVizSource(get) {
+  const layout = get("fv_layout") ?? {};
+  const meta = get("fv_meta") ?? {};
+  const size = Array.isArray(meta.size) ? meta.size : [0, 0];
+  // The feature-viz page is the layer's page of channels (what a run optimizes).
+  const total = Math.max(1, Number(get("channel_count") ?? 1));
+  const pageSize = Math.max(1, Number(get("page_size") ?? 1));
+  const page = Number(get("page") ?? 0);
+  const first = page * pageSize;
+  const last = Math.min(total, first + pageSize) - 1;
+  const hasDetail = get("fv_detail")?.byteLength > 0;
+  return {
+    bytes: "fv_image",
+    format: get("fv_format") || "png",
+    layout: tiles(layout),
+    meta,
+    width: Number(layout.width ?? 0),
+    height: Number(layout.height ?? 0),
+    detail: "fv_detail",
+    detailFormat: "png",
+    detailSize: [Number(size[1] ?? 0), Number(size[0] ?? 0)],
+    arrivals: ["fv_detail"],
+    detailChannel: null,
+    label: (channel) => fvCaption(meta, channel) || `channel ${channel}`,
+    caption: (channel) => (hasDetail ? fvCaption(meta, channel) : ""),
+    predictions: [],
+    pager: {
+      page,
+      pages: Math.ceil(total / pageSize),
+      text: `channels ${first}–${last} of ${total}`,
+    },
+    what: "channel",
+  };
+}
+
+/**
+ * @param {Model} model
+ * @returns {LayerEntry | undefined}
+ */
+function currentLayer(model) {
+  /** @type {LayerEntry[]} */
+  const layers = model.get("layers") ?? [];
+  return layers.find((layer) => layer.name === model.get("layer"));
+}
+
+/**
+ * @param {Model} model
+ * @returns {boolean} whether the current layer outputs a vector
+ */
+function vectorLayer(model) {
+  return (currentLayer(model)?.shape?.length ?? 3) === 1;
+}
+
+/**
  * The bytes of a file, also where `Blob.arrayBuffer` is missing.
  * @param {Blob} file
  * @returns {Promise<ArrayBuffer>}
@@ -355,38 +642,113 @@ function readBytes(file) {
   });
 }
 
-// --------------------------------------------------------------------------- render
+// --------------------------------------------------------------------------- scheduling
 
 /**
- * Draw the widget into `el`.
- * @param {{model: Model, el: HTMLElement, signal?: AbortSignal}} props
- * @returns {() => void} cleanup
+ * Repaint panels once per animation frame. `mark(trait)` notes the panels that declared the
+ * trait; the next frame paints each of them once, in panel order, with the set of traits that
+ * changed. Which painter depends on which trait is thus each panel's `traits`, nowhere else.
+ * @param {Panel[]} panels
+ * @param {{request: (callback: () => void) => number, cancel: (id: number) => void}} frames
+ * @param {(error: unknown) => void} [onError]  a painter threw (the others still paint)
  */
-function render({ model, el, signal }) {
-  const doc = el.ownerDocument;
-  const controller = new AbortController();
-  const listen = { signal: controller.signal };
-  const prefix = `cnnw-${++instances}`;
-  /** @type {Array<[string, () => void]>} */
-  const subscriptions = [];
-  /** @type {Map<HTMLImageElement, string>} */
-  const shownUrls = new Map();
-  /**
-   * The bytes (and format) each img shows now: one update fires several change events that
-   * each repaint, and the same bytes must not become a new URL, load and decode every time.
-   * @type {Map<HTMLImageElement, {data: unknown, format: string}>}
-   */
-  const shownData = new Map();
-  /** @type {Set<string>} */
-  const downloadUrls = new Set();
-  /** @type {Set<ReturnType<typeof setTimeout>>} */
-  const timers = new Set();
-  let zoom = "fit";
-  let localError = "";
-  let lastPictureView = "";
+export function createScheduler(panels, frames, onError = (error) => console.error(error)) {
+  /** @type {Map<string, Panel[]>} */
+  const byTrait = new Map();
+  for (const panel of panels) {
+    for (const trait of panel.traits) byTrait.set(trait, [...(byTrait.get(trait) ?? []), panel]);
+  }
+  /** @type {Map<Panel, Set<string>>} */
+  const dirty = new Map();
+  let pending = 0;
   let closed = false;
 
-  // -- DOM helpers ---------------------------------------------------------------------
+  /**
+   * @param {Panel} panel
+   * @param {Set<string>} changed
+   */
+  function paint(panel, changed) {
+    try {
+      panel.paint(changed);
+    } catch (error) {
+      onError(error);
+    }
+  }
+
+  function flush() {
+    pending = 0;
+    const work = new Map(dirty);
+    dirty.clear();
+    for (const panel of panels) {
+      const changed = work.get(panel);
+      if (changed) paint(panel, changed);
+    }
+  }
+
+  return {
+    /** Every trait and local key some panel declared. */
+    traits: [...byTrait.keys()],
+    /** @param {string} trait */
+    mark(trait) {
+      if (closed) return;
+      for (const panel of byTrait.get(trait) ?? []) {
+        const changed = dirty.get(panel) ?? new Set();
+        changed.add(trait);
+        dirty.set(panel, changed);
+      }
+      if (dirty.size && !pending) pending = frames.request(flush);
+    },
+    /** Paint every panel now, as if all its traits changed (the first paint). */
+    paintAll() {
+      for (const panel of panels) paint(panel, new Set(panel.traits));
+    },
+    close() {
+      closed = true;
+      if (pending) frames.cancel(pending);
+      pending = 0;
+      dirty.clear();
+    },
+  };
+}
+
+/**
+ * Animation frames of the document's window (a short timer where there are none).
+ * @param {Window | null} win
+ */
+function animationFrames(win) {
+  if (win && typeof win.requestAnimationFrame === "function") {
+    return {
+      request: (/** @type {() => void} */ callback) => win.requestAnimationFrame(callback),
+      cancel: (/** @type {number} */ id) => win.cancelAnimationFrame(id),
+    };
+  }
+  return {
+    request: (/** @type {() => void} */ callback) => Number(setTimeout(callback, 16)),
+    cancel: (/** @type {number} */ id) => clearTimeout(id),
+  };
+}
+
+// --------------------------------------------------------------------------- the context
+
+/**
+ * What every panel is given: the model, DOM helpers, browser-only state, and the means to
+ * send, schedule and clean up.
+ * @typedef {ReturnType<typeof createContext>} Context
+ */
+
+/**
+ * @param {Model} model
+ * @param {HTMLElement} el
+ */
+function createContext(model, el) {
+  const doc = el.ownerDocument;
+  const controller = new AbortController();
+  /** @type {Set<ReturnType<typeof setTimeout>>} */
+  const timers = new Set();
+  /** @type {Set<string>} */
+  const urls = new Set();
+  /** Object URL and bytes of each picture shown. @type {Map<HTMLImageElement, {data: unknown, format: string, url: string}>} */
+  const shown = new Map();
 
   /**
    * @template {keyof HTMLElementTagNameMap} K
@@ -405,193 +767,686 @@ function render({ model, el, signal }) {
     return node;
   }
 
-  /**
-   * A focusable control: notebook shortcuts must not fire while it has focus.
-   * @template {HTMLElement} T
-   * @param {T} node
-   * @returns {T}
-   */
-  function focusable(node) {
-    node.setAttribute("data-lm-suppress-shortcuts", "");
-    return node;
+  const ctx = {
+    model,
+    doc,
+    win: doc.defaultView,
+    prefix: `cnnw-${++instances}`,
+    root: make("div", { className: "cnnw-root", role: "root" }),
+    listen: { signal: controller.signal },
+    /** Browser-only state: the zoom, an error of the user's input, whether it is closed. */
+    local: { zoom: "fit", error: "", closed: false },
+    /** A trait or LOCAL key changed: repaint its panels (`render` connects the scheduler). */
+    touch: (/** @type {string} */ key) => void key,
+    make,
+    /**
+     * @param {string} name
+     * @param {any} value
+     */
+    send(name, value) {
+      model.set(name, value);
+      model.save_changes();
+    },
+    /**
+     * Select a channel, clamped to the layer. The detail follows in the next frame from the
+     * tile on screen; the kernel's exact picture replaces it when it arrives.
+     * @param {number} channel
+     */
+    selectChannel(channel) {
+      const count = Math.max(1, Number(model.get("channel_count") ?? 1));
+      const clamped = Math.min(Math.max(0, Math.trunc(channel)), count - 1);
+      if (!Number.isFinite(clamped) || clamped === model.get("channel")) return;
+      ctx.send("channel", clamped);
+      ctx.touch("channel");
+    },
+    /**
+     * Show picture bytes in an img through an object URL (the previous one is revoked); the
+     * same bytes keep their URL: one update fires several changes, one load is enough.
+     * @param {HTMLImageElement} img
+     * @param {DataView | ArrayBuffer | null | undefined} data
+     * @param {string} format
+     * @returns {boolean} whether there is a picture
+     */
+    show(img, data, format) {
+      const has = Boolean(data && data.byteLength);
+      const now = shown.get(img);
+      if (!now || now.data !== data || now.format !== format) {
+        if (now?.url) URL.revokeObjectURL(now.url);
+        const url = has
+          ? URL.createObjectURL(
+              new Blob([/** @type {BlobPart} */ (data)], { type: `image/${format}` }),
+            )
+          : "";
+        shown.set(img, { data, format, url });
+        if (url) img.src = url;
+        else img.removeAttribute("src");
+      }
+      img.hidden = !has;
+      return has;
+    },
+    /**
+     * A timer that cleanup clears.
+     * @param {() => void} callback
+     * @param {number} ms
+     */
+    later(callback, ms) {
+      const timer = setTimeout(() => {
+        timers.delete(timer);
+        callback();
+      }, ms);
+      timers.add(timer);
+    },
+    /** Object URLs of downloads, revoked by cleanup. */
+    urls,
+    close() {
+      ctx.local.closed = true;
+      controller.abort();
+      for (const { url } of shown.values()) if (url) URL.revokeObjectURL(url);
+      shown.clear();
+      for (const timer of timers) clearTimeout(timer);
+      timers.clear();
+      for (const url of urls) URL.revokeObjectURL(url);
+      urls.clear();
+      ctx.root.remove();
+    },
+  };
+  return ctx;
+}
+
+// --------------------------------------------------------------------------- DOM helpers
+
+/**
+ * A focusable control: notebook shortcuts must not fire while it has focus.
+ * @template {HTMLElement} T
+ * @param {T} node
+ * @returns {T}
+ */
+function focusable(node) {
+  node.setAttribute("data-lm-suppress-shortcuts", "");
+  return node;
+}
+
+/**
+ * A focusable `<button type="button">`.
+ * @param {Context} ctx
+ * @param {string} role
+ * @param {string} text
+ * @param {string} [className]
+ * @param {Record<string, string>} [attrs]
+ */
+function button(ctx, role, text, className = "cnnw-button", attrs = {}) {
+  return focusable(
+    ctx.make("button", { className, role, text, attrs: { type: "button", ...attrs } }),
+  );
+}
+
+/**
+ * A control with its `<label for>`.
+ * @param {Context} ctx
+ * @param {string} label
+ * @param {HTMLElement} control  with an id
+ * @param {string} [part]  the control group it belongs to
+ */
+function field(ctx, label, control, part) {
+  return ctx.make("span", { className: "cnnw-field", attrs: part ? { "data-part": part } : {} }, [
+    ctx.make("label", { className: "cnnw-label", text: label, attrs: { for: control.id } }),
+    control,
+  ]);
+}
+
+/**
+ * Enlarge a picture by a whole factor (the browser keeps the pixels sharp).
+ * @param {HTMLElement} node
+ * @param {number} width
+ * @param {number} height
+ * @param {number} target
+ * @param {string} zoom
+ */
+function sizePicture(node, width, height, target, zoom) {
+  if (!width || !height) {
+    node.style.removeProperty("width");
+    node.style.removeProperty("height");
+    return;
   }
+  node.style.width = `${width * displayScale(width, height, target, zoom)}px`;
+  node.style.height = "auto";
+}
 
-  /**
-   * A focusable `<button type="button">`.
-   * @param {string} role
-   * @param {string} text
-   * @param {string} className
-   */
-  function button(role, text, className = "cnnw-button") {
-    return focusable(make("button", { className, role, text, attrs: { type: "button" } }));
-  }
+/**
+ * Put an overlay over a box of the picture (fractions), or hide it.
+ * @param {HTMLElement} node
+ * @param {{left: number, top: number, width: number, height: number} | null} box
+ */
+function place(node, box) {
+  node.hidden = box === null;
+  if (!box) return;
+  node.style.left = `${box.left * 100}%`;
+  node.style.top = `${box.top * 100}%`;
+  node.style.width = `${box.width * 100}%`;
+  node.style.height = `${box.height * 100}%`;
+}
 
-  /**
-   * A `<select>` with a `<label for>`.
-   * @param {string} role
-   * @param {string} label
-   * @param {string[][]} choices  [value, text] pairs
-   * @param {string} part
-   */
-  function labelledSelect(role, label, choices, part) {
-    const id = `${prefix}-${role}`;
-    const select = focusable(
-      make("select", { className: `cnnw-select cnnw-${role}`, role, attrs: { id } }),
-    );
-    setOptions(select, choices);
-    const wrap = make("span", { className: "cnnw-field", attrs: { "data-part": part } }, [
-      make("label", { className: "cnnw-label", text: label, attrs: { for: id } }),
-      select,
-    ]);
-    return { select, wrap };
-  }
+/**
+ * A labelled `<select>`, the one helper behind every select of the widget: the options come
+ * from `choices()` (a list of the `choices` trait, mostly), the value from `value()` (default:
+ * the trait), and a pick goes to `pick` (default: send the trait).
+ * @param {Context} ctx
+ * @param {{role: string, label: string, part?: string, trait?: string,
+ *   choices: () => [string, string][], value?: () => string,
+ *   pick?: (value: string) => void}} spec
+ */
+function choiceSelect(ctx, spec) {
+  const trait = spec.trait ?? "";
+  const select = focusable(
+    ctx.make("select", {
+      className: `cnnw-select cnnw-${spec.role}`,
+      role: spec.role,
+      attrs: { id: `${ctx.prefix}-${spec.role}` },
+    }),
+  );
+  const value = spec.value ?? (() => String(ctx.model.get(trait) ?? ""));
+  const pick = spec.pick ?? ((/** @type {string} */ chosen) => ctx.send(trait, chosen));
+  select.addEventListener("change", () => pick(select.value), ctx.listen);
+  let built = "";
+  return {
+    select,
+    wrap: field(ctx, spec.label, select, spec.part),
+    paint() {
+      const wanted = value();
+      const pairs = spec.choices();
+      // A value the model holds that the list lacks is listed too: the select never shows
+      // another value than the one in use.
+      if (wanted && !pairs.some(([choice]) => choice === wanted)) pairs.push([wanted, wanted]);
+      const key = JSON.stringify(pairs);
+      if (key !== built) {
+        built = key;
+        select.replaceChildren(
+          ...pairs.map(([choice, text]) => ctx.make("option", { text, attrs: { value: choice } })),
+        );
+      }
+      select.value = wanted;
+    },
+  };
+}
 
-  /**
-   * @param {HTMLSelectElement} select
-   * @param {string[][]} choices
-   */
-  function setOptions(select, choices) {
-    select.replaceChildren(
-      ...choices.map(([value, text]) => {
-        const option = doc.createElement("option");
-        option.value = value;
-        option.textContent = text;
-        return option;
-      }),
-    );
-  }
+/**
+ * A number field for a whole-number trait, checked against its limits (`choices.limits`)
+ * before it is sent. What the user typed stays in the field, marked invalid, with the reason
+ * in the error area; only a new value of the trait replaces it.
+ * @param {Context} ctx
+ * @param {{role: string, label: string, trait: string, what: string, empty?: number,
+ *   attrs?: Record<string, string>}} spec
+ */
+function settingField(ctx, spec) {
+  const empty = spec.empty ?? null;
+  const input = focusable(
+    ctx.make("input", {
+      className: `cnnw-input cnnw-number cnnw-${spec.role}`,
+      role: spec.role,
+      attrs: { id: `${ctx.prefix}-${spec.role}`, type: "number", step: "1", ...spec.attrs },
+    }),
+  );
+  const limits = () => choiceLimit(ctx.model.get("choices"), spec.trait);
+  input.addEventListener(
+    "change",
+    () => {
+      const read = readSetting(input.value, spec.what, limits(), empty);
+      input.setAttribute("aria-invalid", String("error" in read));
+      if ("error" in read) ctx.local.error = read.error;
+      else if (ctx.local.error) ctx.local.error = "";
+      ctx.touch(LOCAL.error);
+      if ("value" in read && read.value !== ctx.model.get(spec.trait))
+        ctx.send(spec.trait, read.value);
+    },
+    ctx.listen,
+  );
+  return {
+    wrap: field(ctx, spec.label, input),
+    /** @param {Set<string>} changed */
+    paint(changed) {
+      const range = limits();
+      if (range) {
+        input.min = String(empty ?? range[0]);
+        input.max = String(range[1]);
+      }
+      if (!changed.has(spec.trait)) return; // never overwrite what the user is typing
+      const value = Number(ctx.model.get(spec.trait) ?? 0);
+      input.value = empty !== null && value === empty ? "" : String(value);
+      input.removeAttribute("aria-invalid");
+    },
+  };
+}
 
-  /**
-   * @param {string} name
-   * @param {any} value
-   */
-  function send(name, value) {
-    model.set(name, value);
-    model.save_changes();
-  }
+// --------------------------------------------------------------------------- panels
 
-  /**
-   * @param {string} event
-   * @param {() => void} callback
-   */
-  function subscribe(event, callback) {
-    model.on(event, callback);
-    subscriptions.push([event, callback]);
-  }
-
-  // -- the controls --------------------------------------------------------------------
-
-  const root = make("div", { className: "cnnw-root", role: "root" });
-
-  const viewBar = make("div", {
+/**
+ * The view switch, and which control groups the view shows.
+ * @param {Context} ctx
+ * @returns {Panel}
+ */
+function viewsPanel(ctx) {
+  const { model } = ctx;
+  const bar = ctx.make("div", {
     className: "cnnw-views",
     role: "views",
     attrs: { "aria-label": "view" },
   });
+  bar.addEventListener(
+    "click",
+    (event) => {
+      const target = /** @type {HTMLElement} */ (event.target).closest?.("[data-view]");
+      const view = target?.getAttribute("data-view");
+      if (view && view !== model.get("view")) ctx.send("view", view);
+    },
+    ctx.listen,
+  );
+  return {
+    el: bar,
+    traits: ["views", "view", "choices", "layer", "layers", "images_count"],
+    paint(changed) {
+      const view = String(model.get("view") ?? "");
+      if (changed.has("views") || changed.has("choices")) {
+        const labels = new Map(choiceList(model.get("choices"), "view"));
+        /** @type {string[]} */
+        const views = model.get("views") ?? [];
+        bar.replaceChildren(
+          ...views.map((name) =>
+            button(ctx, "view", labels.get(name) ?? name, "cnnw-button cnnw-view-button", {
+              "data-view": name,
+            }),
+          ),
+        );
+        bar.hidden = views.length < 2;
+      }
+      for (const node of bar.children)
+        node.setAttribute("aria-pressed", String(node.getAttribute("data-view") === view));
+      const images = Number(model.get("images_count") ?? 0);
+      const parts = shownParts(view, { vector: vectorLayer(model), images });
+      for (const node of ctx.root.querySelectorAll("[data-part]")) {
+        /** @type {HTMLElement} */ (node).hidden = !parts.has(node.getAttribute("data-part") ?? "");
+      }
+      ctx.root.setAttribute("data-view", view);
+    },
+  };
+}
 
-  const layerFilterId = `${prefix}-layer-filter`;
-  const layerFilter = focusable(
+/**
+ * The layer menu and its search field (filtering needs no kernel).
+ * @param {Context} ctx
+ * @returns {Panel}
+ */
+function layerPanel(ctx) {
+  const { model, make } = ctx;
+  const filter = focusable(
     make("input", {
       className: "cnnw-input cnnw-layer-filter",
       role: "layer-filter",
       attrs: {
-        id: layerFilterId,
+        id: `${ctx.prefix}-layer-filter`,
         type: "search",
         placeholder: "filter layers",
         autocomplete: "off",
       },
     }),
   );
-  const layerSelectId = `${prefix}-layer`;
-  const layerSelect = focusable(
+  const select = focusable(
     make("select", {
       className: "cnnw-select cnnw-layer",
       role: "layer",
-      attrs: { id: layerSelectId },
+      attrs: { id: `${ctx.prefix}-layer` },
     }),
   );
-  const layerCount = make("span", { className: "cnnw-muted", role: "layer-count" });
-  const layerPart = make(
+  const count = make("span", { className: "cnnw-muted", role: "layer-count" });
+  const el = make(
     "div",
     { className: "cnnw-row cnnw-layer-row", attrs: { "data-part": "layer" } },
     [
-      make("label", { className: "cnnw-label", text: "Layer", attrs: { for: layerSelectId } }),
-      layerSelect,
+      make("label", { className: "cnnw-label", text: "Layer", attrs: { for: select.id } }),
+      select,
       make("label", {
         className: "cnnw-label cnnw-sr-only",
         text: "Filter layers",
-        attrs: { for: layerFilterId },
+        attrs: { for: filter.id },
       }),
-      layerFilter,
-      layerCount,
+      filter,
+      count,
     ],
   );
-
-  const normalization = labelledSelect("normalization", "Scale", NORMALIZATIONS, "drawing");
-  const colormap = labelledSelect("colormap", "Colors", COLORMAPS, "drawing");
-  const inputChannel = labelledSelect(
-    "input-channel",
-    "Input channel",
-    [["auto", "auto"]],
-    "input-channel",
+  filter.addEventListener("input", () => ctx.touch(LOCAL.layerFilter), ctx.listen);
+  select.addEventListener(
+    "change",
+    () => {
+      if (select.value && select.value !== model.get("layer")) ctx.send("layer", select.value);
+    },
+    ctx.listen,
   );
-  const activationMode = labelledSelect(
-    "activation-mode",
-    "Show",
-    ACTIVATION_MODES,
-    "activation-mode",
-  );
-  const vectorMode = labelledSelect("vector-mode", "Vector as", VECTOR_MODES, "vector-mode");
-  const zoomSelect = labelledSelect("zoom", "Zoom", ZOOMS, "picture");
-  const optionsRow = make("div", { className: "cnnw-row cnnw-options" }, [
-    normalization.wrap,
-    colormap.wrap,
-    inputChannel.wrap,
-    activationMode.wrap,
-    vectorMode.wrap,
-    zoomSelect.wrap,
-  ]);
+  return {
+    el,
+    traits: ["layers", "layer", "view", LOCAL.layerFilter],
+    paint() {
+      const view = String(model.get("view") ?? "");
+      const current = String(model.get("layer") ?? "");
+      /** @type {LayerEntry[]} */
+      const all = model.get("layers") ?? [];
+      const shown = visibleLayers(all, view, filter.value, current);
+      select.replaceChildren(
+        ...shown.map((layer) =>
+          make("option", {
+            className: layer.ran === false ? "cnnw-not-ran" : "",
+            text: layerLabel(layer),
+            attrs: { value: layer.name },
+          }),
+        ),
+      );
+      select.value = current;
+      const eligible = visibleLayers(all, view, "", "").length;
+      count.textContent = filter.value.trim() ? `${shown.length} of ${eligible}` : "";
+    },
+  };
+}
 
-  const sample = labelledSelect("sample", "Image", [], "image");
-  const uploadId = `${prefix}-upload`;
+/**
+ * How the pictures are drawn: scale, colours, input channel, activation / vector mode, zoom.
+ * @param {Context} ctx
+ * @returns {Panel}
+ */
+function drawingPanel(ctx) {
+  const { model } = ctx;
+  const listed = (/** @type {string} */ name) => () => choiceList(model.get("choices"), name);
+  const inChannels = () => Number((model.get("grid_meta") ?? {}).in_channels ?? 0);
+  const selects = [
+    ["normalization", "Scale", "drawing", "normalization"],
+    ["colormap", "Colors", "drawing", "colormap"],
+    ["input-channel", "Input channel", "input-channel", "input_channel"],
+    ["activation-mode", "Show", "activation-mode", "activation_mode"],
+    ["vector-mode", "Vector as", "vector-mode", "vector_mode"],
+  ].map(([role, label, part, trait]) =>
+    choiceSelect(ctx, {
+      role,
+      label,
+      part,
+      trait,
+      choices:
+        trait === "input_channel"
+          ? () => inputChannelChoices(listed(trait)(), inChannels())
+          : listed(trait),
+    }),
+  );
+  // Zoom is the browser's alone: it resizes the pictures and sends nothing.
+  const zoom = choiceSelect(ctx, {
+    role: "zoom",
+    label: "Zoom",
+    part: "picture",
+    choices: listed("zoom"),
+    value: () => ctx.local.zoom,
+    pick: (value) => {
+      ctx.local.zoom = value;
+      ctx.touch(LOCAL.zoom);
+    },
+  });
+  selects.push(zoom);
+  return {
+    el: ctx.make(
+      "div",
+      { className: "cnnw-row cnnw-options" },
+      selects.map((select) => select.wrap),
+    ),
+    traits: [
+      "choices",
+      "normalization",
+      "colormap",
+      "input_channel",
+      "activation_mode",
+      "vector_mode",
+      "grid_meta",
+      LOCAL.zoom,
+    ],
+    paint() {
+      for (const select of selects) select.paint();
+    },
+  };
+}
+
+/**
+ * Send a file the user chose or dropped as the input image (its size checked first).
+ * @param {Context} ctx
+ * @param {File | undefined | null} file
+ */
+async function sendFile(ctx, file) {
+  if (!file) return;
+  const limit = choiceLimit(ctx.model.get("choices"), "upload_bytes");
+  const mib = (/** @type {number} */ bytes) => Number((bytes / 2 ** 20).toFixed(1));
+  ctx.local.error = "";
+  if (limit && file.size > limit[1])
+    ctx.local.error = `${file.name} is ${mib(file.size)} MiB; the limit is ${mib(limit[1])} MiB`;
+  ctx.touch(LOCAL.error);
+  if (ctx.local.error) return;
+  let bytes;
+  try {
+    bytes = await readBytes(file);
+  } catch (error) {
+    ctx.local.error = `cannot read ${file.name}: ${error}`;
+    ctx.touch(LOCAL.error);
+    return;
+  }
+  if (ctx.local.closed) return;
+  ctx.model.set("upload_name", file.name);
+  ctx.model.set("upload", new DataView(bytes));
+  ctx.model.save_changes();
+}
+
+/**
+ * The input image's sources: a bundled sample, a file, or a file dropped on the widget.
+ * @param {Context} ctx
+ * @returns {Panel}
+ */
+function imagePanel(ctx) {
+  const { model, make, root } = ctx;
+  const sample = choiceSelect(ctx, {
+    role: "sample",
+    label: "Image",
+    trait: "sample",
+    choices: () => [
+      ["", "sample image…"],
+      ...(model.get("samples") ?? []).map((/** @type {string} */ name) => [
+        String(name),
+        String(name),
+      ]),
+    ],
+    pick: (name) => {
+      if (name) ctx.send("sample", name);
+    },
+  });
   const upload = focusable(
     make("input", {
       className: "cnnw-file",
       role: "upload",
-      attrs: { id: uploadId, type: "file", accept: "image/*" },
+      attrs: { id: `${ctx.prefix}-upload`, type: "file", accept: "image/*" },
     }),
   );
-  const inputImage = make("img", {
+  upload.addEventListener(
+    "change",
+    () => {
+      const file = upload.files?.[0];
+      upload.value = ""; // the same file may be chosen again
+      sendFile(ctx, file);
+    },
+    ctx.listen,
+  );
+  // Drop a picture anywhere on the widget (only where an image can be used).
+  const acceptsImages = () => (model.get("views") ?? []).includes("activations");
+  const drop = (/** @type {DragEvent} */ event) => {
+    root.classList.remove("cnnw-dragging");
+    if (!acceptsImages()) return;
+    event.preventDefault();
+    sendFile(ctx, event.dataTransfer?.files?.[0]);
+  };
+  root.addEventListener(
+    "dragover",
+    (event) => {
+      if (!acceptsImages()) return;
+      event.preventDefault();
+      root.classList.add("cnnw-dragging");
+    },
+    ctx.listen,
+  );
+  root.addEventListener("dragleave", () => root.classList.remove("cnnw-dragging"), ctx.listen);
+  root.addEventListener("drop", drop, ctx.listen);
+  return {
+    el: make("div", { className: "cnnw-row cnnw-image-row", attrs: { "data-part": "image" } }, [
+      sample.wrap,
+      field(ctx, "or open / drop a file", upload),
+    ]),
+    traits: ["samples", "sample"],
+    paint: () => sample.paint(),
+  };
+}
+
+/**
+ * The input image as the model sees it.
+ * @param {Context} ctx
+ * @returns {Panel}
+ */
+function inputPicturePanel(ctx) {
+  const image = ctx.make("img", {
     className: "cnnw-input-image cnnw-pixelated",
     role: "input-image",
     attrs: { alt: "input image" },
   });
-  inputImage.hidden = true;
-  const imageRow = make(
-    "div",
-    { className: "cnnw-row cnnw-image-row", attrs: { "data-part": "image" } },
-    [
-      sample.wrap,
-      make("span", { className: "cnnw-field" }, [
-        make("label", {
-          className: "cnnw-label",
-          text: "or open / drop a file",
-          attrs: { for: uploadId },
-        }),
-        upload,
-      ]),
-    ],
+  image.hidden = true;
+  // Its size is known only once decoded (it has no layout of its own). Small inputs (a 28x28
+  // digit) are enlarged with sharp pixels; photos are shown smoothly.
+  image.addEventListener(
+    "load",
+    () => {
+      const { naturalWidth: width, naturalHeight: height } = image;
+      sizePicture(image, width, height, INPUT_TARGET, ctx.local.zoom);
+      image.classList.toggle("cnnw-pixelated", Math.max(width, height) < INPUT_TARGET);
+    },
+    ctx.listen,
   );
+  return {
+    el: ctx.make("figure", { className: "cnnw-input-figure", attrs: { "data-part": "image" } }, [
+      image,
+      ctx.make("figcaption", { className: "cnnw-muted", text: "input" }),
+    ]),
+    traits: ["image_png"],
+    paint() {
+      ctx.show(image, ctx.model.get("image_png"), "png");
+    },
+  };
+}
 
-  const sliderId = `${prefix}-channel`;
-  const channelSlider = focusable(
+/**
+ * The feature-visualization settings, Run / Stop and the run's progress.
+ * @param {Context} ctx
+ * @returns {Panel}
+ */
+function featureVizPanel(ctx) {
+  const { model, make } = ctx;
+  const run = button(ctx, "fv-run", "Run gradient ascent", "cnnw-button cnnw-primary");
+  const stop = button(ctx, "fv-stop", "Stop");
+  const steps = settingField(ctx, {
+    role: "fv-steps",
+    label: "Steps",
+    trait: "fv_steps",
+    what: "steps",
+  });
+  const size = settingField(ctx, {
+    role: "fv-size",
+    label: "Size",
+    trait: "fv_size",
+    what: "size",
+    empty: 0, // automatic
+    attrs: { placeholder: "auto", title: "image side in pixels; empty = automatic" },
+  });
+  const [recipe, objective] = ["fv_recipe", "fv_objective"].map((trait) =>
+    choiceSelect(ctx, {
+      role: trait.replace("_", "-"),
+      label: trait === "fv_recipe" ? "Recipe" : "Objective",
+      trait,
+      choices: () => choiceList(model.get("choices"), trait),
+    }),
+  );
+  const progress = make("progress", {
+    className: "cnnw-progress",
+    role: "fv-progress",
+    attrs: { max: "1", value: "0", "aria-label": "optimization progress" },
+  });
+  const progressText = make("span", { className: "cnnw-muted", role: "fv-progress-text" });
+  const hint = make("div", {
+    className: "cnnw-muted cnnw-fv-hint",
+    role: "fv-hint",
+    text: "Press “Run gradient ascent” to synthesize the image that excites each channel of this page most.",
+  });
+  const bump = (/** @type {string} */ name) => ctx.send(name, Number(model.get(name) ?? 0) + 1);
+  run.addEventListener("click", () => bump("fv_run"), ctx.listen);
+  stop.addEventListener("click", () => bump("fv_stop"), ctx.listen);
+  return {
+    el: make("div", { className: "cnnw-fv", attrs: { "data-part": "featureviz" } }, [
+      make("div", { className: "cnnw-row cnnw-fv-settings" }, [
+        objective.wrap,
+        recipe.wrap,
+        steps.wrap,
+        size.wrap,
+      ]),
+      make("div", { className: "cnnw-row cnnw-fv-actions" }, [run, stop, progress, progressText]),
+      hint,
+    ]),
+    traits: [
+      "choices",
+      "fv_running",
+      "fv_progress",
+      "fv_steps",
+      "fv_size",
+      "fv_recipe",
+      "fv_objective",
+      "fv_meta",
+      "fv_image",
+    ],
+    paint(changed) {
+      const running = Boolean(model.get("fv_running"));
+      steps.paint(changed);
+      size.paint(changed);
+      recipe.paint();
+      objective.paint();
+      stop.disabled = !running;
+      run.textContent = running ? "Restart" : "Run gradient ascent";
+      const done = Number(model.get("fv_progress") ?? 0);
+      progress.value = Number.isFinite(done) ? done : 0;
+      const meta = model.get("fv_meta") ?? {};
+      progressText.textContent = fvProgressText(
+        typeof meta.steps === "number" ? meta : null,
+        running,
+      );
+      hint.hidden = model.get("fv_image")?.byteLength > 0 || running;
+      ctx.root.classList.toggle("cnnw-fv-running", running);
+    },
+  };
+}
+
+/**
+ * The channel slider and number.
+ * @param {Context} ctx
+ * @returns {Panel}
+ */
+function channelPanel(ctx) {
+  const { model, make } = ctx;
+  const slider = focusable(
     make("input", {
       className: "cnnw-slider",
       role: "channel-slider",
-      attrs: { id: sliderId, type: "range", min: "0", max: "0", step: "1", value: "0" },
+      attrs: {
+        id: `${ctx.prefix}-channel`,
+        type: "range",
+        min: "0",
+        max: "0",
+        step: "1",
+        value: "0",
+      },
     }),
   );
-  const channelNumber = focusable(
+  const number = focusable(
     make("input", {
       className: "cnnw-input cnnw-number",
       role: "channel-number",
@@ -605,85 +1460,111 @@ function render({ model, el, signal }) {
       },
     }),
   );
-  const channelLabel = make("label", {
+  const label = make("label", {
     className: "cnnw-label",
     text: "Channel",
-    attrs: { for: sliderId },
+    attrs: { for: slider.id },
   });
-  const channelRow = make(
-    "div",
-    { className: "cnnw-row cnnw-channel-row", attrs: { "data-part": "channel" } },
-    [channelLabel, channelSlider, channelNumber],
+  slider.addEventListener("input", () => ctx.selectChannel(Number(slider.value)), ctx.listen);
+  number.addEventListener(
+    "change",
+    () => {
+      const value = Number(number.value);
+      if (Number.isFinite(value)) ctx.selectChannel(value);
+      else ctx.touch("channel");
+    },
+    ctx.listen,
   );
+  return {
+    el: make("div", { className: "cnnw-row cnnw-channel-row", attrs: { "data-part": "channel" } }, [
+      label,
+      slider,
+      number,
+    ]),
+    traits: ["channel", "channel_count", "view", "layer", "layers"],
+    paint() {
+      const count = Math.max(1, Number(model.get("channel_count") ?? 1));
+      const channel = String(model.get("channel") ?? 0);
+      for (const input of [slider, number]) {
+        input.max = String(count - 1);
+        input.value = channel;
+      }
+      const view = model.get("view");
+      label.textContent = vectorLayer(model) ? "Unit" : view === "filters" ? "Filter" : "Channel";
+    },
+  };
+}
 
+/**
+ * Clicks, hover labels and arrow keys on the big picture: mapped to channels with its layout.
+ * @param {Context} ctx
+ * @param {{grid: HTMLImageElement, wrap: HTMLElement, tooltip: HTMLElement}} parts
+ */
+function gridPointer(ctx, { grid, wrap, tooltip }) {
+  const { model } = ctx;
   /**
-   * A number field with a label; the value is written on "change" (Enter or leaving it).
-   * @param {string} role
-   * @param {string} label
-   * @param {Record<string, string>} attrs
+   * The channel under a pointer event, or -1.
+   * @param {MouseEvent} event
    */
-  function labelledNumber(role, label, attrs) {
-    const id = `${prefix}-${role}`;
-    const input = focusable(
-      make("input", {
-        className: `cnnw-input cnnw-number cnnw-${role}`,
-        role,
-        attrs: { id, type: "number", step: "1", ...attrs },
-      }),
-    );
-    const wrap = make("span", { className: "cnnw-field" }, [
-      make("label", { className: "cnnw-label", text: label, attrs: { for: id } }),
-      input,
-    ]);
-    return { input, wrap };
+  function channelUnder(event) {
+    const { layout } = pictureSource(model);
+    const rect = grid.getBoundingClientRect();
+    if (!layout || !rect.width || !rect.height) return -1;
+    const x = ((event.clientX - rect.left) * layout.width) / rect.width;
+    const y = ((event.clientY - rect.top) * layout.height) / rect.height;
+    return channelAt(layout, x, y);
   }
+  grid.addEventListener(
+    "click",
+    (event) => {
+      const channel = channelUnder(event);
+      if (channel >= 0) ctx.selectChannel(channel);
+    },
+    ctx.listen,
+  );
+  grid.addEventListener(
+    "mousemove",
+    (event) => {
+      const channel = channelUnder(event);
+      tooltip.hidden = channel < 0;
+      if (channel < 0) return;
+      tooltip.textContent = `${model.get("layer")} · ${pictureSource(model).what} ${channel}`;
+      const box = wrap.getBoundingClientRect();
+      tooltip.style.left = `${event.clientX - box.left + 12}px`;
+      tooltip.style.top = `${event.clientY - box.top + 12}px`;
+    },
+    ctx.listen,
+  );
+  grid.addEventListener("mouseleave", () => (tooltip.hidden = true), ctx.listen);
+  wrap.addEventListener(
+    "keydown",
+    (event) => {
+      const columns = pictureSource(model).layout?.ncols ?? 1;
+      const steps = { ArrowLeft: -1, ArrowRight: 1, ArrowUp: -columns, ArrowDown: columns };
+      const step = steps[/** @type {keyof typeof steps} */ (event.key)];
+      if (step === undefined) return;
+      event.preventDefault();
+      ctx.selectChannel(Number(model.get("channel")) + step);
+    },
+    ctx.listen,
+  );
+}
 
-  const fvRun = button("fv-run", "Run gradient ascent", "cnnw-button cnnw-primary");
-  const fvStop = button("fv-stop", "Stop");
-  const fvSteps = labelledNumber("fv-steps", "Steps", { min: "1", max: "100000" });
-  const fvSize = labelledNumber("fv-size", "Size", {
-    min: "0",
-    max: "1024",
-    placeholder: "auto",
-    title: "image side in pixels; 0 = automatic",
-  });
-  const fvRecipe = labelledSelect("fv-recipe", "Recipe", FV_RECIPES, "featureviz");
-  const fvObjective = labelledSelect("fv-objective", "Objective", FV_OBJECTIVES, "featureviz");
-  const fvProgress = make("progress", {
-    className: "cnnw-progress",
-    role: "fv-progress",
-    attrs: { max: "1", value: "0", "aria-label": "optimization progress" },
-  });
-  const fvProgressLabel = make("span", { className: "cnnw-muted", role: "fv-progress-text" });
-  const fvHint = make("div", {
-    className: "cnnw-muted cnnw-fv-hint",
-    role: "fv-hint",
-    text: "Press “Run gradient ascent” to synthesize the image that excites each channel of this page most.",
-  });
-  const fvPart = make("div", { className: "cnnw-fv", attrs: { "data-part": "featureviz" } }, [
-    make("div", { className: "cnnw-row cnnw-fv-settings" }, [
-      fvObjective.wrap,
-      fvRecipe.wrap,
-      fvSteps.wrap,
-      fvSize.wrap,
-    ]),
-    make("div", { className: "cnnw-row cnnw-fv-actions" }, [
-      fvRun,
-      fvStop,
-      fvProgress,
-      fvProgressLabel,
-    ]),
-    fvHint,
-  ]);
-
+/**
+ * The big picture: grid (or single picture), selection highlight, health marks, hover label,
+ * and the predictions of an output layer.
+ * @param {Context} ctx
+ * @returns {Panel & {grid: HTMLImageElement}}
+ */
+function picturePanel(ctx) {
+  const { model, make } = ctx;
   const grid = make("img", {
     className: "cnnw-grid cnnw-pixelated",
     role: "grid",
     attrs: { alt: "grid", draggable: "false" },
   });
   grid.hidden = true;
-  // Marks of flagged channels: boxes positioned over their tiles (filled in paintFlags).
-  const flagLayer = make("div", { className: "cnnw-flags", role: "health-flags" });
+  const flags = make("div", { className: "cnnw-flags", role: "health-flags" });
   const highlight = make("div", { className: "cnnw-highlight", role: "highlight" });
   highlight.hidden = true;
   const tooltip = make("div", {
@@ -692,7 +1573,7 @@ function render({ model, el, signal }) {
     attrs: { "aria-hidden": "true" },
   });
   tooltip.hidden = true;
-  const gridWrap = focusable(
+  const wrap = focusable(
     make(
       "div",
       {
@@ -700,934 +1581,467 @@ function render({ model, el, signal }) {
         role: "grid-wrap",
         attrs: { tabindex: "0", "aria-label": "channels; arrow keys move the selection" },
       },
-      [grid, flagLayer, highlight, tooltip],
+      [grid, flags, highlight, tooltip],
     ),
   );
   const predictions = make("ol", { className: "cnnw-predictions", role: "predictions" });
+  gridPointer(ctx, { grid, wrap, tooltip });
+  // The detail of a channel can be cut from the grid only once the grid is decoded.
+  grid.addEventListener("load", () => ctx.touch(LOCAL.gridLoaded), ctx.listen);
+  return {
+    el: make("div", { className: "cnnw-grid-column" }, [wrap, predictions]),
+    grid,
+    traits: [...PICTURE_TRAITS, "channel", "layer", "health_flags", LOCAL.zoom],
+    paint() {
+      const source = pictureSource(model);
+      const shown = ctx.show(grid, model.get(source.bytes), source.format);
+      sizePicture(grid, source.width, source.height, GRID_TARGET, ctx.local.zoom);
+      wrap.classList.toggle("cnnw-clickable", source.layout !== null);
+      place(highlight, shown ? tileBox(source.layout, Number(model.get("channel"))) : null);
+      // Marks belong to the layer of the picture on screen: after a layer change the flags
+      // of the new layer arrive before its picture does.
+      const current = shown && source.meta.layer === model.get("layer");
+      const marks = current ? flagBoxes(source.layout, model.get("health_flags")) : [];
+      flags.replaceChildren(
+        ...marks.map(({ channel, kinds, box }) => {
+          const words = kinds.map((kind) => kind.replace(/_/g, " ")).join(", ");
+          const mark = make(
+            "div",
+            {
+              className: "cnnw-flag",
+              role: "health-flag",
+              attrs: { "data-channel": String(channel), title: `channel ${channel}: ${words}` },
+            },
+            [make("span", { className: "cnnw-flag-badge", text: "!" })],
+          );
+          place(mark, box);
+          return mark;
+        }),
+      );
+      flags.hidden = marks.length === 0;
+      predictions.replaceChildren(
+        ...source.predictions.map((row) =>
+          make("li", { text: `${row.label} — ${(row.value * 100).toFixed(1)}%` }),
+        ),
+      );
+      predictions.hidden = source.predictions.length === 0;
+    },
+  };
+}
+
+/**
+ * Draw the tile of `channel` from the grid picture on screen into `canvas`; false when that
+ * tile is not on screen (another page, a picture without tiles, the grid still loading).
+ * @param {HTMLCanvasElement} canvas
+ * @param {HTMLImageElement} grid
+ * @param {TileLayout | null} layout
+ * @param {number} channel
+ */
+function drawTile(canvas, grid, layout, channel) {
+  const rect = tileRect(layout, channel);
+  if (!rect || !layout || grid.hidden || !grid.complete) return false;
+  // The layout must describe the picture decoded in the img, not one still on its way.
+  if (grid.naturalWidth !== layout.width || grid.naturalHeight !== layout.height) return false;
+  const context = canvas.getContext("2d");
+  if (!context) return false;
+  canvas.width = rect.width;
+  canvas.height = rect.height;
+  context.imageSmoothingEnabled = false;
+  context.drawImage(grid, rect.x, rect.y, rect.width, rect.height, 0, 0, rect.width, rect.height);
+  canvas.setAttribute("data-channel", String(channel));
+  return true;
+}
+
+/**
+ * The selected channel alone, enlarged, with its caption. Moving to a channel whose tile is
+ * on screen shows that tile at once (state "provisional"); the kernel's exact picture replaces
+ * it when it arrives ("exact"). Off-screen channels keep the old picture, dimmed ("stale").
+ * @param {Context} ctx
+ * @param {HTMLImageElement} grid  the big picture, decoded: the tiles to cut from
+ * @returns {Panel}
+ */
+function detailPanel(ctx, grid) {
+  const { model, make } = ctx;
   const detail = make("img", {
     className: "cnnw-detail cnnw-pixelated",
     role: "detail",
     attrs: { alt: "selected channel" },
   });
   detail.hidden = true;
-  const detailStats = make("figcaption", { className: "cnnw-stats", role: "detail-stats" });
-  const detailFigure = make("figure", { className: "cnnw-detail-figure" }, [detail, detailStats]);
-  const topStrip = make("img", {
+  const preview = make("canvas", {
+    className: "cnnw-detail cnnw-detail-preview cnnw-pixelated",
+    role: "detail-preview",
+    attrs: { "aria-label": "selected channel, cut from the grid until the exact picture arrives" },
+  });
+  preview.hidden = true;
+  const caption = make("figcaption", { className: "cnnw-stats", role: "detail-stats" });
+  const figure = make("figure", { className: "cnnw-detail-figure", role: "detail-figure" }, [
+    detail,
+    preview,
+    caption,
+  ]);
+  /** The channel that the kernel's detail on screen shows. */
+  let exactFor = NaN;
+  return {
+    el: figure,
+    traits: [...PICTURE_TRAITS, ...DETAIL_TRAITS, "channel", LOCAL.zoom, LOCAL.gridLoaded],
+    paint(changed) {
+      const source = pictureSource(model);
+      const channel = Number(model.get("channel"));
+      if (changed.has("view") || source.arrivals.some((trait) => changed.has(trait)))
+        exactFor = source.detailChannel ?? channel;
+      const has = ctx.show(detail, model.get(source.detail), source.detailFormat);
+      sizePicture(detail, ...source.detailSize, DETAIL_TARGET, ctx.local.zoom);
+      let state = "exact";
+      if (exactFor !== channel)
+        state = drawTile(preview, grid, source.layout, channel) ? "provisional" : "stale";
+      if (state === "provisional") {
+        sizePicture(preview, preview.width, preview.height, DETAIL_TARGET, ctx.local.zoom);
+      }
+      detail.hidden = !has || state === "provisional";
+      preview.hidden = state !== "provisional";
+      const text =
+        state === "exact"
+          ? source.caption(channel)
+          : `${source.label(channel)} · ${state === "provisional" ? "preview" : "updating…"}`;
+      caption.textContent = text;
+      figure.setAttribute("data-state", state);
+      figure.classList.toggle("cnnw-provisional", state !== "exact");
+      figure.hidden = state !== "provisional" && !has && !text;
+    },
+  };
+}
+
+/**
+ * The images that excite the selected channel most (with an image set).
+ * @param {Context} ctx
+ * @returns {Panel}
+ */
+function topPanel(ctx) {
+  const { model, make } = ctx;
+  const strip = make("img", {
     className: "cnnw-top-strip cnnw-pixelated",
     role: "top-strip",
     attrs: { alt: "images that excite the selected channel most" },
   });
-  topStrip.hidden = true;
-  const topCaptionText = make("figcaption", { className: "cnnw-stats", role: "top-caption" });
-  const topFigure = make(
-    "figure",
-    { className: "cnnw-top-figure", attrs: { "data-part": "examples" } },
-    [topStrip, topCaptionText],
-  );
-  const inputFigure = make(
-    "figure",
-    { className: "cnnw-input-figure", attrs: { "data-part": "image" } },
-    [inputImage, make("figcaption", { className: "cnnw-muted", text: "input" })],
-  );
-  const pictureRow = make(
-    "div",
-    { className: "cnnw-pictures", attrs: { "data-part": "picture" } },
-    [
-      inputFigure,
-      make("div", { className: "cnnw-grid-column" }, [gridWrap, predictions]),
-      detailFigure,
-      topFigure,
-    ],
-  );
-
-  const prev = button("page-prev", "◀ prev");
-  const next = button("page-next", "next ▶");
-  const pageInfo = make("span", { className: "cnnw-page-info", role: "page-info" });
-  const save = button("save-png", "Save PNG");
-  const pager = make("div", { className: "cnnw-row cnnw-pager", attrs: { "data-part": "pager" } }, [
-    prev,
-    pageInfo,
-    next,
-    save,
-  ]);
-
-  const healthRun = focusable(
-    make("button", {
-      className: "cnnw-button",
-      role: "health-run",
-      text: "Check health",
-      attrs: { type: "button", title: "look for dead, constant and NaN/Inf channels" },
-    }),
-  );
-  const healthSummary = make("span", { className: "cnnw-muted", role: "health-summary" });
-  const healthList = make("ul", { className: "cnnw-health-list", role: "health-list" });
-  const healthPart = make("div", { className: "cnnw-health", attrs: { "data-part": "health" } }, [
-    make("div", { className: "cnnw-row" }, [healthRun, healthSummary]),
-    healthList,
-  ]);
-
-  const table = make("table", { className: "cnnw-table", role: "layer-table" });
-  const tableWrap = make("div", { className: "cnnw-table-wrap", attrs: { "data-part": "table" } }, [
-    table,
-  ]);
-
-  const spinner = make("span", { className: "cnnw-spinner", attrs: { "aria-hidden": "true" } });
-  const statusText = make("span", { className: "cnnw-status-text", role: "status-text" });
-  const status = make(
-    "div",
-    { className: "cnnw-status", role: "status", attrs: { role: "status", "aria-live": "polite" } },
-    [spinner, statusText],
-  );
-  const error = make("div", { className: "cnnw-error", role: "error", attrs: { role: "alert" } });
-
-  root.append(
-    viewBar,
-    layerPart,
-    optionsRow,
-    imageRow,
-    fvPart,
-    channelRow,
-    pictureRow,
-    pager,
-    healthPart,
-    tableWrap,
-    status,
-    error,
-  );
-  el.append(root);
-
-  // -- reading the model ---------------------------------------------------------------
-
-  /** @returns {LayerEntry[]} */
-  const layers = () => model.get("layers") ?? [];
-  /** @returns {LayerEntry | undefined} */
-  const currentLayer = () => layers().find((layer) => layer.name === model.get("layer"));
-  const featureViz = () => model.get("view") === "featureviz";
-  /** @returns {TileLayout | null} */
-  const layout = () => {
-    const value = model.get(featureViz() ? "fv_layout" : "grid_layout");
-    return value && value.ncols ? value : null;
-  };
-  /**
-   * Which traits the big picture shows: the view's grid, or the feature visualizations.
-   * @returns {{bytes: string, format: string, width: number, height: number}}
-   */
-  const gridSource = () => {
-    if (featureViz()) {
-      const geometry = model.get("fv_layout") ?? {};
-      return {
-        bytes: "fv_image",
-        format: model.get("fv_format"),
-        width: geometry.width,
-        height: geometry.height,
-      };
-    }
-    const meta = model.get("grid_meta") ?? {};
-    return {
-      bytes: "grid",
-      format: model.get("grid_format"),
-      width: meta.width,
-      height: meta.height,
-    };
-  };
-
-  // -- painting ------------------------------------------------------------------------
-
-  /**
-   * Show picture bytes in an `<img>` through an object URL; the previous URL is revoked.
-   * @param {HTMLImageElement} img
-   * @param {string} bytesName
-   * @param {string} format
-   */
-  function showBytes(img, bytesName, format) {
-    /** @type {DataView | ArrayBuffer | null} */
-    const data = model.get(bytesName);
-    const shown = shownData.get(img);
-    if (shown && shown.data === data && shown.format === format && shownUrls.has(img)) return;
-    shownData.set(img, { data, format });
-    const old = shownUrls.get(img);
-    if (old) URL.revokeObjectURL(old);
-    shownUrls.delete(img);
-    if (!data || !data.byteLength) {
-      img.removeAttribute("src");
-      img.hidden = true;
-      return;
-    }
-    const url = URL.createObjectURL(new Blob([data], { type: `image/${format || "png"}` }));
-    shownUrls.set(img, url);
-    img.src = url;
-    img.hidden = false;
-  }
-
-  /**
-   * Enlarge a picture by a whole factor.
-   * @param {HTMLImageElement} img
-   * @param {number} width
-   * @param {number} height
-   * @param {number} target
-   */
-  function sizePicture(img, width, height, target) {
-    if (!width || !height) {
-      img.style.removeProperty("width");
-      img.style.removeProperty("height");
-      return;
-    }
-    const scale = displayScale(width, height, target, zoom);
-    img.style.width = `${width * scale}px`;
-    img.style.height = "auto";
-  }
-
-  function paintGrid() {
-    const source = gridSource();
-    showBytes(grid, source.bytes, source.format);
-    sizePicture(grid, source.width, source.height, GRID_TARGET);
-    gridWrap.classList.toggle("cnnw-clickable", layout() !== null);
-    paintHighlight();
-    paintFlags();
-    paintPager();
-  }
-
-  function paintFlags() {
-    // Marks belong to the layer of the picture on screen: after a layer change the flags
-    // of the new layer arrive before its picture does.
-    const meta = model.get(featureViz() ? "fv_meta" : "grid_meta") ?? {};
-    const current = !grid.hidden && meta.layer === model.get("layer");
-    const marks = current ? flagBoxes(layout(), model.get("health_flags")) : [];
-    flagLayer.replaceChildren(
-      ...marks.map(({ channel, kinds, box }) => {
-        const words = kinds.map((kind) => kind.replace(/_/g, " ")).join(", ");
-        const mark = make("div", {
-          className: "cnnw-flag",
-          role: "health-flag",
-          attrs: { "data-channel": String(channel), title: `channel ${channel}: ${words}` },
-        });
-        mark.style.left = `${box.left * 100}%`;
-        mark.style.top = `${box.top * 100}%`;
-        mark.style.width = `${box.width * 100}%`;
-        mark.style.height = `${box.height * 100}%`;
-        mark.append(make("span", { className: "cnnw-flag-badge", text: "!" }));
-        return mark;
-      }),
-    );
-    flagLayer.hidden = marks.length === 0;
-  }
-
-  function paintHealth() {
-    /** @type {Array<Record<string, any>>} */
-    const rows = model.get("health_findings") ?? [];
-    healthList.replaceChildren(...rows.map((row) => make("li", { text: healthLine(row) })));
-    healthList.hidden = rows.length === 0;
-    const running = Boolean(model.get("health_running"));
-    healthSummary.textContent = model.get("health_summary") ?? "";
-    healthRun.disabled = running;
-    paintFlags();
-  }
-
-  function paintTop() {
-    showBytes(topStrip, "top_strip", model.get("top_format"));
-    const meta = model.get("top_meta") ?? {};
-    const width = Number(meta.width ?? 0);
-    if (width > 0 && !topStrip.hidden) {
-      // Enlarged by a whole factor when small; wide strips of big crops shrink to fit.
-      const scale = displayScale(width, Number(meta.height ?? 0), STRIP_TARGET);
-      topStrip.style.width = `${Math.min(width * scale, STRIP_TARGET)}px`;
-      topStrip.classList.toggle("cnnw-pixelated", width < STRIP_TARGET);
-    }
-    topStrip.classList.toggle("cnnw-stale", meta.state === "computing");
-    topCaptionText.textContent = topCaption(meta);
-    const names = Array.isArray(meta.sources) ? meta.sources.filter(Boolean) : [];
-    if (names.length) topStrip.title = names.join(", ");
-    else topStrip.removeAttribute("title");
-  }
-
-  function paintHighlight() {
-    const box = tileBox(layout(), model.get("channel"));
-    highlight.hidden = box === null || grid.hidden;
-    if (box) {
-      highlight.style.left = `${box.left * 100}%`;
-      highlight.style.top = `${box.top * 100}%`;
-      highlight.style.width = `${box.width * 100}%`;
-      highlight.style.height = `${box.height * 100}%`;
-    }
-  }
-
-  function paintDetail() {
-    if (featureViz()) {
-      paintFvDetail();
-      return;
-    }
-    showBytes(detail, "detail", model.get("detail_format"));
-    const stats = model.get("detail_stats") ?? {};
-    const shape = Array.isArray(stats.shape) ? stats.shape : [];
-    const [height, width] = shape.length >= 2 ? shape.slice(-2) : [0, 0];
-    sizePicture(detail, width, height, DETAIL_TARGET);
-    const parts = [];
-    if (typeof stats.value === "number") {
-      const label = stats.label !== undefined ? ` “${stats.label}”` : "";
-      parts.push(`unit ${stats.index}${label}`, `value ${formatNumber(stats.value)}`);
-      if (typeof stats.probability === "number")
-        parts.push(`p ${(stats.probability * 100).toFixed(1)}%`);
-    } else if (shape.length) {
-      const what = model.get("view") === "filters" ? "filter" : "channel";
-      if (typeof stats.sum_of === "number")
-        parts.push(`Σ of ${stats.sum_of} inputs × filter ${model.get("channel")} (before bias)`);
-      else parts.push(`${what} ${model.get("channel")}`);
-      parts.push(
-        `min ${formatNumber(stats.min)}`,
-        `max ${formatNumber(stats.max)}`,
-        `mean ${formatNumber(stats.mean)}`,
-      );
-      if (stats.nonfinite) parts.push(`${stats.nonfinite} NaN/Inf`);
-      if (typeof stats.bias === "number") parts.push(`bias ${formatNumber(stats.bias)}`);
-    }
-    detailStats.textContent = parts.join(" · ");
-    detailFigure.hidden = parts.length === 0;
-  }
-
-  function paintFvDetail() {
-    showBytes(detail, "fv_detail", "png");
-    const meta = model.get("fv_meta") ?? {};
-    const size = Array.isArray(meta.size) ? meta.size : [0, 0];
-    sizePicture(detail, size[1], size[0], DETAIL_TARGET);
-    const channel = Number(model.get("channel"));
-    /** @type {number[]} */
-    const channels = Array.isArray(meta.channels) ? meta.channels : [];
-    const index = channels.indexOf(channel);
-    const parts = [];
-    if (!detail.hidden && index >= 0) {
-      const what = meta.objective === "class" ? "class" : "channel";
-      parts.push(`${what} ${channel}`);
-      const values = Array.isArray(meta.values) ? meta.values : [];
-      if (typeof values[index] === "number") parts.push(`objective ${formatNumber(values[index])}`);
-    }
-    detailStats.textContent = parts.join(" · ");
-    detailFigure.hidden = detail.hidden;
-  }
-
-  function paintFeatureViz() {
-    const running = Boolean(model.get("fv_running"));
-    const meta = model.get("fv_meta") ?? {};
-    fvSteps.input.value = String(model.get("fv_steps") ?? "");
-    const size = Number(model.get("fv_size") ?? 0);
-    fvSize.input.value = size > 0 ? String(size) : "";
-    fvRecipe.select.value = model.get("fv_recipe");
-    fvObjective.select.value = model.get("fv_objective");
-    fvStop.disabled = !running;
-    fvRun.textContent = running ? "Restart" : "Run gradient ascent";
-    const progress = Number(model.get("fv_progress") ?? 0);
-    fvProgress.value = Number.isFinite(progress) ? progress : 0;
-    fvProgressLabel.textContent = fvProgressText(
-      typeof meta.steps === "number" ? meta : null,
-      running,
-    );
-    const empty = !(model.get("fv_image")?.byteLength > 0);
-    fvHint.hidden = !empty || running;
-    root.classList.toggle("cnnw-fv-running", running);
-  }
-
-  function paintInputImage() {
-    showBytes(inputImage, "image", "png");
-  }
-
-  function paintPredictions() {
-    /** @type {{index: number, label: string, value: number}[]} */
-    const rows = model.get("predictions") ?? [];
-    predictions.replaceChildren(
-      ...rows.map((row) => make("li", { text: `${row.label} — ${(row.value * 100).toFixed(1)}%` })),
-    );
-    predictions.hidden = rows.length === 0 || featureViz();
-  }
-
-  function paintPager() {
-    let meta = model.get("grid_meta") ?? {};
-    if (featureViz()) {
-      // The feature-viz page is the layer's page of channels (what a run optimizes).
-      const total = Math.max(1, Number(model.get("channel_count") ?? 1));
-      const size = Math.max(1, Number(model.get("page_size") ?? 1));
-      const page = Number(model.get("page") ?? 0);
-      const first = page * size;
-      const last = Math.min(total, first + size) - 1;
-      meta = {
-        page,
-        pages: Math.ceil(total / size),
-        text: `channels ${first}–${last} of ${total}`,
-      };
-    }
-    const page = Number(meta.page ?? model.get("page") ?? 0);
-    const pages = Number(meta.pages ?? 1);
-    const text = meta.text ?? "";
-    pageInfo.textContent = pages > 1 ? `${text} · page ${page + 1} of ${pages}` : text;
-    prev.disabled = !(pages > 1 && page > 0);
-    next.disabled = !(pages > 1 && page < pages - 1);
-    save.disabled = !(model.get(gridSource().bytes)?.byteLength > 0);
-  }
-
-  function paintLayers() {
-    const view = model.get("view");
-    const current = model.get("layer");
-    const all = layers();
-    const shown = visibleLayers(all, view, layerFilter.value, current);
-    layerSelect.replaceChildren(
-      ...shown.map((layer) => {
-        const option = doc.createElement("option");
-        option.value = layer.name;
-        option.textContent = layerLabel(layer);
-        return option;
-      }),
-    );
-    layerSelect.value = current;
-    const eligible = visibleLayers(all, view, "", "").length;
-    layerCount.textContent = layerFilter.value.trim() ? `${shown.length} of ${eligible}` : "";
-  }
-
-  function paintChannel() {
-    const count = Math.max(1, Number(model.get("channel_count") ?? 1));
-    const channel = String(model.get("channel") ?? 0);
-    for (const input of [channelSlider, channelNumber]) {
-      input.max = String(count - 1);
-      input.value = channel;
-    }
-    const vector = (currentLayer()?.shape?.length ?? 3) === 1;
-    channelLabel.textContent = vector
-      ? "Unit"
-      : model.get("view") === "filters"
-        ? "Filter"
-        : "Channel";
-    paintHighlight();
-  }
-
-  function paintSelects() {
-    normalization.select.value = model.get("normalization");
-    colormap.select.value = model.get("colormap");
-    activationMode.select.value = model.get("activation_mode");
-    vectorMode.select.value = model.get("vector_mode");
-    zoomSelect.select.value = zoom;
-    const inChannels = Number((model.get("grid_meta") ?? {}).in_channels ?? 0);
-    /** @type {string[][]} */
-    const choices = [["auto", "auto"]];
-    if (inChannels === 3) choices.push(["rgb", "RGB"]);
-    choices.push(["mean", "mean"]);
-    for (let i = 0; i < inChannels; i++) choices.push([String(i), String(i)]);
-    const wanted = String(model.get("input_channel"));
-    if (!choices.some(([value]) => value === wanted)) choices.push([wanted, wanted]);
-    setOptions(inputChannel.select, choices);
-    inputChannel.select.value = wanted;
-  }
-
-  function paintSamples() {
-    /** @type {string[]} */
-    const names = model.get("samples") ?? [];
-    setOptions(sample.select, [["", "sample image…"], ...names.map((name) => [name, name])]);
-    sample.select.value = model.get("sample") ?? "";
-  }
-
-  function paintViews() {
-    /** @type {string[]} */
-    const views = model.get("views") ?? [];
-    const view = model.get("view");
-    viewBar.replaceChildren(
-      ...views.map((name) => {
-        const button = focusable(
-          make("button", {
-            className: "cnnw-button cnnw-view-button",
-            role: "view",
-            text: VIEWS[name]?.label || name,
-            attrs: { type: "button", "data-view": name, "aria-pressed": String(name === view) },
-          }),
-        );
-        return button;
-      }),
-    );
-    viewBar.hidden = views.length < 2;
-    if (view !== "table") lastPictureView = view;
-    const parts = (VIEWS[view] ?? DEFAULT_VIEW).parts;
-    const vector = (currentLayer()?.shape?.length ?? 3) === 1;
-    for (const node of root.querySelectorAll("[data-part]")) {
-      const part = node.getAttribute("data-part") ?? "";
-      let visible =
-        parts.includes(part) || (part === "vector-mode" && parts.includes("activation-mode"));
-      if (part === "activation-mode") visible = visible && !vector;
-      if (part === "vector-mode") visible = visible && vector;
-      if (part === "drawing" && vector && view === "activations") visible = false;
-      if (part === "examples") visible = visible && Number(model.get("images_count") ?? 0) > 0;
-      /** @type {HTMLElement} */ (node).hidden = !visible;
-    }
-    root.setAttribute("data-view", view);
-  }
-
-  function paintTable() {
-    /** @type {Array<Record<string, any>>} */
-    const rows = model.get("table") ?? [];
-    const current = model.get("layer");
-    const head = make("thead", {}, [
-      make(
-        "tr",
-        {},
-        ["#", "name", "type", "output", "parameters", "count", "filters"].map((title) =>
-          make("th", { text: title, attrs: { scope: "col" } }),
-        ),
-      ),
-    ]);
-    const body = make(
-      "tbody",
-      {},
-      rows.map((row) => {
-        const cells = [
-          String(row.index),
-          row.name,
-          row.type,
-          row.shape_text ?? "",
-          row.params ?? "",
-          Number(row.num_params ?? 0).toLocaleString("en-US"),
-          row.has_filters ? "yes" : "",
-        ].map((text) => make("td", { text: String(text) }));
-        const tr = focusable(
-          make(
-            "tr",
-            {
-              className: "cnnw-table-row",
-              role: "table-row",
-              attrs: { tabindex: "0", "data-layer": row.name },
-            },
-            cells,
-          ),
-        );
-        const selected = row.name === current;
-        tr.classList.toggle("cnnw-selected", selected);
-        tr.setAttribute("aria-selected", String(selected));
-        return tr;
-      }),
-    );
-    table.replaceChildren(head, body);
-  }
-
-  function paintStatus() {
-    const busy = Boolean(model.get("busy")) || Boolean(model.get("fv_running"));
-    statusText.textContent = model.get("status") ?? "";
-    spinner.hidden = !busy;
-    root.setAttribute("aria-busy", String(busy));
-    root.classList.toggle("cnnw-busy", busy);
-  }
-
-  function paintError() {
-    const text = model.get("error") || localError;
-    error.textContent = text;
-    error.hidden = !text;
-  }
-
-  // -- user input ----------------------------------------------------------------------
-
-  /**
-   * The point of a pointer event in the grid picture's own pixels.
-   * @param {MouseEvent} event
-   * @param {TileLayout} geometry
-   */
-  function picturePoint(event, geometry) {
-    const rect = grid.getBoundingClientRect();
-    if (!rect.width || !rect.height) return null;
-    return {
-      x: ((event.clientX - rect.left) * geometry.width) / rect.width,
-      y: ((event.clientY - rect.top) * geometry.height) / rect.height,
-    };
-  }
-
-  /** @param {number} channel */
-  function selectChannel(channel) {
-    const count = Math.max(1, Number(model.get("channel_count") ?? 1));
-    const clamped = Math.min(Math.max(0, Math.trunc(channel)), count - 1);
-    if (!Number.isFinite(clamped) || clamped === model.get("channel")) return;
-    send("channel", clamped);
-  }
-
-  /** @param {File | undefined | null} file */
-  async function sendFile(file) {
-    if (!file) return;
-    if (file.size > MAX_UPLOAD_BYTES) {
-      localError = `${file.name} is ${(file.size / 2 ** 20).toFixed(0)} MiB; the limit is ${MAX_UPLOAD_BYTES / 2 ** 20} MiB`;
-      paintError();
-      return;
-    }
-    const bytes = await readBytes(file);
-    if (closed) return;
-    localError = "";
-    model.set("upload_name", file.name);
-    model.set("upload", new DataView(bytes));
-    model.save_changes();
-  }
-
-  function downloadGrid() {
-    const source = gridSource();
-    /** @type {DataView | null} */
-    const data = model.get(source.bytes);
-    if (!data || !data.byteLength) return;
-    const format = source.format || "png";
-    const url = URL.createObjectURL(new Blob([data], { type: `image/${format}` }));
-    downloadUrls.add(url);
-    const link = make("a", {
-      attrs: {
-        href: url,
-        download: `${safeFileName(`${model.get("layer")}-${model.get("view")}`)}.${format === "jpeg" ? "jpg" : format}`,
-      },
-    });
-    link.hidden = true;
-    root.append(link);
-    link.click();
-    link.remove();
-    // The download reads the URL after click() returns; free it a little later.
-    const timer = setTimeout(() => {
-      timers.delete(timer);
-      URL.revokeObjectURL(url);
-      downloadUrls.delete(url);
-    }, 1000);
-    timers.add(timer);
-  }
-
-  viewBar.addEventListener(
-    "click",
-    (event) => {
-      const button = /** @type {HTMLElement} */ (event.target).closest?.("[data-view]");
-      const view = button?.getAttribute("data-view");
-      if (view && view !== model.get("view")) send("view", view);
-    },
-    listen,
-  );
-  layerFilter.addEventListener("input", paintLayers, listen);
-  layerSelect.addEventListener(
-    "change",
-    () => {
-      if (layerSelect.value && layerSelect.value !== model.get("layer"))
-        send("layer", layerSelect.value);
-    },
-    listen,
-  );
-  normalization.select.addEventListener(
-    "change",
-    () => send("normalization", normalization.select.value),
-    listen,
-  );
-  colormap.select.addEventListener("change", () => send("colormap", colormap.select.value), listen);
-  inputChannel.select.addEventListener(
-    "change",
-    () => send("input_channel", inputChannel.select.value),
-    listen,
-  );
-  activationMode.select.addEventListener(
-    "change",
-    () => send("activation_mode", activationMode.select.value),
-    listen,
-  );
-  vectorMode.select.addEventListener(
-    "change",
-    () => send("vector_mode", vectorMode.select.value),
-    listen,
-  );
-  zoomSelect.select.addEventListener(
-    "change",
-    () => {
-      zoom = zoomSelect.select.value;
-      paintGrid();
-      paintDetail();
-    },
-    listen,
-  );
-  sample.select.addEventListener(
-    "change",
-    () => {
-      if (sample.select.value) send("sample", sample.select.value);
-    },
-    listen,
-  );
-  upload.addEventListener(
-    "change",
-    () => {
-      const file = upload.files?.[0];
-      upload.value = ""; // the same file may be chosen again
-      sendFile(file);
-    },
-    listen,
-  );
-  channelSlider.addEventListener("input", () => selectChannel(Number(channelSlider.value)), listen);
-  channelNumber.addEventListener(
-    "change",
-    () => {
-      const value = Number(channelNumber.value);
-      if (Number.isFinite(value)) selectChannel(value);
-      else paintChannel();
-    },
-    listen,
-  );
-  grid.addEventListener(
-    "click",
-    (event) => {
-      const geometry = layout();
-      const point = geometry && picturePoint(event, geometry);
-      if (!geometry || !point) return;
-      const channel = channelAt(geometry, point.x, point.y);
-      if (channel >= 0) selectChannel(channel);
-    },
-    listen,
-  );
-  grid.addEventListener(
-    "mousemove",
-    (event) => {
-      const geometry = layout();
-      const point = geometry && picturePoint(event, geometry);
-      const channel = geometry && point ? channelAt(geometry, point.x, point.y) : -1;
-      if (channel < 0) {
-        tooltip.hidden = true;
-        return;
+  strip.hidden = true;
+  const caption = make("figcaption", { className: "cnnw-stats", role: "top-caption" });
+  return {
+    el: make("figure", { className: "cnnw-top-figure", attrs: { "data-part": "examples" } }, [
+      strip,
+      caption,
+    ]),
+    traits: ["top_strip", "top_meta", "top_format"],
+    paint() {
+      const shown = ctx.show(strip, model.get("top_strip"), model.get("top_format") || "png");
+      const meta = model.get("top_meta") ?? {};
+      const width = Number(meta.width ?? 0);
+      if (width > 0 && shown) {
+        // Enlarged by a whole factor when small; wide strips of big crops shrink to fit.
+        const scale = displayScale(width, Number(meta.height ?? 0), STRIP_TARGET);
+        strip.style.width = `${Math.min(width * scale, STRIP_TARGET)}px`;
+        strip.classList.toggle("cnnw-pixelated", width < STRIP_TARGET);
       }
-      const what = model.get("view") === "filters" ? "filter" : "channel";
-      tooltip.textContent = `${model.get("layer")} · ${what} ${channel}`;
-      const box = gridWrap.getBoundingClientRect();
-      tooltip.style.left = `${event.clientX - box.left + 12}px`;
-      tooltip.style.top = `${event.clientY - box.top + 12}px`;
-      tooltip.hidden = false;
+      strip.classList.toggle("cnnw-stale", meta.state === "computing");
+      caption.textContent = topCaption(meta);
+      const names = Array.isArray(meta.sources) ? meta.sources.filter(Boolean) : [];
+      if (names.length) strip.title = names.join(", ");
+      else strip.removeAttribute("title");
     },
-    listen,
-  );
-  grid.addEventListener("mouseleave", () => (tooltip.hidden = true), listen);
-  // The input image's size is known only once decoded (it has no layout of its own). Small
-  // inputs (a 28x28 digit) are enlarged with sharp pixels; photos are shown smoothly.
-  inputImage.addEventListener(
-    "load",
-    () => {
-      const { naturalWidth: width, naturalHeight: height } = inputImage;
-      sizePicture(inputImage, width, height, INPUT_TARGET);
-      inputImage.classList.toggle("cnnw-pixelated", Math.max(width, height) < INPUT_TARGET);
-    },
-    listen,
-  );
-  gridWrap.addEventListener(
-    "keydown",
-    (event) => {
-      const geometry = layout();
-      const steps = {
-        ArrowLeft: -1,
-        ArrowRight: 1,
-        ArrowUp: -(geometry?.ncols ?? 1),
-        ArrowDown: geometry?.ncols ?? 1,
-      };
-      const step = steps[/** @type {keyof typeof steps} */ (event.key)];
-      if (step === undefined) return;
-      event.preventDefault();
-      selectChannel(Number(model.get("channel")) + step);
-    },
-    listen,
-  );
-  prev.addEventListener(
-    "click",
-    () => send("page", Math.max(0, Number(model.get("page")) - 1)),
-    listen,
-  );
-  next.addEventListener("click", () => send("page", Number(model.get("page")) + 1), listen);
-  save.addEventListener("click", downloadGrid, listen);
-  healthRun.addEventListener(
-    "click",
-    () => send("health_run", Number(model.get("health_run") ?? 0) + 1),
-    listen,
-  );
-  fvRun.addEventListener(
-    "click",
-    () => send("fv_run", Number(model.get("fv_run") ?? 0) + 1),
-    listen,
-  );
-  fvStop.addEventListener(
-    "click",
-    () => send("fv_stop", Number(model.get("fv_stop") ?? 0) + 1),
-    listen,
-  );
-  for (const [field, name] of /** @type {const} */ ([
-    [fvSteps, "fv_steps"],
-    [fvSize, "fv_size"],
-  ])) {
-    field.input.addEventListener(
-      "change",
-      () => {
-        const text = field.input.value;
-        // An empty size field means "automatic".
-        const value = name === "fv_size" && !text.trim() ? 0 : parseWhole(text);
-        if (value === null) {
-          localError = `${name === "fv_steps" ? "steps" : "size"} must be a whole number`;
-          paintError();
-          paintFeatureViz();
-        } else if (value !== model.get(name)) send(name, value);
-      },
-      listen,
-    );
-  }
-  fvRecipe.select.addEventListener(
-    "change",
-    () => send("fv_recipe", fvRecipe.select.value),
-    listen,
-  );
-  fvObjective.select.addEventListener(
-    "change",
-    () => send("fv_objective", fvObjective.select.value),
-    listen,
-  );
+  };
+}
 
+/**
+ * Download the picture on screen through a temporary link.
+ * @param {Context} ctx
+ */
+function downloadPicture(ctx) {
+  const { model } = ctx;
+  const source = pictureSource(model);
+  /** @type {DataView | null} */
+  const data = model.get(source.bytes);
+  if (!data || !data.byteLength) return;
+  const url = URL.createObjectURL(new Blob([data], { type: `image/${source.format}` }));
+  ctx.urls.add(url);
+  const name = safeFileName(`${model.get("layer")}-${model.get("view")}`);
+  const extension = source.format === "jpeg" ? "jpg" : source.format;
+  const link = ctx.make("a", { attrs: { href: url, download: `${name}.${extension}` } });
+  link.hidden = true;
+  ctx.root.append(link);
+  link.click();
+  link.remove();
+  // The download reads the URL after click() returns; free it a little later.
+  ctx.later(() => {
+    URL.revokeObjectURL(url);
+    ctx.urls.delete(url);
+  }, 1000);
+}
+
+/**
+ * Pages of channels, and Save PNG.
+ * @param {Context} ctx
+ * @returns {Panel}
+ */
+function pagerPanel(ctx) {
+  const { model } = ctx;
+  const prev = button(ctx, "page-prev", "◀ prev");
+  const next = button(ctx, "page-next", "next ▶");
+  const info = ctx.make("span", { className: "cnnw-page-info", role: "page-info" });
+  const save = button(ctx, "save-png", "Save PNG");
+  const page = () => Number(model.get("page") ?? 0);
+  prev.addEventListener("click", () => ctx.send("page", Math.max(0, page() - 1)), ctx.listen);
+  next.addEventListener("click", () => ctx.send("page", page() + 1), ctx.listen);
+  save.addEventListener("click", () => downloadPicture(ctx), ctx.listen);
+  return {
+    el: ctx.make("div", { className: "cnnw-row cnnw-pager", attrs: { "data-part": "pager" } }, [
+      prev,
+      info,
+      next,
+      save,
+    ]),
+    traits: PICTURE_TRAITS,
+    paint() {
+      const source = pictureSource(model);
+      const { page: shown, pages, text } = source.pager;
+      info.textContent = pages > 1 ? `${text} · page ${shown + 1} of ${pages}` : text;
+      prev.disabled = !(pages > 1 && shown > 0);
+      next.disabled = !(pages > 1 && shown < pages - 1);
+      save.disabled = !(model.get(source.bytes)?.byteLength > 0);
+    },
+  };
+}
+
+/**
+ * The channel health check: its button, summary and findings (the marks are the picture's).
+ * @param {Context} ctx
+ * @returns {Panel}
+ */
+function healthPanel(ctx) {
+  const { model, make } = ctx;
+  const run = button(ctx, "health-run", "Check health", "cnnw-button", {
+    title: "look for dead, constant and NaN/Inf channels",
+  });
+  const summary = make("span", { className: "cnnw-muted", role: "health-summary" });
+  const list = make("ul", { className: "cnnw-health-list", role: "health-list" });
+  run.addEventListener(
+    "click",
+    () => ctx.send("health_run", Number(model.get("health_run") ?? 0) + 1),
+    ctx.listen,
+  );
+  return {
+    el: make("div", { className: "cnnw-health", attrs: { "data-part": "health" } }, [
+      make("div", { className: "cnnw-row" }, [run, summary]),
+      list,
+    ]),
+    traits: ["health_findings", "health_summary", "health_running"],
+    paint() {
+      /** @type {Array<Record<string, any>>} */
+      const rows = model.get("health_findings") ?? [];
+      list.replaceChildren(...rows.map((row) => make("li", { text: healthLine(row) })));
+      list.hidden = rows.length === 0;
+      summary.textContent = model.get("health_summary") ?? "";
+      run.disabled = Boolean(model.get("health_running"));
+    },
+  };
+}
+
+/**
+ * One row of the layer table; a layer that never ran is marked.
+ * @param {Context} ctx
+ * @param {Record<string, any>} row  an entry of `table`
+ */
+function tableRow(ctx, row) {
+  const ran = row.ran !== false;
+  const cells = [
+    String(row.index),
+    row.name,
+    row.type,
+    `${row.shape_text ?? ""}${ran ? "" : " · did not run"}`,
+    row.params ?? "",
+    Number(row.num_params ?? 0).toLocaleString("en-US"),
+    row.has_filters ? "yes" : "",
+  ].map((text) => ctx.make("td", { text: String(text) }));
+  const attrs = { tabindex: "0", "data-layer": String(row.name) };
+  if (!ran) Object.assign(attrs, { "data-ran": "false", title: "did not run in the forward pass" });
+  const className = `cnnw-table-row${ran ? "" : " cnnw-not-ran"}`;
+  return focusable(ctx.make("tr", { className, role: "table-row", attrs }, cells));
+}
+
+/**
+ * The layer table; a click (or Enter) on a row shows that layer in a picture view.
+ * @param {Context} ctx
+ * @returns {Panel}
+ */
+function tablePanel(ctx) {
+  const { model, make } = ctx;
+  const table = make("table", { className: "cnnw-table", role: "layer-table" });
+  let lastPictureView = "";
   /** @param {Event} event */
-  function chooseRow(event) {
-    const row = /** @type {HTMLElement} */ (event.target).closest?.("[data-layer]");
-    const name = row?.getAttribute("data-layer");
+  function choose(event) {
+    const name = /** @type {HTMLElement} */ (event.target)
+      .closest?.("[data-layer]")
+      ?.getAttribute("data-layer");
     if (!name) return;
-    const entry = layers().find((layer) => layer.name === name);
-    /** @type {string[]} */
-    const views = model.get("views") ?? [];
-    let view = lastPictureView || (views.includes("activations") ? "activations" : "filters");
-    if (view === "filters" && !entry?.has_filters && views.includes("activations"))
-      view = "activations";
+    /** @type {LayerEntry[]} */
+    const layers = model.get("layers") ?? [];
+    const entry = layers.find((layer) => layer.name === name);
+    const view = viewForLayer(entry, model.get("views") ?? [], lastPictureView);
     model.set("layer", name);
-    if (views.includes(view)) model.set("view", view);
+    if (view) model.set("view", view);
     model.save_changes();
   }
-  table.addEventListener("click", chooseRow, listen);
+  table.addEventListener("click", choose, ctx.listen);
   table.addEventListener(
     "keydown",
     (event) => {
-      if (event.key === "Enter" || event.key === " ") {
-        event.preventDefault();
-        chooseRow(event);
+      if (event.key !== "Enter" && event.key !== " ") return;
+      event.preventDefault();
+      choose(event);
+    },
+    ctx.listen,
+  );
+  const titles = ["#", "name", "type", "output", "parameters", "count", "filters"];
+  return {
+    el: make("div", { className: "cnnw-table-wrap", attrs: { "data-part": "table" } }, [table]),
+    traits: ["table", "layer", "view"],
+    paint(changed) {
+      const view = String(model.get("view") ?? "");
+      if (view !== "table") lastPictureView = view;
+      if (changed.has("table")) {
+        /** @type {Array<Record<string, any>>} */
+        const rows = model.get("table") ?? [];
+        const head = make(
+          "tr",
+          {},
+          titles.map((text) => make("th", { text, attrs: { scope: "col" } })),
+        );
+        table.replaceChildren(
+          make("thead", {}, [head]),
+          make(
+            "tbody",
+            {},
+            rows.map((row) => tableRow(ctx, row)),
+          ),
+        );
+      }
+      const current = model.get("layer");
+      for (const row of table.querySelectorAll("[data-role='table-row']")) {
+        const selected = row.getAttribute("data-layer") === current;
+        row.classList.toggle("cnnw-selected", selected);
+        row.setAttribute("aria-selected", String(selected));
       }
     },
-    listen,
-  );
+  };
+}
 
-  // Drop a picture anywhere on the widget (only where an image can be used).
-  const acceptsImages = () => (model.get("views") ?? []).includes("activations");
-  root.addEventListener(
-    "dragover",
-    (event) => {
-      if (!acceptsImages()) return;
-      event.preventDefault();
-      root.classList.add("cnnw-dragging");
+/**
+ * The status line and the busy spinner.
+ * @param {Context} ctx
+ * @returns {Panel}
+ */
+function statusPanel(ctx) {
+  const { model, make, root } = ctx;
+  const spinner = make("span", { className: "cnnw-spinner", attrs: { "aria-hidden": "true" } });
+  const text = make("span", { className: "cnnw-status-text", role: "status-text" });
+  return {
+    el: make(
+      "div",
+      {
+        className: "cnnw-status",
+        role: "status",
+        attrs: { role: "status", "aria-live": "polite" },
+      },
+      [spinner, text],
+    ),
+    traits: ["status", "busy", "fv_running"],
+    paint() {
+      const busy = Boolean(model.get("busy")) || Boolean(model.get("fv_running"));
+      text.textContent = model.get("status") ?? "";
+      spinner.hidden = !busy;
+      root.setAttribute("aria-busy", String(busy));
+      root.classList.toggle("cnnw-busy", busy);
     },
-    listen,
-  );
-  root.addEventListener("dragleave", () => root.classList.remove("cnnw-dragging"), listen);
-  root.addEventListener(
-    "drop",
-    (event) => {
-      root.classList.remove("cnnw-dragging");
-      if (!acceptsImages()) return;
-      event.preventDefault();
-      sendFile(event.dataTransfer?.files?.[0]);
+  };
+}
+
+/**
+ * Python's error, or the browser's own about the user's input.
+ * @param {Context} ctx
+ * @returns {Panel}
+ */
+function errorPanel(ctx) {
+  const box = ctx.make("div", { className: "cnnw-error", role: "error", attrs: { role: "alert" } });
+  let shownLocal = "";
+  return {
+    el: box,
+    traits: ["error", LOCAL.error],
+    paint(changed) {
+      // A new message from Python replaces the browser's own once that has been shown.
+      if (changed.has("error") && ctx.local.error === shownLocal) ctx.local.error = "";
+      shownLocal = ctx.local.error;
+      const text = ctx.model.get("error") || ctx.local.error;
+      box.textContent = text;
+      box.hidden = !text;
     },
-    listen,
+  };
+}
+
+// --------------------------------------------------------------------------- render
+
+/**
+ * Draw the widget into `el`.
+ * @param {{model: Model, el: HTMLElement, signal?: AbortSignal}} props
+ * @returns {() => void} cleanup
+ */
+function render({ model, el, signal }) {
+  const ctx = createContext(model, el);
+  const picture = picturePanel(ctx);
+  const panels = {
+    views: viewsPanel(ctx),
+    layer: layerPanel(ctx),
+    drawing: drawingPanel(ctx),
+    image: imagePanel(ctx),
+    featureViz: featureVizPanel(ctx),
+    channel: channelPanel(ctx),
+    input: inputPicturePanel(ctx),
+    picture,
+    detail: detailPanel(ctx, picture.grid),
+    top: topPanel(ctx),
+    pager: pagerPanel(ctx),
+    health: healthPanel(ctx),
+    table: tablePanel(ctx),
+    status: statusPanel(ctx),
+    error: errorPanel(ctx),
+  };
+  const pictures = ctx.make(
+    "div",
+    { className: "cnnw-pictures", attrs: { "data-part": "picture" } },
+    [panels.input.el, panels.picture.el, panels.detail.el, panels.top.el],
   );
+  const { views, layer, drawing, image, featureViz, channel, pager, health, table } = panels;
+  ctx.root.append(
+    ...[views, layer, drawing, image, featureViz, channel].map((panel) => panel.el),
+    pictures,
+    ...[pager, health, table, panels.status, panels.error].map((panel) => panel.el),
+  );
+  el.append(ctx.root);
 
-  // -- model changes -------------------------------------------------------------------
+  const scheduler = createScheduler(Object.values(panels), animationFrames(ctx.win));
+  ctx.touch = scheduler.mark;
+  /** @type {Array<[string, () => void]>} */
+  const subscriptions = scheduler.traits
+    .filter((trait) => !trait.startsWith("@"))
+    .map((trait) => [`change:${trait}`, () => scheduler.mark(trait)]);
+  for (const [event, callback] of subscriptions) model.on(event, callback);
+  scheduler.paintAll();
 
-  subscribe("change:grid", paintGrid);
-  subscribe("change:grid_layout", paintGrid);
-  subscribe("change:grid_meta", () => {
-    paintGrid();
-    paintSelects();
-  });
-  subscribe("change:detail", paintDetail);
-  subscribe("change:detail_stats", paintDetail);
-  subscribe("change:image", paintInputImage);
-  subscribe("change:predictions", paintPredictions);
-  subscribe("change:channel", () => {
-    paintChannel();
-    paintDetail();
-  });
-  subscribe("change:channel_count", paintChannel);
-  subscribe("change:page", paintPager);
-  subscribe("change:layers", paintLayers);
-  subscribe("change:layer", () => {
-    paintLayers();
-    paintViews();
-    paintChannel();
-    paintTable();
-  });
-  subscribe("change:view", () => {
-    paintViews();
-    paintLayers();
-    paintChannel();
-    paintGrid();
-    paintDetail();
-    paintPredictions();
-  });
-  for (const name of ["fv_image", "fv_layout"]) {
-    subscribe(`change:${name}`, () => {
-      if (featureViz()) paintGrid();
-      paintFeatureViz();
-    });
-  }
-  subscribe("change:fv_detail", paintDetail);
-  subscribe("change:fv_meta", () => {
-    paintFeatureViz();
-    paintDetail();
-  });
-  for (const name of [
-    "fv_running",
-    "fv_progress",
-    "fv_steps",
-    "fv_size",
-    "fv_recipe",
-    "fv_objective",
-  ]) {
-    subscribe(`change:${name}`, paintFeatureViz);
-  }
-  subscribe("change:fv_running", paintStatus);
-  subscribe("change:channel_count", paintPager);
-  subscribe("change:views", paintViews);
-  subscribe("change:table", paintTable);
-  for (const name of [
-    "normalization",
-    "colormap",
-    "input_channel",
-    "activation_mode",
-    "vector_mode",
-  ]) {
-    subscribe(`change:${name}`, paintSelects);
-  }
-  for (const name of ["health_flags", "health_findings", "health_summary", "health_running"]) {
-    subscribe(`change:${name}`, paintHealth);
-  }
-  for (const name of ["top_strip", "top_meta", "top_format"]) subscribe(`change:${name}`, paintTop);
-  subscribe("change:images_count", paintViews);
-  subscribe("change:samples", paintSamples);
-  subscribe("change:sample", paintSamples);
-  subscribe("change:status", paintStatus);
-  subscribe("change:busy", paintStatus);
-  subscribe("change:error", () => {
-    localError = "";
-    paintError();
-  });
-
-  paintViews();
-  paintLayers();
-  paintSelects();
-  paintSamples();
-  paintChannel();
-  paintInputImage();
-  paintGrid();
-  paintDetail();
-  paintPredictions();
-  paintTable();
-  paintFeatureViz();
-  paintHealth();
-  paintTop();
-  paintStatus();
-  paintError();
-
+  let closed = false;
   function cleanup() {
     if (closed) return;
     closed = true;
-    controller.abort();
     for (const [event, callback] of subscriptions) model.off(event, callback);
-    subscriptions.length = 0;
-    for (const url of shownUrls.values()) URL.revokeObjectURL(url);
-    shownUrls.clear();
-    shownData.clear();
-    for (const timer of timers) clearTimeout(timer);
-    timers.clear();
-    for (const url of downloadUrls) URL.revokeObjectURL(url);
-    downloadUrls.clear();
-    root.remove();
+    scheduler.close();
+    ctx.close();
   }
   // anywidget >= 0.11 also passes an AbortSignal that fires when the view goes away.
   signal?.addEventListener("abort", cleanup, { once: true });

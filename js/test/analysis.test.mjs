@@ -4,17 +4,15 @@ import assert from "node:assert/strict";
 import { afterEach, beforeEach, describe, test } from "node:test";
 import { JSDOM } from "jsdom";
 
-import { FakeModel } from "../support/fake-model.mjs";
+import { FakeModel, choicesFor, nextFrame } from "../support/fake-model.mjs";
 
-import widget, {
-  KERNEL_MODE,
-  flagBoxes,
-  healthLine,
-  topCaption,
-} from "../../cnn_widgets/static/widget.js";
+import widget, { flagBoxes, healthLine, topCaption } from "../../cnn_widgets/static/widget.js";
 
 const HOSTILE = "<img src=x onerror=alert(1)>";
 const PNG_BYTES = new Uint8Array([0x89, 0x50, 0x4e, 0x47, 0x0d, 0x0a, 0x1a, 0x0a]);
+/** The activation mode that shows one filter applied to each input channel (from `choices`). */
+const KERNEL_MODE = "kernel x image";
+const VIEWS = ["filters", "activations", "featureviz", "table"];
 
 /** Page 1 of a 16-channel layer: 8 tiles of 10 px, 3 per row, 1-pixel gaps. */
 const LAYOUT = {
@@ -32,7 +30,8 @@ const LAYOUT = {
 
 function conv2State(overrides = {}) {
   return {
-    views: ["filters", "activations", "featureviz", "table"],
+    views: VIEWS,
+    choices: choicesFor(VIEWS),
     view: "activations",
     layers: [
       {
@@ -42,8 +41,18 @@ function conv2State(overrides = {}) {
         shape: [16, 10, 10],
         kind: "conv2d",
         has_filters: true,
+        ran: true,
+        views: VIEWS,
       },
-      { index: 3, name: "relu2", type: "ReLU", shape: [16, 10, 10], kind: "other" },
+      {
+        index: 3,
+        name: "relu2",
+        type: "ReLU",
+        shape: [16, 10, 10],
+        kind: "other",
+        ran: true,
+        views: ["activations", "featureviz", "table"],
+      },
     ],
     layer: "conv2",
     channel: 8,
@@ -58,7 +67,7 @@ function conv2State(overrides = {}) {
     vector_mode: "auto",
     samples: [],
     sample: "",
-    image: new DataView(new ArrayBuffer(0)),
+    image_png: new DataView(new ArrayBuffer(0)),
     grid: new DataView(PNG_BYTES.buffer),
     grid_format: "png",
     grid_layout: { ...LAYOUT },
@@ -87,7 +96,7 @@ let dom;
 let urls;
 
 beforeEach(() => {
-  dom = new JSDOM("<!doctype html><html><body></body></html>");
+  dom = new JSDOM("<!doctype html><html><body></body></html>", { pretendToBeVisual: true });
   globalThis.AbortController = dom.window.AbortController;
   urls = { created: [], revoked: [] };
   let next = 0;
@@ -100,6 +109,12 @@ beforeEach(() => {
 });
 
 afterEach(() => dom.window.close());
+
+/** Play a change from Python and let the widget repaint. */
+async function emit(model, name, value) {
+  model.emit(name, value);
+  await nextFrame(dom.window);
+}
 
 function mount(state = conv2State()) {
   const model = new FakeModel(state);
@@ -134,11 +149,15 @@ describe("health marks", () => {
     assert.deepEqual(flagBoxes(null, { 9: ["dead_channel"] }), []);
   });
 
-  test("the grid shows a mark over each flagged tile, and only for its own layer", () => {
+  test("the grid shows a mark over each flagged tile, and only for its own layer", async () => {
     const { model, byRole, allByRole } = mount();
     assert.equal(allByRole("health-flag").length, 0);
     assert.equal(byRole("health-flags").hidden, true);
-    model.emit("health_flags", { 9: ["dead_channel"], 12: ["dead_channel"], 4: ["dead_channel"] });
+    await emit(model, "health_flags", {
+      9: ["dead_channel"],
+      12: ["dead_channel"],
+      4: ["dead_channel"],
+    });
     const marks = allByRole("health-flag");
     assert.deepEqual(
       marks.map((m) => m.getAttribute("data-channel")),
@@ -151,24 +170,24 @@ describe("health marks", () => {
     assert.equal(byRole("health-flags").hidden, false);
     // After a layer change the new layer's flags arrive before its picture: no marks on the
     // old picture.
-    model.emit("layer", "relu2");
-    model.emit("health_flags", { 8: ["dead_channel"] });
+    await emit(model, "layer", "relu2");
+    await emit(model, "health_flags", { 8: ["dead_channel"] });
     assert.equal(allByRole("health-flag").length, 0);
-    model.emit("grid_meta", { ...model.get("grid_meta"), layer: "relu2" });
+    await emit(model, "grid_meta", { ...model.get("grid_meta"), layer: "relu2" });
     assert.deepEqual(
       allByRole("health-flag").map((m) => m.getAttribute("data-channel")),
       ["8"],
     );
     // Kernel x image tiles are input channels: no layout, no marks.
-    model.emit("grid_layout", {});
+    await emit(model, "grid_layout", {});
     assert.equal(allByRole("health-flag").length, 0);
   });
 
-  test("the list shows findings as text, hostile strings included", () => {
+  test("the list shows findings as text, hostile strings included", async () => {
     const { model, el, byRole } = mount();
     assert.equal(byRole("health-list").hidden, true);
-    model.emit("health_summary", HOSTILE);
-    model.emit("health_findings", [
+    await emit(model, "health_summary", HOSTILE);
+    await emit(model, "health_findings", [
       { channel: 4, kind: "dead_channel", label: "dead channel", message: "zero on every image" },
       { channel: 9, kind: "dead_filter", label: HOSTILE, message: HOSTILE },
     ]);
@@ -183,15 +202,15 @@ describe("health marks", () => {
     assert.equal(healthLine({ channel: null, label: "dead filter" }), "layer: dead filter");
   });
 
-  test("Check health sends a click count and is disabled while the check runs", () => {
+  test("Check health sends a click count and is disabled while the check runs", async () => {
     const { model, byRole } = mount();
     const button = byRole("health-run");
     assert.ok(button.hasAttribute("data-lm-suppress-shortcuts"));
     button.click();
     assert.deepEqual(model.sets(), [["health_run", 1]]);
-    model.emit("health_running", true);
+    await emit(model, "health_running", true);
     assert.equal(button.disabled, true);
-    model.emit("health_running", false);
+    await emit(model, "health_running", false);
     assert.equal(button.disabled, false);
   });
 });
@@ -216,19 +235,25 @@ describe("top-activating images", () => {
     state: "done",
   };
 
-  test("the strip shows only when images are set, enlarged, with scores as text", () => {
+  test("the strip shows only when images are set, enlarged, with scores as text", async () => {
     const { model, byRole } = mount();
     const figure = byRole("top-strip").closest("figure");
     assert.equal(figure.hidden, true); // no images set
-    model.emit("images_count", 10);
+    await emit(model, "images_count", 10);
     assert.equal(figure.hidden, false);
-    model.emit("top_meta", { state: "computing", layer: "conv2", channel: 8, k: 3, images: 10 });
+    await emit(model, "top_meta", {
+      state: "computing",
+      layer: "conv2",
+      channel: 8,
+      k: 3,
+      images: 10,
+    });
     assert.equal(
       byRole("top-caption").textContent,
       "finding the 3 of 10 images that excite channel 8 most…",
     );
     model.state.top_meta = META;
-    model.emit("top_strip", new DataView(PNG_BYTES.buffer));
+    await emit(model, "top_strip", new DataView(PNG_BYTES.buffer));
     const strip = byRole("top-strip");
     assert.equal(strip.hidden, false);
     assert.equal(strip.style.width, "276px"); // 46 px x 6, up to 300
@@ -238,7 +263,7 @@ describe("top-activating images", () => {
     );
     assert.equal(strip.getAttribute("title"), `a.png, ${HOSTILE}`);
     assert.equal(urls.created.at(-1).blob.type, "image/png");
-    model.emit("images_count", 0);
+    await emit(model, "images_count", 0);
     assert.equal(figure.hidden, true);
   });
 
@@ -252,14 +277,14 @@ describe("top-activating images", () => {
 });
 
 describe("kernel x image", () => {
-  test("the mode is offered and the detail caption says it is the sum of the inputs", () => {
+  test("the mode is offered and the detail caption says it is the sum of the inputs", async () => {
     const { model, byRole } = mount();
     const select = byRole("activation-mode");
     assert.ok([...select.options].some((o) => o.value === KERNEL_MODE));
     select.value = KERNEL_MODE;
     select.dispatchEvent(new dom.window.Event("change", { bubbles: true }));
     assert.deepEqual(model.sets(), [["activation_mode", KERNEL_MODE]]);
-    model.emit("detail_stats", {
+    await emit(model, "detail_stats", {
       shape: [10, 10],
       min: -1,
       max: 2,
@@ -275,11 +300,11 @@ describe("kernel x image", () => {
   });
 });
 
-test("cleanup removes the marks, the listeners and the strip's object URL", () => {
+test("cleanup removes the marks, the listeners and the strip's object URL", async () => {
   const { model, el, cleanup } = mount(conv2State({ images_count: 3 }));
-  model.emit("health_flags", { 9: ["dead_channel"] });
+  await emit(model, "health_flags", { 9: ["dead_channel"] });
   model.state.top_meta = { state: "done", width: 46, height: 14, k: 3, images: 3, channel: 8 };
-  model.emit("top_strip", new DataView(PNG_BYTES.buffer));
+  await emit(model, "top_strip", new DataView(PNG_BYTES.buffer));
   const stripUrl = urls.created.at(-1).url;
   cleanup();
   assert.equal(model.listenerCount(), 0);

@@ -4,7 +4,7 @@ import assert from "node:assert/strict";
 import { afterEach, beforeEach, describe, test } from "node:test";
 import { JSDOM } from "jsdom";
 
-import { FakeModel } from "../support/fake-model.mjs";
+import { FakeModel, choicesFor, nextFrame } from "../support/fake-model.mjs";
 
 import widget, { fvProgressText, parseWhole } from "../../cnn_widgets/static/widget.js";
 
@@ -25,14 +25,19 @@ const FV_LAYOUT = {
   channels: [8, 9, 10, 11, 12, 13, 14, 15],
 };
 
+const VIEWS = ["filters", "activations", "featureviz", "table"];
+
 function fvState(overrides = {}) {
+  const conv = { kind: "conv2d", has_filters: true, ran: true, views: VIEWS };
   return {
-    views: ["filters", "activations", "featureviz", "table"],
+    views: VIEWS,
+    choices: choicesFor(VIEWS),
     view: "featureviz",
     layers: [
-      { index: 0, name: "conv1", type: "Conv2d", shape: [8, 28, 28], kind: "conv2d" },
-      { index: 1, name: "conv2", type: "Conv2d", shape: [16, 10, 10], kind: "conv2d" },
-      { index: 2, name: "flatten", type: "Flatten", shape: null, kind: "other" },
+      { index: 0, name: "conv1", type: "Conv2d", shape: [8, 28, 28], ...conv },
+      { index: 1, name: "conv2", type: "Conv2d", shape: [16, 10, 10], ...conv },
+      // Ran, but with no output a feature-viz run can use.
+      { index: 2, name: "flatten", type: "Flatten", shape: null, kind: "other", views: ["table"] },
     ],
     layer: "conv2",
     channel: 8,
@@ -45,7 +50,7 @@ function fvState(overrides = {}) {
     vector_mode: "auto",
     page: 1,
     page_size: 8,
-    image: new DataView(PNG_BYTES.buffer),
+    image_png: new DataView(PNG_BYTES.buffer),
     sample: "",
     samples: [],
     grid: new DataView(PNG_BYTES.buffer),
@@ -81,7 +86,7 @@ let dom;
 let urls;
 
 beforeEach(() => {
-  dom = new JSDOM("<!doctype html><html><body></body></html>");
+  dom = new JSDOM("<!doctype html><html><body></body></html>", { pretendToBeVisual: true });
   globalThis.AbortController = dom.window.AbortController;
   urls = { created: [], revoked: [] };
   let next = 0;
@@ -104,16 +109,19 @@ function mount(state = fvState()) {
   return { model, el, cleanup, byRole };
 }
 
+const frame = () => nextFrame(dom.window);
+
 function change(node, type = "change") {
   node.dispatchEvent(new dom.window.Event(type, { bubbles: true }));
 }
 
-/** A run's frame arriving from Python. */
-function frame(model, bytes, format, meta) {
+/** A run's frame arriving from Python (one update), and the animation frame that paints it. */
+async function runFrame(model, bytes, format, meta) {
   model.emit("fv_format", format);
   model.emit("fv_layout", { ...FV_LAYOUT });
   model.emit("fv_meta", meta);
   model.emit("fv_image", new DataView(bytes.buffer));
+  await frame();
 }
 
 describe("feature visualization helpers", () => {
@@ -161,11 +169,12 @@ describe("feature visualization view", () => {
     }
   });
 
-  test("Run and Stop bump their counters; Stop only works while running", () => {
+  test("Run and Stop bump their counters; Stop only works while running", async () => {
     const { model, byRole } = mount();
     byRole("fv-run").click();
     assert.deepEqual(model.sets(), [["fv_run", 1]]);
     model.emit("fv_running", true);
+    await frame();
     assert.equal(byRole("fv-stop").disabled, false);
     assert.equal(byRole("fv-run").textContent, "Restart");
     assert.equal(byRole("status").querySelector(".cnnw-spinner").hidden, false);
@@ -173,7 +182,7 @@ describe("feature visualization view", () => {
     assert.deepEqual(model.sets().at(-1), ["fv_stop", 1]);
   });
 
-  test("settings are sent as numbers and choices; bad numbers stay in the browser", () => {
+  test("settings are sent as numbers and choices; bad numbers stay in the browser", async () => {
     const { model, byRole } = mount();
     const steps = byRole("fv-steps");
     steps.value = "64";
@@ -194,18 +203,48 @@ describe("feature visualization view", () => {
       ["fv_recipe", "naive"],
       ["fv_objective", "neuron"],
     ]);
+    await frame();
     steps.value = "1e3x";
     change(steps);
+    await frame();
     assert.equal(model.sets().length, 5);
     assert.equal(byRole("error").textContent, "steps must be a whole number");
-    assert.equal(steps.value, "64"); // repainted from the model
+    assert.equal(steps.getAttribute("aria-invalid"), "true");
+    // Out of the limits Python sent: refused here, and what the user typed stays in the field
+    // (a repaint of the panel, here by the run's progress, does not overwrite it).
+    steps.value = "0";
+    change(steps);
+    model.emit("fv_progress", 0.5);
+    await frame();
+    assert.equal(model.sets().length, 5);
+    assert.equal(byRole("error").textContent, "steps must be between 1 and 100000");
+    assert.equal(steps.value, "0");
+    assert.equal(steps.max, "100000");
+    size.value = "4";
+    change(size);
+    await frame();
+    assert.equal(
+      byRole("error").textContent,
+      "size must be between 8 and 1024, or empty for automatic",
+    );
+    // A new value from Python replaces the field's text.
+    model.emit("fv_steps", 128);
+    await frame();
+    assert.equal(steps.value, "128");
+    assert.equal(steps.hasAttribute("aria-invalid"), false);
   });
 
-  test("streamed frames replace the picture, revoke the old URL and move the progress", () => {
+  test("streamed frames replace the picture, revoke the old URL and move the progress", async () => {
     const { model, byRole } = mount();
     model.emit("fv_running", true);
-    frame(model, JPEG_BYTES, "jpeg", { step: 10, steps: 100, state: "running", size: [28, 28] });
+    await runFrame(model, JPEG_BYTES, "jpeg", {
+      step: 10,
+      steps: 100,
+      state: "running",
+      size: [28, 28],
+    });
     model.emit("fv_progress", 0.1);
+    await frame();
     const grid = byRole("grid");
     const first = grid.getAttribute("src");
     assert.equal(urls.created.find((u) => u.url === first).blob.type, "image/jpeg");
@@ -213,7 +252,7 @@ describe("feature visualization view", () => {
     assert.equal(byRole("fv-hint").hidden, true);
     assert.equal(byRole("fv-progress").value, 0.1);
     assert.equal(byRole("fv-progress-text").textContent, "step 10 of 100 · running · 28×28 px");
-    frame(model, PNG_BYTES, "png", {
+    await runFrame(model, PNG_BYTES, "png", {
       step: 100,
       steps: 100,
       state: "done",
@@ -223,18 +262,20 @@ describe("feature visualization view", () => {
     });
     model.emit("fv_progress", 1);
     model.emit("fv_running", false);
+    await frame();
     const second = grid.getAttribute("src");
     assert.notEqual(second, first);
     assert.ok(urls.revoked.includes(first));
     assert.equal(urls.created.find((u) => u.url === second).blob.type, "image/png");
     assert.equal(grid.style.width, `${86 * 5}px`);
     model.emit("fv_detail", new DataView(PNG_BYTES.buffer));
+    await frame();
     assert.equal(byRole("detail-stats").textContent, "channel 8 · objective 1.5");
   });
 
-  test("a click on a tile selects the channel it shows", () => {
+  test("a click on a tile selects the channel it shows", async () => {
     const { model, byRole } = mount();
-    frame(model, PNG_BYTES, "png", { step: 1, steps: 1, state: "done" });
+    await runFrame(model, PNG_BYTES, "png", { step: 1, steps: 1, state: "done" });
     const grid = byRole("grid");
     grid.getBoundingClientRect = () => ({ left: 0, top: 0, width: 172, height: 172 });
     grid.dispatchEvent(
@@ -243,29 +284,30 @@ describe("feature visualization view", () => {
     assert.deepEqual(model.sets(), [["channel", 12]]);
   });
 
-  test("text from Python stays text", () => {
+  test("text from Python stays text", async () => {
     const { model, byRole } = mount();
     model.emit("error", HOSTILE);
-    frame(model, PNG_BYTES, "png", { step: 1, steps: 2, state: HOSTILE });
+    await runFrame(model, PNG_BYTES, "png", { step: 1, steps: 2, state: HOSTILE });
     assert.equal(byRole("error").textContent, HOSTILE);
     assert.equal(byRole("fv-progress-text").textContent, `step 1 of 2 · ${HOSTILE}`);
     // The widget's own pictures: input, grid, detail and the top-images strip.
     assert.equal(byRole("root").querySelectorAll("img").length, 4);
   });
 
-  test("switching back to another view shows that view's picture again", () => {
+  test("switching back to another view shows that view's picture again", async () => {
     const { model, byRole } = mount();
-    frame(model, JPEG_BYTES, "jpeg", { step: 1, steps: 2, state: "running" });
+    await runFrame(model, JPEG_BYTES, "jpeg", { step: 1, steps: 2, state: "running" });
     model.emit("view", "activations");
+    await frame();
     const src = byRole("grid").getAttribute("src");
     assert.equal(urls.created.find((u) => u.url === src).blob.type, "image/png");
     assert.equal(byRole("predictions").hidden, false);
     assert.equal(byRole("root").querySelector('[data-part="featureviz"]').hidden, true);
   });
 
-  test("cleanup revokes the feature-viz picture's URL", () => {
+  test("cleanup revokes the feature-viz picture's URL", async () => {
     const { model, cleanup } = mount();
-    frame(model, PNG_BYTES, "png", { step: 1, steps: 1, state: "done" });
+    await runFrame(model, PNG_BYTES, "png", { step: 1, steps: 1, state: "done" });
     cleanup();
     assert.equal(new Set(urls.revoked).size, urls.created.length);
   });

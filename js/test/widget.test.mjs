@@ -4,7 +4,7 @@ import assert from "node:assert/strict";
 import { afterEach, beforeEach, describe, test } from "node:test";
 import { JSDOM } from "jsdom";
 
-import { FakeModel } from "../support/fake-model.mjs";
+import { FakeModel, choicesFor, nextFrame } from "../support/fake-model.mjs";
 
 import widget, {
   channelAt,
@@ -19,8 +19,6 @@ import widget, {
 const HOSTILE = "<img src=x onerror=alert(1)>";
 const PNG_BYTES = new Uint8Array([0x89, 0x50, 0x4e, 0x47, 0x0d, 0x0a, 0x1a, 0x0a]);
 
-/** A model that records calls; `emit` plays a change arriving from Python. */
-
 const LAYOUT = {
   count: 8,
   ncols: 3,
@@ -34,9 +32,14 @@ const LAYOUT = {
   offset: 0,
 };
 
+const ALL_VIEWS = ["filters", "activations", "featureviz", "table"];
+const OUTPUT_VIEWS = ["activations", "featureviz", "table"];
+
 function lenetState(overrides = {}) {
+  const views = overrides.views ?? ["filters", "activations", "table"];
   return {
-    views: ["filters", "activations", "table"],
+    views,
+    choices: choicesFor(views),
     view: "activations",
     layers: [
       {
@@ -46,6 +49,8 @@ function lenetState(overrides = {}) {
         shape: [8, 28, 28],
         kind: "conv2d",
         has_filters: true,
+        ran: true,
+        views: ALL_VIEWS,
       },
       {
         index: 1,
@@ -54,6 +59,8 @@ function lenetState(overrides = {}) {
         shape: [8, 28, 28],
         kind: "other",
         has_filters: false,
+        ran: true,
+        views: OUTPUT_VIEWS,
       },
       {
         index: 2,
@@ -62,8 +69,19 @@ function lenetState(overrides = {}) {
         shape: [16, 10, 10],
         kind: "conv2d",
         has_filters: true,
+        ran: true,
+        views: ALL_VIEWS,
       },
-      { index: 3, name: "fc2", type: "Linear", shape: [10], kind: "dense", has_filters: false },
+      {
+        index: 3,
+        name: "fc2",
+        type: "Linear",
+        shape: [10],
+        kind: "dense",
+        has_filters: false,
+        ran: true,
+        views: OUTPUT_VIEWS,
+      },
     ],
     layer: "conv1",
     channel: 0,
@@ -95,7 +113,7 @@ function lenetState(overrides = {}) {
     vector_mode: "auto",
     page: 0,
     page_size: 64,
-    image: new DataView(PNG_BYTES.buffer),
+    image_png: new DataView(PNG_BYTES.buffer),
     sample: "",
     samples: ["digit7", "chelsea"],
     grid: new DataView(PNG_BYTES.buffer),
@@ -117,7 +135,8 @@ let dom;
 let urls;
 
 beforeEach(() => {
-  dom = new JSDOM("<!doctype html><html><body></body></html>");
+  // pretendToBeVisual: requestAnimationFrame, which the widget repaints in.
+  dom = new JSDOM("<!doctype html><html><body></body></html>", { pretendToBeVisual: true });
   // jsdom only accepts its own AbortSignal in addEventListener.
   globalThis.AbortController = dom.window.AbortController;
   globalThis.FileReader = dom.window.FileReader;
@@ -149,6 +168,8 @@ async function until(predicate) {
     await new Promise((resolve) => setTimeout(resolve, 5));
   }
 }
+
+const frame = () => nextFrame(dom.window);
 
 function change(node, type = "change") {
   node.dispatchEvent(new dom.window.Event(type, { bubbles: true }));
@@ -295,20 +316,22 @@ describe("render", () => {
     assert.deepEqual(model.calls.at(-1), ["save_changes"]);
   });
 
-  test("the layer filter narrows the menu in the browser, without a round trip", () => {
+  test("the layer filter narrows the menu in the browser, without a round trip", async () => {
     const { model, byRole } = mount();
     const filter = byRole("layer-filter");
     filter.value = "conv2";
     change(filter, "input");
+    await frame();
     const names = [...byRole("layer").options].map((o) => o.value);
     assert.deepEqual(names, ["conv1", "conv2"]); // the current layer stays listed
     assert.equal(byRole("layer-count").textContent, "2 of 4");
     assert.deepEqual(model.sets(), []);
   });
 
-  test("the filters view lists only layers with filters", () => {
+  test("the filters view lists the layers Python says it accepts", async () => {
     const { model, byRole } = mount();
     model.emit("view", "filters");
+    await frame();
     assert.deepEqual(
       [...byRole("layer").options].map((o) => o.value),
       ["conv1", "conv2"],
@@ -416,7 +439,7 @@ describe("render", () => {
     assert.equal(el.querySelectorAll("img").length, 4);
   });
 
-  test("pictures are shown through object URLs and a replaced picture's URL is revoked", () => {
+  test("pictures are shown through object URLs and a replaced picture's URL is revoked", async () => {
     const { model, byRole } = mount();
     const grid = byRole("grid");
     const first = grid.getAttribute("src");
@@ -424,6 +447,7 @@ describe("render", () => {
     assert.equal(urls.created.find((u) => u.url === first).blob.type, "image/png");
     model.emit("grid_format", "jpeg");
     model.emit("grid", new DataView(new Uint8Array([1, 2, 3]).buffer));
+    await frame();
     const second = grid.getAttribute("src");
     assert.notEqual(second, first);
     assert.ok(urls.revoked.includes(first));
@@ -432,14 +456,15 @@ describe("render", () => {
     assert.ok(grid.classList.contains("cnnw-pixelated"));
   });
 
-  test("an empty picture hides its img", () => {
+  test("an empty picture hides its img", async () => {
     const { model, byRole } = mount();
     model.emit("detail", new DataView(new ArrayBuffer(0)));
+    await frame();
     assert.equal(byRole("detail").hidden, true);
     assert.equal(byRole("detail").hasAttribute("src"), false);
   });
 
-  test("cleanup aborts DOM listeners, unsubscribes from the model and revokes every URL", () => {
+  test("cleanup aborts DOM listeners, unsubscribes from the model and revokes every URL", async () => {
     const { model, byRole, el, cleanup } = mount();
     const subscribed = model.listenerCount();
     assert.ok(subscribed > 10);
@@ -447,7 +472,13 @@ describe("render", () => {
     const prev = byRole("page-prev");
     const grid = byRole("grid");
     placeGrid(grid, 0, 0, 1);
+    // A change whose frame is still pending when the view goes away is never painted.
+    const detail = byRole("detail");
+    const detailSrc = detail.getAttribute("src");
+    model.emit("detail", new DataView(new Uint8Array([9, 9]).buffer));
     cleanup();
+    await frame();
+    assert.equal(detail.getAttribute("src"), detailSrc);
     assert.equal(model.listenerCount(), 0);
     assert.equal(model.calls.filter((c) => c[0] === "off").length, subscribed);
     assert.equal(new Set(urls.revoked).size, urls.created.length);
@@ -473,11 +504,16 @@ describe("render", () => {
     assert.equal(model.listenerCount(), 0);
   });
 
-  test("view buttons switch the view; the layer table picks a layer and goes back to pictures", () => {
+  test("view buttons switch the view; the layer table picks a layer and goes back to pictures", async () => {
     const { model, el, byRole } = mount();
+    assert.deepEqual(
+      [...el.querySelectorAll('[data-role="view"]')].map((b) => b.textContent),
+      ["Filters", "Feature maps", "Layer table"],
+    );
     el.querySelector('[data-view="table"]').click();
     assert.deepEqual(model.sets(), [["view", "table"]]);
     model.emit("view", "table");
+    await frame();
     assert.equal(byRole("layer-table").closest("[data-part]").hidden, false);
     assert.equal(byRole("grid-wrap").closest("[data-part]").hidden, true);
     const row = [...el.querySelectorAll('[data-role="table-row"]')].find(
@@ -491,7 +527,7 @@ describe("render", () => {
     assert.deepEqual(model.calls.at(-1), ["save_changes"]);
   });
 
-  test("the pager steps pages and is disabled at the ends", () => {
+  test("the pager steps pages and is disabled at the ends", async () => {
     const { model, byRole } = mount(
       lenetState({
         page: 1,
@@ -507,6 +543,7 @@ describe("render", () => {
       ["page", 1],
     ]);
     model.emit("grid_meta", { text: "8 of 200 shown", page: 3, pages: 4 });
+    await frame();
     assert.equal(byRole("page-next").disabled, true);
     assert.equal(byRole("page-prev").disabled, false);
   });
@@ -546,11 +583,12 @@ describe("render", () => {
     }
   });
 
-  test("zoom is browser-only: it resizes the picture and sends nothing", () => {
+  test("zoom is browser-only: it resizes the picture and sends nothing", async () => {
     const { model, byRole } = mount();
     const zoom = byRole("zoom");
     zoom.value = "2";
     change(zoom);
+    await frame();
     assert.equal(byRole("grid").style.width, "172px");
     assert.deepEqual(model.sets(), []);
   });
@@ -595,15 +633,17 @@ describe("render", () => {
     assert.deepEqual(model.sets(), []);
   });
 
-  test("status and error follow the model; busy shows the spinner", () => {
+  test("status and error follow the model; busy shows the spinner", async () => {
     const { model, byRole, el } = mount();
     assert.equal(byRole("error").hidden, true);
     model.emit("busy", true);
     model.emit("status", "busy: computing the feature maps of 'conv2'");
+    await frame();
     assert.equal(byRole("status").textContent, "busy: computing the feature maps of 'conv2'");
     assert.equal(el.querySelector(".cnnw-spinner").hidden, false);
     assert.equal(el.querySelector(".cnnw-root").getAttribute("aria-busy"), "true");
     model.emit("error", "Explorer: no layer named 'x'");
+    await frame();
     assert.equal(byRole("error").hidden, false);
     assert.equal(byRole("error").textContent, "Explorer: no layer named 'x'");
   });
@@ -618,6 +658,7 @@ describe("render", () => {
     const { byRole } = mount(
       lenetState({
         layer: "fc2",
+        channel: 7,
         grid_layout: {},
         predictions: [{ index: 7, label: "7", value: 0.998 }],
         detail: new DataView(new ArrayBuffer(0)),
