@@ -1026,7 +1026,7 @@ function render({ model, el, signal }) {
   }
 
   function paintInputImage() {
-    showBytes(inputImage, "image", "png");
+    showBytes(inputImage, "image_png", "png");
   }
 
   function paintPredictions() {
@@ -1527,7 +1527,7 @@ function render({ model, el, signal }) {
   });
   subscribe("change:detail", paintDetail);
   subscribe("change:detail_stats", paintDetail);
-  subscribe("change:image", paintInputImage);
+  subscribe("change:image_png", paintInputImage);
   subscribe("change:predictions", paintPredictions);
   subscribe("change:channel", () => {
     paintChannel();
