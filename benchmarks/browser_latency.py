@@ -96,7 +96,7 @@ KernelWebsocketHandler.open = _open_nodelay
 KERNEL_PROBES = """
 import json as _bench_json
 import time as _bench_time
-import cnn_widgets.widgets.viewer as _bench_viewer
+import cnn_widgets.widgets.picture as _bench_viewer
 
 _bench = {"in": [], "out": [], "render": [], "grid": [], "detail": []}
 _bench_render = _bench_viewer.render

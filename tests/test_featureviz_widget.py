@@ -23,7 +23,7 @@ import cnn_widgets.featureviz as featureviz
 import cnn_widgets.zoo as zoo
 from cnn_widgets.backends import Adapter
 from cnn_widgets.widgets import Explorer, FeatureVisualizer
-from cnn_widgets.widgets import viewer as viewer_module
+from cnn_widgets.widgets import featureviz as featureviz_panel
 from cnn_widgets.widgets.fvframes import Throttle, fv_picture
 from tests.test_widgets import (  # noqa: F401  (fixtures are found by name)
     PNG_SIGNATURE,
@@ -86,7 +86,7 @@ def gated(monkeypatch: pytest.MonkeyPatch) -> GatedFeatureViz:
 @pytest.fixture
 def every_frame(monkeypatch: pytest.MonkeyPatch) -> None:
     """No throttling: every step's frame is sent (the throttle has its own test)."""
-    monkeypatch.setattr(viewer_module, "FRAME_INTERVAL", 0.0)
+    monkeypatch.setattr(featureviz_panel, "FRAME_INTERVAL", 0.0)
 
 
 def fv_frames(widget: Any) -> list[tuple[bytes, dict[str, Any]]]:
@@ -271,7 +271,7 @@ def test_a_finished_run_is_cached_so_coming_back_is_instant(
     widget.layer = "conv2"
     assert (widget.fv_image, widget.fv_meta) == (b"", {})
     widget.layer = "conv1"
-    assert not widget._runner.busy  # shown inline, no optimization started
+    assert widget.featureviz_lane.requested == 1  # shown inline, no optimization started
     assert gated.calls == 1
     assert widget.fv_meta["state"] == "cached"
     assert decode(widget.fv_image).shape == decode(first).shape

@@ -28,8 +28,8 @@ from cnn_widgets import adapt
 from cnn_widgets.backends import Adapter
 from cnn_widgets.widgets import ActivationViewer, Explorer, FilterViewer
 from cnn_widgets.widgets.frames import jsonable
+from cnn_widgets.widgets.picture import CACHE_SIZE
 from cnn_widgets.widgets.runner import Cancelled, Runner
-from cnn_widgets.widgets.viewer import CACHE_SIZE
 
 PNG_SIGNATURE = b"\x89PNG\r\n\x1a\n"
 
@@ -218,7 +218,8 @@ def test_default_image_is_a_bundled_sample_that_suits_the_model(
     make: Callable, lenet_torch: Adapter
 ) -> None:
     viewer = make(ActivationViewer, lenet_torch)
-    assert png_size(viewer.image) == (28, 28)
+    assert png_size(viewer.image_png) == (28, 28)
+    assert viewer.image.shape == (28, 28, 1)
     assert viewer.grid_meta["text"] == "8 of 8 shown"
 
 
@@ -234,6 +235,8 @@ def test_layers_and_table_describe_every_layer(make: Callable, lenet_torch: Adap
         "shape": [8, 28, 28],
         "kind": "conv2d",
         "has_filters": True,
+        "ran": True,
+        "views": ["filters", "activations", "featureviz", "table"],
     }
     row = viewer.table[0]
     assert row["shape_text"] == "(8, 28, 28)"
@@ -255,13 +258,13 @@ def test_image_goes_to_the_browser_as_png_bytes_in_a_binary_buffer(
     viewer = make(ActivationViewer, lenet_torch, digit(2))
     viewer.comm.clear()
     viewer.image = digit(5)
-    with_image = [u for u in viewer.comm.updates() if ["image"] in u["buffer_paths"]]
+    with_image = [u for u in viewer.comm.updates() if ["image_png"] in u["buffer_paths"]]
     assert len(with_image) == 1
     update = with_image[0]
-    assert "image" not in update["state"]  # not inlined as text (no base64 in JSON)
-    buffer = update["buffers"][update["buffer_paths"].index(["image"])]
+    assert "image_png" not in update["state"]  # not inlined as text (no base64 in JSON)
+    buffer = update["buffers"][update["buffer_paths"].index(["image_png"])]
     assert buffer.startswith(PNG_SIGNATURE)
-    assert buffer == viewer.image
+    assert buffer == viewer.image_png
     assert png_size(buffer) == (28, 28)
 
 
@@ -387,9 +390,9 @@ def test_bad_image_lands_in_error_and_the_previous_image_is_kept(
     make: Callable, lenet_torch: Adapter, bad: Any, message: str
 ) -> None:
     viewer = make(ActivationViewer, lenet_torch, digit(8))
-    image, grid = viewer.image, viewer.grid
+    image, png, grid = viewer.image, viewer.image_png, viewer.grid
     viewer.image = bad
-    assert viewer.image is image
+    assert np.array_equal(viewer.image, image) and viewer.image_png is png
     assert viewer.grid == grid
     assert viewer.error.startswith("ActivationViewer: ")
     assert message in viewer.error
@@ -414,7 +417,7 @@ def test_image_accepts_arrays_pil_images_paths_and_file_bytes(
     viewer.image = value
     viewer.wait()
     assert viewer.error == ""
-    with Image.open(io.BytesIO(viewer.image)) as shown:
+    with Image.open(io.BytesIO(viewer.image_png)) as shown:
         assert np.array_equal(np.asarray(shown), new)
 
 
@@ -429,7 +432,7 @@ def test_uploaded_file_replaces_the_image_and_the_upload_is_cleared(
     viewer.wait()
     assert viewer.error == ""
     assert viewer.upload == b""
-    with Image.open(io.BytesIO(viewer.image)) as shown:
+    with Image.open(io.BytesIO(viewer.image_png)) as shown:
         assert np.array_equal(np.asarray(shown), digit(9))
     assert sent(viewer)["upload"] == b""
 
@@ -438,9 +441,9 @@ def test_bad_upload_names_the_file_and_keeps_the_previous_image(
     make: Callable, lenet_torch: Adapter
 ) -> None:
     viewer = make(ActivationViewer, lenet_torch, digit(0))
-    image = viewer.image
+    png = viewer.image_png
     from_browser(viewer, upload_name="notes.txt", upload=b"hello")
-    assert viewer.image is image
+    assert viewer.image_png is png
     assert viewer.error.startswith("ActivationViewer: cannot use the uploaded file 'notes.txt'")
     assert viewer.upload == b""
 
@@ -502,14 +505,18 @@ def test_activations_are_cached_per_image_and_layer_in_a_bounded_lru(
     assert counting.calls == len(spatial)
     viewer.image = digit(4)  # another image: new keys
     viewer.wait()
-    for name in ["fc1", "relu3", "fc2", "flatten", *spatial]:
+    second = ["fc1", "relu3", "fc2", "flatten", *spatial]
+    assert len(second) > CACHE_SIZE
+    for name in second:
         viewer.layer = name
         viewer.wait()
-    assert len(viewer._cache) == CACHE_SIZE
     before = counting.calls
-    viewer.layer = "conv1"  # evicted by now for the first image, still cached for this one
+    viewer.layer = "conv1"  # cached for this image: among the last CACHE_SIZE
     viewer.wait()
     assert counting.calls == before
+    viewer.image = digit(3)  # back to the first image: its maps were evicted, one pass
+    viewer.wait()
+    assert counting.calls == before + 1
 
 
 def test_layer_change_runs_on_the_worker_with_busy_status(
@@ -547,7 +554,7 @@ def test_latest_request_wins(
     assert counting.layers[1:] == [["conv2"], ["relu2"]]  # pool1 never ran
     assert published == ["relu2"]  # conv2 finished but was superseded: never shown
     assert viewer.layer == viewer.grid_meta["layer"] == "relu2"
-    assert viewer._runner.superseded == 1
+    assert viewer.picture_lane.superseded == 1
 
 
 def test_paging_shows_page_size_channels_and_follows_the_channel(make: Callable) -> None:
@@ -619,7 +626,7 @@ def test_sample_loads_a_bundled_image(make: Callable, lenet_torch: Adapter) -> N
     viewer.sample = "digit3"
     viewer.wait()
     assert viewer.sample == "digit3"
-    with Image.open(io.BytesIO(viewer.image)) as shown:
+    with Image.open(io.BytesIO(viewer.image_png)) as shown:
         assert np.array_equal(np.asarray(shown), digit(3))
     viewer.sample = "digit33"
     assert viewer.sample == "digit3"
@@ -651,17 +658,27 @@ def test_filter_viewer_input_channel_choices(make: Callable, lenet_torch: Adapte
 # --------------------------------------------------------------------------- outputs
 
 
-def test_save_png_writes_the_current_view(make: Callable, lenet: Adapter, tmp_path: Any) -> None:
+def test_save_png_writes_the_current_view_enlarged_with_sharp_pixels(
+    make: Callable, lenet: Adapter, tmp_path: Any
+) -> None:
     viewer = make(Explorer, lenet, digit(7))
     viewer.layer = "conv2"
+    viewer.wait()
+    natural = (viewer.grid_layout["width"], viewer.grid_layout["height"])
+    assert natural == (4 * 10 + 3, 4 * 10 + 3)  # 16 tiles of 10x10
     target = viewer.save_png(tmp_path / "view.png")
     assert target.read_bytes().startswith(PNG_SIGNATURE)
     with Image.open(target) as saved:
-        assert saved.size == (viewer.grid_layout["width"], viewer.grid_layout["height"])
-        assert saved.size == (4 * 10 + 3, 4 * 10 + 3)  # 16 tiles of 10x10
+        factor = saved.size[0] // natural[0]
+        assert saved.size == (natural[0] * factor, natural[1] * factor)
+        assert max(saved.size) >= 512  # readable in an image viewer
+        block = np.asarray(saved.convert("RGB"))[:factor, :factor]
+        assert (block == block[0, 0]).all()  # each pixel a uniform square: nearest neighbour
+    with Image.open(viewer.save_png(tmp_path / "natural.png", scale=1)) as saved:
+        assert saved.size == natural
 
 
-def test_repr_mimebundle_carries_a_png_of_the_current_view(
+def test_repr_mimebundle_carries_a_readable_png_of_the_current_view(
     make: Callable, lenet_torch: Adapter
 ) -> None:
     viewer = make(Explorer, lenet_torch, digit(7))
@@ -669,7 +686,8 @@ def test_repr_mimebundle_carries_a_png_of_the_current_view(
     assert "application/vnd.jupyter.widget-view+json" in data
     png = base64.b64decode(data["image/png"])
     assert png.startswith(PNG_SIGNATURE)
-    assert png_size(png) == (86, 86)
+    width, height = png_size(png)
+    assert width == height and width % 86 == 0 and width >= 512  # 3x3 tiles of 28, enlarged
     assert data["text/plain"] == repr(viewer)
     viewer.colormap = "gray"
     assert base64.b64decode(viewer._repr_mimebundle_()[0]["image/png"]) != png
@@ -692,7 +710,7 @@ def test_model_is_unchanged_after_use(make: Callable, lenet: Adapter) -> None:
 def test_close_stops_the_worker_thread(make: Callable, lenet_torch: Adapter) -> None:
     viewer = make(Explorer, lenet_torch, digit(1))
     viewer.layer = "conv2"
-    thread = viewer._runner._thread
+    thread = viewer.picture_lane.thread
     viewer.close()
     assert thread is not None and not thread.is_alive()
 

@@ -304,12 +304,12 @@ def test_top_images_follow_the_selection_and_are_cached_per_layer_and_channel(
     viewer.layer = "conv1"
     viewer.wait()
     assert (viewer.top_meta["layer"], viewer.top_meta["channel"]) == ("conv1", 4)
-    calls = viewer._top_calls
+    calls = viewer.top_images_lane.started
     viewer.layer = "conv2"
     viewer.channel = 3
     viewer.wait()
     assert viewer.top_strip == first
-    assert viewer._top_calls == calls  # both from the cache
+    assert viewer.top_images_lane.started == calls  # both from the cache
     viewer.view = "featureviz"  # beside the feature visualization too
     viewer.channel = 5
     viewer.wait()
@@ -320,10 +320,10 @@ def test_without_images_nothing_is_ranked(make: Callable, lenet_torch: Adapter) 
     viewer = make(Explorer, lenet_torch, digit(3), layer="conv2")
     viewer.channel = 4
     viewer.wait()
-    assert viewer._top_calls == 0
+    assert viewer.top_images_lane.started == 0
     viewer.images = DIGITS[:3]
     viewer.wait()
-    assert viewer._top_calls == 1
+    assert viewer.top_images_lane.started == 1
     viewer.images = None
     assert (viewer.top_strip, viewer.top_meta) == (b"", {})
 

@@ -153,6 +153,12 @@ class Adapter(ABC):
         self._layers: list[LayerInfo] | None = None
         self._lock = _MODEL_LOCK
 
+    @property
+    def lock(self) -> threading.RLock:
+        """The lock every use of the model holds (one for all adapters): work that spans many
+        adapter calls (a feature visualization, a health check) holds it for its whole run."""
+        return self._lock
+
     # -- what a backend implements -------------------------------------------------------
     @abstractmethod
     def _discover_layers(self) -> list[LayerInfo]:

@@ -24,6 +24,7 @@ import numbers
 from collections.abc import Iterable
 from dataclasses import dataclass
 
+from .. import choices
 from ..backends.base import LayerInfo, LayerKey
 
 __all__ = [
@@ -37,7 +38,7 @@ __all__ = [
     "neuron",
 ]
 
-OBJECTIVES = ("channel", "neuron", "layer", "class")
+OBJECTIVES = choices.values(choices.FV_OBJECTIVES)
 """The objective names :func:`cnn_widgets.feature_viz` accepts as strings."""
 
 # "deepdream" is Lucent's name for the layer objective; accept it as a synonym.

@@ -20,16 +20,19 @@ from typing import Any
 
 import numpy as np
 
+from .. import choices
 from . import param, transforms
 from .spec import LucidParams, NaiveParams, RecipeParams
 
 __all__ = ["RECIPES", "draw_image", "make_params"]
 
-RECIPES: dict[str, type[LucidParams] | type[NaiveParams]] = {
+_SETTINGS: dict[str, type[LucidParams] | type[NaiveParams]] = {
     "lucid": LucidParams,
     "naive": NaiveParams,
 }
-"""Recipe name -> its settings class; each field is a keyword argument of ``feature_viz``."""
+RECIPES = {name: _SETTINGS[name] for name in choices.values(choices.FV_RECIPES)}
+"""Recipe name -> its settings class (in the order of :data:`cnn_widgets.choices.FV_RECIPES`);
+each field is a keyword argument of ``feature_viz``."""
 
 
 def make_params(recipe: str, overrides: dict[str, Any]) -> RecipeParams:

@@ -1,10 +1,11 @@
-"""Jupyter widgets (anywidget) on top of the plain-function API.
+"""Jupyter widgets (anywidget) on top of the plain-function API, built from panels.
 
 :class:`FilterViewer` shows a layer's learned filters, :class:`ActivationViewer` what layers
-output for an image, and :class:`Explorer` both plus the layer table in one widget.
-:class:`FeatureVisualizer` runs feature visualization live (also a view of :class:`Explorer`).
+output for an image, :class:`FeatureVisualizer` runs feature visualization live, and
+:class:`Explorer` has them all plus the layer table. See ``docs/architecture.md`` for how the
+panels fit together and how to add a view.
 """
 
-from .viewer import ActivationViewer, Explorer, FeatureVisualizer, FilterViewer
+from .explorer import ActivationViewer, Explorer, FeatureVisualizer, FilterViewer
 
 __all__ = ["ActivationViewer", "Explorer", "FeatureVisualizer", "FilterViewer"]

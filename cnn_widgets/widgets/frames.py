@@ -19,6 +19,7 @@ import numpy as np
 
 from ..analysis.responses import FilterResponses
 from ..api import to_probabilities
+from ..choices import KERNEL_MODE
 from ..render import views
 from ..render.encode import encode_png
 from ..render.views import Rendered
@@ -36,9 +37,6 @@ __all__ = [
 ]
 
 
-KERNEL_MODE = "kernel x image"
-"""The ``activation_mode`` that shows one filter's kernel slices applied to the layer's input,
-input channel by input channel (:func:`cnn_widgets.filter_responses`), and their sum."""
 
 
 @dataclass(frozen=True)
@@ -102,6 +100,8 @@ class Frame:
     detail_wire: tuple[str, bytes]
     detail_stats: dict[str, Any]
     predictions: list[dict[str, Any]] = field(default_factory=list)
+    #: The grid as a PNG file (for save_png and the static fallback), encoded when first asked.
+    file_png: bytes | None = None
 
 
 def render(

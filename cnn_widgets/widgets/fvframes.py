@@ -20,9 +20,6 @@ from ..render.encode import WIRE_COMPRESS_LEVEL, encode_jpeg, encode_png
 from ..render.tile import tile, tile_layout
 
 __all__ = [
-    "FRAME_INTERVAL",
-    "FV_OBJECTIVES",
-    "FV_RECIPES",
     "FvRequest",
     "Throttle",
     "effective_steps",
@@ -30,10 +27,6 @@ __all__ = [
     "fv_single_png",
 ]
 
-FV_OBJECTIVES = ("channel", "neuron", "layer", "class")
-FV_RECIPES = ("lucid", "naive")
-FRAME_INTERVAL = 0.1
-"""Seconds between streamed frames (at most ~10 per second; the final frame always goes)."""
 _GAP_GRAY = 128  # JPEG has no alpha: a mid gray gap reads in light and dark themes alike
 
 

@@ -99,6 +99,11 @@ class Runner:
         with self._cond:
             return self._pending is not None
 
+    @property
+    def thread(self) -> threading.Thread | None:
+        """The worker thread once started (None before the first job)."""
+        return self._thread
+
     def in_worker(self) -> bool:
         """True when called from the runner's own thread."""
         return threading.current_thread() is self._thread

@@ -67,7 +67,8 @@ def _e2e_published():
     explorer.wait()
     meta = explorer.grid_meta
     return json.dumps({{
-        "grid": len(explorer.grid), "detail": len(explorer.detail), "image": len(explorer.image),
+        "grid": len(explorer.grid), "detail": len(explorer.detail),
+        "image": len(explorer.image_png),
         "width": meta.get("width", 0), "height": meta.get("height", 0),
     }})
 '''
@@ -417,7 +418,7 @@ class TestQuickstartExplorer:
         expect(role(page, "error")).to_be_hidden()
 
     def test_uploading_a_text_file_shows_an_error_and_keeps_the_image(self, page: Page) -> None:
-        image_digest = "import hashlib; hashlib.sha1(explorer.image).hexdigest()"
+        image_digest = "import hashlib; hashlib.sha1(explorer.image_png).hexdigest()"
         digest = kernel_eval(page, image_digest)
         before = shown(page)
         assert before is not None
