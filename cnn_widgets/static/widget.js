@@ -749,6 +749,8 @@ function createContext(model, el) {
   const urls = new Set();
   /** Object URL and bytes of each picture shown. @type {Map<HTMLImageElement, {data: unknown, format: string, url: string}>} */
   const shown = new Map();
+  /** @type {Array<() => void>} */
+  const finalizers = [];
 
   /**
    * @template {keyof HTMLElementTagNameMap} K
@@ -838,9 +840,17 @@ function createContext(model, el) {
     },
     /** Object URLs of downloads, revoked by cleanup. */
     urls,
+    /**
+     * Run `finalize` at cleanup (e.g. to free a decoded bitmap).
+     * @param {() => void} finalize
+     */
+    onClose(finalize) {
+      finalizers.push(finalize);
+    },
     close() {
       ctx.local.closed = true;
       controller.abort();
+      for (const finalize of finalizers.splice(0)) finalize();
       for (const { url } of shown.values()) if (url) URL.revokeObjectURL(url);
       shown.clear();
       for (const timer of timers) clearTimeout(timer);
@@ -1554,7 +1564,7 @@ function gridPointer(ctx, { grid, wrap, tooltip }) {
  * The big picture: grid (or single picture), selection highlight, health marks, hover label,
  * and the predictions of an output layer.
  * @param {Context} ctx
- * @returns {Panel & {grid: HTMLImageElement}}
+ * @returns {Panel & {tiles: () => Tiles | null}}
  */
 function picturePanel(ctx) {
   const { model, make } = ctx;
@@ -1586,11 +1596,10 @@ function picturePanel(ctx) {
   );
   const predictions = make("ol", { className: "cnnw-predictions", role: "predictions" });
   gridPointer(ctx, { grid, wrap, tooltip });
-  // The detail of a channel can be cut from the grid only once the grid is decoded.
-  grid.addEventListener("load", () => ctx.touch(LOCAL.gridLoaded), ctx.listen);
+  const tiles = decodedTiles(ctx, grid);
   return {
     el: make("div", { className: "cnnw-grid-column" }, [wrap, predictions]),
-    grid,
+    tiles,
     traits: [...PICTURE_TRAITS, "channel", "layer", "health_flags", LOCAL.zoom],
     paint() {
       const source = pictureSource(model);
@@ -1630,24 +1639,71 @@ function picturePanel(ctx) {
 }
 
 /**
- * Draw the tile of `channel` from the grid picture on screen into `canvas`; false when that
- * tile is not on screen (another page, a picture without tiles, the grid still loading).
- * @param {HTMLCanvasElement} canvas
+ * The grid picture on screen, decoded, to cut tiles from.
+ * @typedef {{image: CanvasImageSource, width: number, height: number}} Tiles
+ */
+
+/**
+ * The grid picture as something to cut tiles from, once it is decoded: an ImageBitmap where
+ * the browser makes one (drawing from it needs no decode and no style recalculation in the
+ * frame that shows the tile), else the img itself.
+ * @param {Context} ctx
  * @param {HTMLImageElement} grid
+ * @returns {() => Tiles | null}
+ */
+function decodedTiles(ctx, grid) {
+  /** @type {{src: string, bitmap: ImageBitmap} | null} */
+  let decoded = null;
+  const release = () => {
+    decoded?.bitmap.close();
+    decoded = null;
+  };
+  grid.addEventListener(
+    "load",
+    () => {
+      ctx.touch(LOCAL.gridLoaded); // the detail can be cut from the grid now
+      const src = grid.getAttribute("src") ?? "";
+      ctx.win?.createImageBitmap?.(grid).then(
+        (bitmap) => {
+          if (ctx.local.closed || grid.getAttribute("src") !== src) return bitmap.close();
+          release();
+          decoded = { src, bitmap };
+        },
+        () => {}, // the img itself serves
+      );
+    },
+    ctx.listen,
+  );
+  ctx.onClose(release);
+  return () => {
+    if (grid.hidden || !grid.complete || !grid.naturalWidth) return null;
+    const { naturalWidth: width, naturalHeight: height } = grid;
+    if (decoded && decoded.src === grid.getAttribute("src"))
+      return { image: decoded.bitmap, width, height };
+    return { image: grid, width, height };
+  };
+}
+
+/**
+ * Draw the tile of `channel` from the decoded grid into `canvas`; false when that tile is not
+ * on screen (another page, a picture without tiles, the grid still loading).
+ * @param {HTMLCanvasElement} canvas
+ * @param {Tiles | null} tiles
  * @param {TileLayout | null} layout
  * @param {number} channel
  */
-function drawTile(canvas, grid, layout, channel) {
+function drawTile(canvas, tiles, layout, channel) {
   const rect = tileRect(layout, channel);
-  if (!rect || !layout || grid.hidden || !grid.complete) return false;
+  if (!rect || !layout || !tiles) return false;
   // The layout must describe the picture decoded in the img, not one still on its way.
-  if (grid.naturalWidth !== layout.width || grid.naturalHeight !== layout.height) return false;
+  if (tiles.width !== layout.width || tiles.height !== layout.height) return false;
   const context = canvas.getContext("2d");
   if (!context) return false;
   canvas.width = rect.width;
   canvas.height = rect.height;
   context.imageSmoothingEnabled = false;
-  context.drawImage(grid, rect.x, rect.y, rect.width, rect.height, 0, 0, rect.width, rect.height);
+  const { x, y, width, height } = rect;
+  context.drawImage(tiles.image, x, y, width, height, 0, 0, width, height);
   canvas.setAttribute("data-channel", String(channel));
   return true;
 }
@@ -1657,10 +1713,10 @@ function drawTile(canvas, grid, layout, channel) {
  * on screen shows that tile at once (state "provisional"); the kernel's exact picture replaces
  * it when it arrives ("exact"). Off-screen channels keep the old picture, dimmed ("stale").
  * @param {Context} ctx
- * @param {HTMLImageElement} grid  the big picture, decoded: the tiles to cut from
+ * @param {() => Tiles | null} tiles  the big picture, decoded, to cut tiles from
  * @returns {Panel}
  */
-function detailPanel(ctx, grid) {
+function detailPanel(ctx, tiles) {
   const { model, make } = ctx;
   const detail = make("img", {
     className: "cnnw-detail cnnw-pixelated",
@@ -1694,7 +1750,7 @@ function detailPanel(ctx, grid) {
       sizePicture(detail, ...source.detailSize, DETAIL_TARGET, ctx.local.zoom);
       let state = "exact";
       if (exactFor !== channel)
-        state = drawTile(preview, grid, source.layout, channel) ? "provisional" : "stale";
+        state = drawTile(preview, tiles(), source.layout, channel) ? "provisional" : "stale";
       if (state === "provisional") {
         sizePicture(preview, preview.width, preview.height, DETAIL_TARGET, ctx.local.zoom);
       }
@@ -2005,7 +2061,7 @@ function render({ model, el, signal }) {
     channel: channelPanel(ctx),
     input: inputPicturePanel(ctx),
     picture,
-    detail: detailPanel(ctx, picture.grid),
+    detail: detailPanel(ctx, picture.tiles),
     top: topPanel(ctx),
     pager: pagerPanel(ctx),
     health: healthPanel(ctx),

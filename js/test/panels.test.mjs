@@ -430,6 +430,29 @@ describe("the detail of a channel on screen needs no round trip", () => {
     assert.equal(drawn.length, 0); // the first recorder saw nothing: drawn after the load only
   });
 
+  test("tiles are cut from a decoded bitmap of the grid when the browser makes one", async () => {
+    const closed = [];
+    const bitmap = { width: 86, height: 86, close: () => closed.push("bitmap") };
+    dom.window.createImageBitmap = async () => bitmap;
+    const { byRole, cleanup } = mount();
+    const { grid, drawn } = decodedGrid(byRole);
+    grid.dispatchEvent(new dom.window.Event("load"));
+    await frame();
+    const slider = byRole("channel-slider");
+    slider.value = "1";
+    change(slider, "input");
+    await frame();
+    assert.equal(drawn[0][0], bitmap);
+    // A new grid is not cut from the old bitmap: the img serves until its own is made.
+    grid.setAttribute("src", "blob:fake/new");
+    slider.value = "2";
+    change(slider, "input");
+    await frame();
+    assert.equal(drawn[1][0], grid);
+    cleanup();
+    assert.deepEqual(closed, ["bitmap"]);
+  });
+
   test("when Python names the detail's channel, an older answer keeps the preview", async () => {
     const { model, byRole } = mount();
     decodedGrid(byRole);
