@@ -1495,9 +1495,10 @@ function channelPanel(ctx) {
     paint() {
       const count = Math.max(1, Number(model.get("channel_count") ?? 1));
       const channel = String(model.get("channel") ?? 0);
+      // Only what differs is written: this runs in the frame after every slider move.
       for (const input of [slider, number]) {
-        input.max = String(count - 1);
-        input.value = channel;
+        if (input.max !== String(count - 1)) input.max = String(count - 1);
+        if (input.value !== channel) input.value = channel;
       }
       const view = model.get("view");
       label.textContent = vectorLayer(model) ? "Unit" : view === "filters" ? "Filter" : "Channel";
@@ -1699,8 +1700,10 @@ function drawTile(canvas, tiles, layout, channel) {
   if (tiles.width !== layout.width || tiles.height !== layout.height) return false;
   const context = canvas.getContext("2d");
   if (!context) return false;
-  canvas.width = rect.width;
-  canvas.height = rect.height;
+  if (canvas.width !== rect.width || canvas.height !== rect.height) {
+    canvas.width = rect.width; // also clears it
+    canvas.height = rect.height;
+  } else context.clearRect(0, 0, rect.width, rect.height);
   context.imageSmoothingEnabled = false;
   const { x, y, width, height } = rect;
   context.drawImage(tiles.image, x, y, width, height, 0, 0, width, height);

@@ -351,6 +351,7 @@ describe("the detail of a channel on screen needs no round trip", () => {
     const drawn = [];
     dom.window.HTMLCanvasElement.prototype.getContext = () => ({
       drawImage: (...args) => drawn.push(args),
+      clearRect: () => {},
     });
     return { grid, drawn };
   }
