@@ -21,14 +21,20 @@ frames the page received for the move.
 Scenarios (one move at a time; the next starts once the last picture is painted):
 
 * ``slider``: channel 1, 2, ... within one page of ``_blocks.1._relu0`` (96 channels of
-  112 x 112, activations cached): only the enlarged channel is redrawn;
+  112 x 112, activations cached): only the enlarged channel is redrawn; timed until the
+  kernel's exact picture of the channel is painted;
+* ``slider_preview``: the same moves, timed until the widget has painted the channel's detail
+  cut from its tile of the grid on screen (no kernel round trip; the kernel's exact picture
+  follows, and its arrival is reported too). ``painted`` is when a task posted from the
+  frame that drew it runs, i.e. after that frame's style, layout and paint;
 * ``slider_page_flip``: the slider jumps between the two pages of that layer: the grid of 64
   tiles is redrawn too;
 * ``layer_warm``: the layer menu cycles through layers whose feature maps are cached;
 * ``layer_cold``: the layer menu goes to layers never shown before: a forward pass each;
 * ``drag``: 60 slider moves at 60 Hz without waiting (a drag): the lag of the last picture.
 
-Targets: slider p95 <= 100 ms; layer change p95 <= 500 ms (cold and warm).
+Targets: slider p95 <= 100 ms; slider preview p95 <= 20 ms; layer change p95 <= 500 ms
+(cold and warm).
 
 What the numbers showed: most of a slider move is not the widget's. Rendering and sending the
 new channel takes ~2 ms in the kernel; ~40 ms go to the Jupyter server holding the small
@@ -70,7 +76,12 @@ DEFAULT_OUT = Path(__file__).resolve().parent / "results" / "browser_latency.jso
 NOTEBOOK = "quickstart.ipynb"
 SLIDER_LAYER = "_blocks.1._relu0"  # 96 channels: two pages of 64
 #: p95 budgets; a page flip has none (reported for information).
-TARGETS_P95_MS = {"slider": 100.0, "layer_warm": 500.0, "layer_cold": 500.0}
+TARGETS_P95_MS = {
+    "slider": 100.0,
+    "slider_preview": 20.0,
+    "layer_warm": 500.0,
+    "layer_cold": 500.0,
+}
 MOVE_TIMEOUT_MS = 30_000
 
 # --server-nodelay: turn Nagle's algorithm off on the server's kernel websockets. Jupyter
@@ -246,11 +257,66 @@ PAGE_PROBES = """() => {
         };
     }
 
+    /**
+     * Resolve with {seen, painted} once `predicate()` holds after a change under `node`: seen
+     * when the change is observed (inside the frame that made it), painted when a task posted
+     * from there runs (after that frame's rendering work).
+     */
+    function whenShown(node, predicate, timeoutMs) {
+        return new Promise((resolve, reject) => {
+            const timer = setTimeout(() => {
+                observer.disconnect();
+                reject(new Error(`not shown in ${timeoutMs} ms`));
+            }, timeoutMs);
+            const observer = new MutationObserver(() => {
+                if (!predicate()) return;
+                const seen = now();
+                observer.disconnect();
+                clearTimeout(timer);
+                const channel = new MessageChannel();
+                channel.port1.onmessage = () => resolve({seen, painted: now()});
+                channel.port2.postMessage(null);
+            });
+            observer.observe(node, {
+                attributes: true, childList: true, characterData: true, subtree: true,
+            });
+        });
+    }
+
+    /**
+     * Move the slider to a channel whose tile is on screen; time until the widget painted that
+     * channel's detail (the preview cut from the grid, or the exact picture had it come first),
+     * then until the kernel's exact picture is shown (before the next move starts).
+     */
+    async function preview(value, timeoutMs) {
+        const input = part('channel-slider');
+        const figure = part('detail-figure');
+        const canvas = part('detail-preview');
+        const stats = part('detail-stats');
+        const exact = () => figure.getAttribute('data-state') === 'exact'
+            && stats.textContent.startsWith(`channel ${value} `);
+        const shows = () => exact() || (figure.getAttribute('data-state') === 'provisional'
+            && canvas.getAttribute('data-channel') === String(value));
+        const shown = whenShown(figure, shows, timeoutMs);
+        const t0 = now();
+        input.value = String(value);
+        input.dispatchEvent(new Event('input', {bubbles: true}));
+        input.dispatchEvent(new Event('change', {bubbles: true}));
+        const first = await shown;
+        const state = figure.getAttribute('data-state');
+        const last = exact() ? first : await whenShown(figure, exact, timeoutMs);
+        await decoded(part('detail'));
+        return {
+            t0, seen: first.seen, painted: first.painted, state, exact: last.painted,
+        };
+    }
+
     /** Dispatch `values` on the slider every `intervalMs`; time the last one's picture. */
     async function drag(values, intervalMs, timeoutMs) {
         const input = part('channel-slider');
         const img = part('detail');
         const stats = part('detail-stats');
+        const figure = part('detail-figure');
         let pictures = 0;
         const counter = new MutationObserver((records) => { pictures += records.length; });
         counter.observe(img, {attributes: true, attributeFilter: ['src']});
@@ -259,13 +325,17 @@ PAGE_PROBES = """() => {
         const settled = new Promise((resolve, reject) => {
             const timer = setTimeout(() => reject(new Error('the drag did not settle')), timeoutMs);
             const watcher = new MutationObserver(() => {
-                if (stats.textContent.includes(wanted)) {
+                // The kernel's picture, not the preview the widget cut from the grid.
+                if (stats.textContent.includes(wanted)
+                        && figure.getAttribute('data-state') === 'exact') {
                     watcher.disconnect();
                     clearTimeout(timer);
                     resolve();
                 }
             });
-            watcher.observe(stats, {childList: true, characterData: true, subtree: true});
+            watcher.observe(figure, {
+                attributes: true, childList: true, characterData: true, subtree: true,
+            });
         });
         let last = now();
         for (const value of values) {
@@ -281,7 +351,7 @@ PAGE_PROBES = """() => {
         return {lag: end - last, pictures, moves: values.length};
     }
 
-    window.__cnnwBench = {move, drag};
+    window.__cnnwBench = {move, preview, drag};
 }"""
 
 
@@ -344,6 +414,60 @@ def run_moves(
         move["total_ms"] = move["painted"] - move["t0"]
         move["trait_bytes"] = {"grid": kernel["grid"][i], "detail": kernel["detail"][i]}
     return moves
+
+
+def run_previews(page: Page, values: list[int]) -> list[dict[str, Any]]:
+    """Slider moves to channels on screen, timed to the preview painted (see ``preview``)."""
+    kernel_eval(page, "_bench_take()")
+    moves = []
+    for value in values:
+        result = page.evaluate(
+            "([v, t]) => window.__cnnwBench.preview(v, t)", [value, MOVE_TIMEOUT_MS]
+        )
+        result["value"] = value
+        moves.append(result)
+    kernel = json.loads(kernel_eval(page, "print(_bench_take())"))
+    if len(kernel["in"]) != len(moves):
+        raise RuntimeError(f"{len(moves)} moves sent {len(kernel['in'])} messages to the kernel")
+    return moves
+
+
+def summarize_previews(moves: list[dict[str, Any]]) -> dict[str, Any]:
+    """p50 / p95 from the move to the preview painted, and to the kernel's exact picture."""
+    painted = [m["painted"] - m["t0"] for m in moves]
+    seen = [m["seen"] - m["t0"] for m in moves]
+    exact = [m["exact"] - m["t0"] for m in moves]
+    target = TARGETS_P95_MS["slider_preview"]
+    p95 = percentile(painted, 95)
+    return {
+        "scenario": "slider_preview",
+        "watched_picture": "detail-preview",
+        "moves": len(moves),
+        "p50_ms": percentile(painted, 50),
+        "p95_ms": p95,
+        "max_ms": max(painted),
+        "mean_ms": statistics.fmean(painted),
+        "target_p95_ms": target,
+        "meets_target": p95 <= target,
+        "first_state_counts": {
+            state: sum(m["state"] == state for m in moves)
+            for state in sorted({m["state"] for m in moves})
+        },
+        "drawn_in_frame_p50_ms": percentile(seen, 50),
+        "drawn_in_frame_p95_ms": percentile(seen, 95),
+        "exact_p50_ms": percentile(exact, 50),
+        "exact_p95_ms": percentile(exact, 95),
+        "per_move": [
+            {
+                "value": m["value"],
+                "state": m["state"],
+                "painted_ms": round(p, 2),
+                "drawn_in_frame_ms": round(s, 2),
+                "exact_ms": round(e, 2),
+            }
+            for m, p, s, e in zip(moves, painted, seen, exact, strict=True)
+        ],
+    }
 
 
 def percentile(values: list[float], q: float) -> float:
@@ -434,6 +558,10 @@ def benchmark(
     results["slider"] = summarize(
         "slider", run_moves(page, recorder, "channel-slider", values, "detail"), "detail"
     )
+
+    # -- the same moves, timed to the preview cut from the grid on screen -----------------
+    set_layer(page, SLIDER_LAYER)
+    results["slider_preview"] = summarize_previews(run_previews(page, values))
 
     # -- slider across pages: the grid is redrawn as well ----------------------------------
     flips = [70 + i % 20 if i % 2 == 0 else 5 + i % 20 for i in range(20)]
@@ -527,6 +655,16 @@ def print_report(results: dict[str, Any]) -> None:
         medians = results["scenarios"][name]["stage_medians_ms"]
         cells = (f"{medians[s]:9.1f}" if medians[s] is not None else f"{'-':>9s}" for s in stages)
         print(f"{name:18s} " + " ".join(cells))
+    preview = results["scenarios"]["slider_preview"]
+    print(
+        f"\nslider_preview (n={preview['moves']}): move -> detail painted from the tile on "
+        f"screen p50 {preview['p50_ms']:.1f} ms, p95 {preview['p95_ms']:.1f} ms "
+        f"(target {preview['target_p95_ms']:.0f}: "
+        f"{'OK' if preview['meets_target'] else 'MISS'}); drawn in the frame p50 "
+        f"{preview['drawn_in_frame_p50_ms']:.1f} / p95 {preview['drawn_in_frame_p95_ms']:.1f} ms; "
+        f"the kernel's exact picture p50 {preview['exact_p50_ms']:.1f} / p95 "
+        f"{preview['exact_p95_ms']:.1f} ms; first state {preview['first_state_counts']}"
+    )
     drag = results["scenarios"]["drag"]
     print(
         f"\ndrag ({drag['moves_per_drag']} moves at 60 Hz, {drag['drags']}x): lag of the last "
