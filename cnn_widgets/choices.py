@@ -21,6 +21,7 @@ __all__ = [
     "INPUT_CHANNEL_WORDS",
     "KERNEL_MODE",
     "LIMITS",
+    "LISTS",
     "NORMALIZATIONS",
     "VECTOR_MODES",
     "VIEWS",
@@ -44,9 +45,7 @@ NORMALIZATIONS: Choices = (
 zero in the middle (signed weights), or the Keras ``deprocess_image`` recipe."""
 
 COLORMAPS: Choices = (
-    ("gray", "gray"),
-    ("viridis", "viridis"),
-    ("diverging", "diverging (blue–white–red)"),
+    ("gray", "gray"), ("viridis", "viridis"), ("diverging", "diverging (blue–white–red)")
 )
 
 KERNEL_MODE = "kernel x image"
@@ -61,17 +60,11 @@ ACTIVATION_MODES: Choices = (
 )
 
 VECTOR_MODES: Choices = (
-    ("auto", "auto"),
-    ("dense", "values + histogram"),
-    ("probabilities", "top-k probabilities"),
+    ("auto", "auto"), ("dense", "values + histogram"), ("probabilities", "top-k probabilities")
 )
 """How a layer that outputs a vector is drawn (``auto``: probabilities for the output)."""
 
-INPUT_CHANNEL_WORDS: Choices = (
-    ("auto", "auto"),
-    ("rgb", "RGB"),
-    ("mean", "mean"),
-)
+INPUT_CHANNEL_WORDS: Choices = (("auto", "auto"), ("rgb", "RGB"), ("mean", "mean"))
 """Which input channel of each kernel the filters view draws; an index is valid too."""
 
 FV_OBJECTIVES: Choices = (
@@ -81,10 +74,7 @@ FV_OBJECTIVES: Choices = (
     ("class", "class logit"),
 )
 
-FV_RECIPES: Choices = (
-    ("lucid", "lucid (interpretable)"),
-    ("naive", "naive (pixel ascent)"),
-)
+FV_RECIPES: Choices = (("lucid", "lucid (interpretable)"), ("naive", "naive (pixel ascent)"))
 
 VIEWS: Choices = (
     ("filters", "Filters"),
@@ -94,13 +84,7 @@ VIEWS: Choices = (
 )
 """The widget views, in the order of the view switch."""
 
-ZOOMS: Choices = (
-    ("fit", "fit"),
-    ("1", "1×"),
-    ("2", "2×"),
-    ("4", "4×"),
-    ("8", "8×"),
-)
+ZOOMS: Choices = (("fit", "fit"), ("1", "1×"), ("2", "2×"), ("4", "4×"), ("8", "8×"))
 """Display enlargement of the pictures in the browser (a browser-only setting)."""
 
 LIMITS: dict[str, tuple[int, int]] = {
@@ -112,7 +96,7 @@ LIMITS: dict[str, tuple[int, int]] = {
 }
 """Inclusive ranges of the numeric settings (``fv_size`` 0 means automatic)."""
 
-_LISTS: dict[str, Choices] = {
+LISTS: dict[str, Choices] = {
     "normalization": NORMALIZATIONS,
     "colormap": COLORMAPS,
     "activation_mode": ACTIVATION_MODES,
@@ -123,6 +107,7 @@ _LISTS: dict[str, Choices] = {
     "view": VIEWS,
     "zoom": ZOOMS,
 }
+"""Each list under the name of the setting (the widget trait) it is the choice of."""
 
 
 def values(choices: Choices) -> tuple[str, ...]:
@@ -158,7 +143,7 @@ def for_frontend(views: Iterable[str] | None = None) -> dict[str, Any]:
     views:
         The views a widget offers; the ``view`` list is narrowed to them (in their order).
     """
-    lists = {name: [list(pair) for pair in choices] for name, choices in _LISTS.items()}
+    lists = {name: [list(pair) for pair in choices] for name, choices in LISTS.items()}
     if views is not None:
         labels = dict(VIEWS)
         lists["view"] = [[view, labels.get(view, view)] for view in views]

@@ -93,16 +93,7 @@ class FeatureVizPanel(SelectionPanel):
         self.featureviz_lane = self._lane("featureviz", on_fail=self._fv_failed)
         """The lane that runs optimizations (its counters are public)."""
 
-    def _start(self) -> None:
-        super()._start()
-        self.observe(self._on_fv_setting, names=list(_SETTINGS))
-        self.observe(self._on_fv_button, names=["fv_run", "fv_stop"])
-
-    # -- validation ----------------------------------------------------------------------------
-    @traitlets.validate("fv_steps")
-    def _validate_fv_steps(self, proposal: Any) -> int:
-        return self._in_limits(proposal, "fv_steps")
-
+    # -- validation (steps, recipe, objective: SelectionPanel's choice and range rules) -----
     @traitlets.validate("fv_size")
     def _validate_fv_size(self, proposal: Any) -> int:
         low, high = choices.LIMITS["fv_size"]
@@ -112,14 +103,6 @@ class FeatureVizPanel(SelectionPanel):
                 f"fv_size must be 0 (automatic) or in {low}..{high} pixels; got {value}"
             )
         return value
-
-    @traitlets.validate("fv_recipe")
-    def _validate_fv_recipe(self, proposal: Any) -> str:
-        return self._choice(proposal, choices.FV_RECIPES)
-
-    @traitlets.validate("fv_objective")
-    def _validate_fv_objective(self, proposal: Any) -> str:
-        return self._choice(proposal, choices.FV_OBJECTIVES)
 
     # -- public ------------------------------------------------------------------------------
     def run_feature_viz(self, channels: Sequence[int] | None = None) -> None:
@@ -368,15 +351,17 @@ class FeatureVizPanel(SelectionPanel):
                         self.status = "idle"
                 self.busy = False
 
+    @traitlets.observe(*_SETTINGS)
     def _on_fv_setting(self, change: dict[str, Any]) -> None:
-        if change["old"] == change["new"]:
+        if self._quiet or change["old"] == change["new"]:
             return
         self._new_action()
         if self.view == "featureviz":
             self._fv_show()
 
+    @traitlets.observe("fv_run", "fv_stop")
     def _on_fv_button(self, change: dict[str, Any]) -> None:
-        if change["old"] == change["new"]:
+        if self._quiet or change["old"] == change["new"]:
             return
         if change["name"] == "fv_run":
             self.run_feature_viz()

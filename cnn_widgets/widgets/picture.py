@@ -101,33 +101,10 @@ class PicturePanel(SelectionPanel):
         self.picture_lane = self._lane("picture", on_fail=self._picture_failed)
         """The lane that computes pictures in the background (its counters are public)."""
 
-    def _start(self) -> None:
-        super()._start()
-        self.observe(self._on_setting, names=list(_SETTINGS))
-
-    # -- validation ----------------------------------------------------------------------------
-    @traitlets.validate("normalization")
-    def _validate_normalization(self, proposal: Any) -> str:
-        return self._choice(proposal, choices.NORMALIZATIONS)
-
-    @traitlets.validate("colormap")
-    def _validate_colormap(self, proposal: Any) -> str:
-        return self._choice(proposal, choices.COLORMAPS)
-
-    @traitlets.validate("activation_mode")
-    def _validate_activation_mode(self, proposal: Any) -> str:
-        return self._choice(proposal, choices.ACTIVATION_MODES)
-
-    @traitlets.validate("vector_mode")
-    def _validate_vector_mode(self, proposal: Any) -> str:
-        return self._choice(proposal, choices.VECTOR_MODES)
-
-    @traitlets.validate("top_k")
-    def _validate_top_k(self, proposal: Any) -> int:
-        return self._in_limits(proposal, "top_k")
-
+    # -- validation (the choice lists: SelectionPanel._validate_choice) -------------------
     @traitlets.validate("input_channel")
     def _validate_input_channel(self, proposal: Any) -> str:
+        # Overrides the choice-list rule: a channel index is valid too.
         value = proposal["value"].strip().lower()
         if value in choices.values(choices.INPUT_CHANNEL_WORDS) or value.isdigit():
             return value
@@ -137,6 +114,7 @@ class PicturePanel(SelectionPanel):
         )
 
     # -- observers -----------------------------------------------------------------------------
+    @traitlets.observe(*_SETTINGS)
     def _on_setting(self, change: dict[str, Any]) -> None:
         if self._quiet or change["old"] == change["new"]:
             return

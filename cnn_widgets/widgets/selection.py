@@ -9,8 +9,6 @@ cooperative hooks, each of which a panel extends with ``super()``:
 ``_prepare(adapter, image, options, state)``
     before the traits exist: take the panel's options, set its private state, put the
     initial trait values into ``state``;
-``_start()``
-    after: register the panel's observers;
 ``_update(detail_only=..., inline=...)``
     the selection or a setting changed: show what the panel knows for it (or start work);
 ``_on_new_layer()``
@@ -29,7 +27,7 @@ from typing import Any, ClassVar
 
 import traitlets
 
-from .. import choices
+from .. import choices as _choices  # (``choices`` is also a trait of the widget)
 from ..backends import Adapter, LayerInfo, adapt
 from ..images import ImageLike
 from .base import WidgetBase
@@ -45,8 +43,8 @@ def _ran(info: LayerInfo) -> bool:
 
 
 def accepts(view: str, info: LayerInfo) -> bool:
-    """Whether ``view`` can show layer ``info`` (the rule of :func:`choices.view_accepts`)."""
-    return choices.view_accepts(
+    """Whether ``view`` can show layer ``info`` (:func:`cnn_widgets.choices.view_accepts`)."""
+    return _choices.view_accepts(
         view,
         has_filters=bool(info.has_filters),
         ran=_ran(info),
@@ -127,6 +125,11 @@ class SelectionPanel(WidgetBase):
     """True while the picture is computed in the background."""
 
     # -- construction ----------------------------------------------------------------------
+    def __init__(
+        self, model: Any, layer: str | int | LayerInfo | None = None, **options: Any
+    ) -> None:
+        self._setup(model, None, layer, options)
+
     def _setup(
         self,
         model: Any,
@@ -145,7 +148,7 @@ class SelectionPanel(WidgetBase):
         self._order = infos
         # The model's output: the last layer that ran (modules that never ran come after it).
         self._output_name = [i for i in infos if _ran(i)][-1].name if infos else ""
-        self._quiet = False
+        self._quiet = True  # observers wait until every panel is set up
         self._accepted: dict[str, Any] = {"layer": "", "channel": 0}
         self._init_lanes()
         state: dict[str, Any] = {}
@@ -156,7 +159,7 @@ class SelectionPanel(WidgetBase):
         name = adapter.layer(layer).name if layer is not None else self._default_layer(view)
         super().__init__(
             views=list(self._VIEWS),
-            choices=choices.for_frontend(self._VIEWS),
+            choices=_choices.for_frontend(self._VIEWS),
             layers=[layer_entry(i, self._VIEWS) for i in infos],
             table=[table_row(i, self._VIEWS) for i in infos],
             view=view,
@@ -164,7 +167,7 @@ class SelectionPanel(WidgetBase):
             **state,
             **options,
         )
-        self._start()
+        self._quiet = False
         self._refresh(inline=True)
 
     def _prepare(
@@ -175,10 +178,6 @@ class SelectionPanel(WidgetBase):
         state: dict[str, Any],
     ) -> None:
         """Hook: take this panel's options, set its private state, fill ``state``."""
-
-    def _start(self) -> None:
-        """Hook: register this panel's observers (the traits exist now)."""
-        self.observe(self._on_selection, names=["view", "layer", "channel", "page", "page_size"])
 
     def _default_view(self) -> str:
         return self._VIEWS[0]
@@ -206,28 +205,33 @@ class SelectionPanel(WidgetBase):
         )
 
     # -- validation ----------------------------------------------------------------------------
-    def _choice(self, proposal: Any, options: tuple[tuple[str, str], ...]) -> str:
-        """A validator's check against a choice list: a TraitError naming the valid values."""
-        try:
-            return choices.check(options, proposal["value"], proposal["trait"].name)
-        except ValueError as exc:
-            raise traitlets.TraitError(f"{type(self).__name__}.{exc}") from None
+    # One rule for every setting with a choice list or a range, whichever panel owns it: the
+    # lists and ranges of cnn_widgets.choices, under the setting's name (traits a widget does
+    # not have are never validated).
+    @traitlets.validate(*(n for n in _choices.LISTS if n not in ("view", "zoom", "input_channel")))
+    def _validate_choice(self, proposal: Any) -> str:
+        return self._choice(proposal, _choices.LISTS[proposal["trait"].name])
 
-    def _in_limits(self, proposal: Any, name: str) -> int:
-        low, high = choices.LIMITS[name]
+    @traitlets.validate("page_size", "top_k", "fv_steps")
+    def _validate_range(self, proposal: Any) -> int:
+        name = proposal["trait"].name
+        low, high = _choices.LIMITS[name]
         value = proposal["value"]
         if not low <= value <= high:
             raise traitlets.TraitError(f"{name} must be in {low}..{high}; got {value}")
         return value
 
+    def _choice(self, proposal: Any, options: tuple[tuple[str, str], ...]) -> str:
+        """A validator's check against a choice list: a TraitError naming the valid values."""
+        try:
+            return _choices.check(options, proposal["value"], proposal["trait"].name)
+        except ValueError as exc:
+            raise traitlets.TraitError(f"{type(self).__name__}.{exc}") from None
+
     @traitlets.validate("view")
     def _validate_view(self, proposal: Any) -> str:
-        offered = tuple(pair for pair in choices.VIEWS if pair[0] in (self.views or self._VIEWS))
+        offered = tuple(pair for pair in _choices.VIEWS if pair[0] in (self.views or self._VIEWS))
         return self._choice(proposal, offered)
-
-    @traitlets.validate("page_size")
-    def _validate_page_size(self, proposal: Any) -> int:
-        return self._in_limits(proposal, "page_size")
 
     @traitlets.validate("page")
     def _validate_page(self, proposal: Any) -> int:
@@ -274,6 +278,7 @@ class SelectionPanel(WidgetBase):
         finally:
             self._quiet = previous
 
+    @traitlets.observe("view", "layer", "channel", "page", "page_size")
     def _on_selection(self, change: dict[str, Any]) -> None:
         if self._quiet or change["old"] == change["new"]:
             return
