@@ -78,7 +78,7 @@ def _render(args: argparse.Namespace) -> int:
     if args.what == "filters":
         rendered = api.render_filters(
             model,
-            _layer(args.layer),
+            _int_or_str(args.layer),
             input_channel=_int_or_str(args.input_channel),
             normalization=args.normalization or "symmetric",
             colormap=args.colormap or "gray",
@@ -93,7 +93,7 @@ def _render(args: argparse.Namespace) -> int:
         rendered = api.render_activations(
             model,
             image,
-            _layer(args.layer),
+            _int_or_str(args.layer),
             view=args.view,
             normalization=args.normalization or "layer",
             colormap=args.colormap or "viridis",
@@ -116,10 +116,6 @@ def _layers(args: argparse.Namespace) -> int:
 
 def _int_or_str(value: str) -> int | str:
     return int(value) if value.lstrip("-").isdigit() else value
-
-
-def _layer(value: str) -> int | str:
-    return _int_or_str(value)
 
 
 def build_parser() -> argparse.ArgumentParser:

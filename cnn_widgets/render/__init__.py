@@ -8,9 +8,9 @@ their natural size for the widget's wire, where the browser enlarges them with
 transparent.
 """
 
-from .colormaps import COLORMAPS, NONFINITE_COLOR, apply_colormap, lut, mark_nonfinite
-from .encode import WIRE_FORMATS, decode_image_size, encode_jpeg, encode_png, encode_wire
-from .normalize import MODES, normalize, normalize_with_mask
+from .colormaps import COLORMAPS, NONFINITE_COLOR, apply_colormap, lut
+from .encode import WIRE_FORMATS, encode_jpeg, encode_png, encode_wire
+from .normalize import MODES, normalize
 from .pixels import (
     READABLE_SIDE,
     readable_scale,
@@ -42,7 +42,6 @@ __all__ = [
     "activation_single",
     "activation_sum",
     "apply_colormap",
-    "decode_image_size",
     "dense_plot",
     "encode_jpeg",
     "encode_png",
@@ -50,9 +49,7 @@ __all__ = [
     "filter_grid",
     "filter_single",
     "lut",
-    "mark_nonfinite",
     "normalize",
-    "normalize_with_mask",
     "readable_png",
     "readable_scale",
     "tile",

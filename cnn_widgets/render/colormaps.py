@@ -75,8 +75,8 @@ def apply_colormap(x01: np.ndarray, name: str = "gray") -> np.ndarray:
     ----------
     x01:
         Any shape, values in ``[0, 1]`` (what :func:`normalize` returns); values outside are
-        clipped and NaN takes the first colour, so mark NaN positions afterwards with
-        :func:`mark_nonfinite`.
+        clipped, NaN and -Inf take the first colour and +Inf the last (views mark them in
+        magenta instead, from the mask the normalizer returns).
     name:
         One of :data:`COLORMAPS`.
 
@@ -87,26 +87,6 @@ def apply_colormap(x01: np.ndarray, name: str = "gray") -> np.ndarray:
     """
     # np.take is several times faster than fancy indexing table[idx] for this gather.
     return np.take(lut(name), to_uint8(x01), axis=0)
-
-
-def mark_nonfinite(rgb: np.ndarray, mask: np.ndarray | None) -> np.ndarray:
-    """Paint the pixels flagged in ``mask`` magenta, in place.
-
-    Parameters
-    ----------
-    rgb:
-        ``(..., 3)`` uint8 picture.
-    mask:
-        bool of shape ``rgb.shape[:-1]`` (as :func:`normalize_with_mask` returns), or None.
-
-    Returns
-    -------
-    numpy.ndarray
-        ``rgb`` itself.
-    """
-    if mask is not None and mask.any():
-        rgb[mask] = NONFINITE_COLOR
-    return rgb
 
 
 def indexed_palette(name: str, gap_color: tuple[int, int, int] = GAP_COLOR) -> np.ndarray:
