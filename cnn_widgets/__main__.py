@@ -19,8 +19,7 @@ from typing import Any
 
 from . import api
 from .backends import adapt
-from .render.pixels import check_scale
-from .render.rendered import pick_scale
+from .render.pixels import check_scale, pick_scale
 
 # TensorFlow's C++ start-up chatter would bury the one line this tool prints.
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")

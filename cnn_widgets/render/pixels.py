@@ -193,6 +193,12 @@ def readable_scale(height: int, width: int, side: int = READABLE_SIDE) -> int:
     return max(1, math.floor(side / long_side + 0.5))
 
 
+def pick_scale(height: int, width: int, scale: int | None = None) -> int:
+    """``scale`` checked (see :func:`check_scale`), or :func:`readable_scale` of the picture's
+    size when it is None: the one rule for "what factor does this picture get"."""
+    return readable_scale(height, width) if scale is None else check_scale(scale)
+
+
 def upscale(pixels: np.ndarray, scale: int) -> np.ndarray:
     """Enlarge a picture by a whole number: every pixel becomes a ``scale x scale`` block.
 

@@ -20,7 +20,7 @@ from typing import Any
 import numpy as np
 
 from .encode import encode_png, encode_wire
-from .pixels import check_scale, readable_scale, transparent_gaps, upscale
+from .pixels import pick_scale, transparent_gaps, upscale
 from .tile import TileLayout
 
 
@@ -102,11 +102,6 @@ class Rendered:
     def __repr__(self) -> str:
         kind = self.meta.get("kind", "picture")
         return f"Rendered({kind}, {self.width}x{self.height})"
-
-
-def pick_scale(height: int, width: int, scale: int | None = None) -> int:
-    """``scale`` checked (an int >= 1), or :func:`readable_scale` of the size when None."""
-    return readable_scale(height, width) if scale is None else check_scale(scale)
 
 
 def readable_png(
