@@ -16,8 +16,8 @@ from .analysis.table import LayerTable
 from .backends import Adapter, LayerInfo, adapt
 from .backends.base import LayerKey
 from .images import ImageLike, load_image
-from .render import views
-from .render.views import Rendered
+from .render import plots, views
+from .render.rendered import Rendered
 
 __all__ = [
     "activations",
@@ -189,9 +189,9 @@ def render_activations(
             is_output = info.index == len(adapter.layers()) - 1
             view = "probabilities" if is_output and acts.shape[0] > 1 else "dense"
         if view == "dense":
-            return views.dense_plot(acts)
+            return plots.dense_plot(acts)
         if view == "probabilities":
-            return views.topk_bars(to_probabilities(acts), adapter.spec.labels, k=top_k)
+            return plots.topk_bars(to_probabilities(acts), adapter.spec.labels, k=top_k)
         raise ValueError(
             f"layer {info.name!r} outputs a vector of {acts.shape[0]} values; "
             "use view='dense' or view='probabilities'"

@@ -5,6 +5,7 @@ correctly, and none of it touches the model."""
 from __future__ import annotations
 
 import importlib
+import io
 import warnings
 from collections import OrderedDict
 from pathlib import Path
@@ -474,6 +475,25 @@ def test_top_images_show_a_progress_bar(lenet, capsys) -> None:
     assert "top images conv1[0]" in capsys.readouterr().err
     cw.top_images(lenet, "conv1", 0, DIGITS, k=2, batch_size=4, progress=False)
     assert capsys.readouterr().err == ""
+
+
+def test_a_progress_bar_closes_when_the_loop_stops_early(capsys) -> None:
+    batches = ImageSet(DIGITS[:6]).batches(1, None, 2, progress="reading")
+    next(batches)
+    batches.close()
+    err = capsys.readouterr().err
+    # Counted only once a batch is done with; closed, the bar (leave=False) wipes its line.
+    assert "reading:   0%" in err and err.endswith(" \r")
+
+
+def test_top_images_show_in_a_notebook_as_one_readable_strip(lenet) -> None:
+    result = cw.top_images(lenet, "conv1", 0, DIGITS, k=3, progress=False)
+    h, w = result.images.shape[1:3]
+    strip_w = 3 * w + 2 * 2  # three crops, 2 px gaps
+    factor = max(1, round(512 / max(strip_w, h)))
+    with Image.open(io.BytesIO(result._repr_png_())) as shown:
+        assert shown.size == (strip_w * factor, h * factor)
+        assert shown.mode == "L"  # gray digits stay gray
 
 
 def test_image_sets_stream_iterators_and_refuse_empty_folders(tmp_path: Path) -> None:
