@@ -17,8 +17,9 @@ import sys
 from pathlib import Path
 from typing import Any
 
-from . import api
+from . import api, choices
 from .backends import adapt
+from .choices import values
 from .render.pixels import check_scale, pick_scale
 
 # TensorFlow's C++ start-up chatter would bury the one line this tool prints.
@@ -140,15 +141,14 @@ def build_parser() -> argparse.ArgumentParser:
     render.add_argument("--what", choices=("filters", "activations"), default="filters")
     render.add_argument("--image", help="a sample name (chelsea, coffee, astronaut, rocket, "
                                         "camera, digit0..digit9) or an image file")
-    render.add_argument("--view", default="auto",
-                        choices=("auto", "grid", "sum", "mean", "channel", "dense",
-                                 "probabilities"),
+    render.add_argument("--view", default="auto", choices=values(choices.ACTIVATION_VIEWS),
                         help="activations: how to draw them")
     render.add_argument("--channel", type=int, help="one channel / one filter")
     render.add_argument("--input-channel", default="auto",
                         help="filters: auto, rgb, mean or an input channel index")
-    render.add_argument("--normalization", choices=("layer", "channel", "symmetric", "std", "none"))
-    render.add_argument("--colormap", choices=("gray", "viridis", "diverging"))
+    render.add_argument("--normalization",
+                        choices=(*values(choices.NORMALIZATIONS), choices.RAW))
+    render.add_argument("--colormap", choices=values(choices.COLORMAPS))
     render.add_argument("--out", required=True, help="PNG file to write")
     render.add_argument("--scale", type=int,
                         help="pixels per picture pixel, a whole number (nearest neighbour); "

@@ -15,6 +15,7 @@ from typing import Any
 
 __all__ = [
     "ACTIVATION_MODES",
+    "ACTIVATION_VIEWS",
     "COLORMAPS",
     "FV_OBJECTIVES",
     "FV_RECIPES",
@@ -23,6 +24,7 @@ __all__ = [
     "LIMITS",
     "LISTS",
     "NORMALIZATIONS",
+    "RAW",
     "VECTOR_MODES",
     "VIEWS",
     "ZOOMS",
@@ -42,7 +44,11 @@ NORMALIZATIONS: Choices = (
     ("std", "std (mean ± 5σ)"),
 )
 """How values become grey levels: one scale for the layer, each channel stretched on its own,
-zero in the middle (signed weights), or the Keras ``deprocess_image`` recipe."""
+zero in the middle (signed weights), or the Keras ``deprocess_image`` recipe. The functions
+also take ``"none"`` (values already in [0, 1], drawn as they are)."""
+
+RAW = "none"
+"""The normalization of values that are already in [0, 1] (functions only, not the widget)."""
 
 COLORMAPS: Choices = (
     ("gray", "gray"), ("viridis", "viridis"), ("diverging", "diverging (blue–white–red)")
@@ -58,6 +64,17 @@ ACTIVATION_MODES: Choices = (
     ("mean", "mean over channels"),
     (KERNEL_MODE, "kernel × image (selected filter)"),
 )
+
+ACTIVATION_VIEWS: Choices = (
+    ("auto", "auto: grid, or top-k / values for a vector"),
+    ("grid", "grid of channels"),
+    ("sum", "sum over channels"),
+    ("mean", "mean over channels"),
+    ("channel", "one channel"),
+    ("dense", "values + histogram"),
+    ("probabilities", "top-k probabilities"),
+)
+"""How :func:`cnn_widgets.render_activations` (and the command line) draws a layer's output."""
 
 VECTOR_MODES: Choices = (
     ("auto", "auto"), ("dense", "values + histogram"), ("probabilities", "top-k probabilities")

@@ -16,9 +16,10 @@ from functools import cache
 
 import numpy as np
 
+from .. import choices
 from .pixels import to_uint8
 
-COLORMAPS = ("gray", "viridis", "diverging")
+COLORMAPS = choices.values(choices.COLORMAPS)
 
 #: Loud on every colormap here (none of them contains magenta): NaN / Inf pixels.
 NONFINITE_COLOR = (255, 0, 255)

@@ -12,7 +12,9 @@ import warnings
 
 import numpy as np
 
-MODES = ("layer", "channel", "symmetric", "std", "none")
+from .. import choices
+
+MODES = (*choices.values(choices.NORMALIZATIONS), choices.RAW)
 
 #: ``std`` mode, the Keras ``deprocess_image`` recipe: ``(x - mean) / (std + eps) * 0.1 + 0.5``.
 STD_EPS = 1e-5

@@ -24,7 +24,7 @@ from .fvframes import (
     FvRequest,
     Throttle,
     effective_steps,
-    fv_file_png,
+    fv_file_picture,
     fv_picture,
     fv_single_png,
 )
@@ -368,8 +368,8 @@ class FeatureVizPanel(SelectionPanel):
         else:
             self.stop_feature_viz()
 
-    def _picture_png(self) -> bytes:
+    def _picture(self) -> Any:
         if self.view != "featureviz":
-            return super()._picture_png()
+            return super()._picture()
         shown = self._fv_shown
-        return fv_file_png(shown[1]) if shown is not None else b""
+        return fv_file_picture(shown[1]) if shown is not None else None

@@ -266,13 +266,8 @@ class PicturePanel(SelectionPanel):
             self._report(message)
             self._render_error = True
 
-    def _picture_png(self) -> bytes:
+    def _picture(self) -> Any:
         if self.view not in (*_VIEWS, "table"):
-            return super()._picture_png()
+            return super()._picture()
         # The last picture drawn, also in the table view (which draws none).
-        frame = self._frame
-        if frame is None or frame.grid is None:
-            return b""
-        if frame.file_png is None:
-            frame.file_png = frame.grid.png()
-        return frame.file_png
+        return self._frame.grid if self._frame is not None else None
