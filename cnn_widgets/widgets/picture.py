@@ -184,13 +184,13 @@ class PicturePanel(SelectionPanel):
             # Cached data (or weights, which need no forward pass) draw in milliseconds: no
             # thread hop, and the caller sees the result as soon as the setter returns.
             try:
-                data = cached if cached is not None else self._fetch(request)
-                frame = render(request, data, previous=previous, detail_only=detail_only)
+                frame = self._draw_now(request, cached, previous, detail_only, wait=inline)
             except Exception as exc:
                 ticket.fail(exc)
                 return
-            self._publish(ticket, frame)
-            return
+            if frame is not None:
+                self._publish(ticket, frame)
+                return
         what = "filters" if request.view == "filters" else "feature maps"
         if responses:
             what = f"kernel x image responses of filter {request.channel}"
@@ -199,6 +199,28 @@ class PicturePanel(SelectionPanel):
             self.busy = True
             self.status = f"busy: computing the {what} of {request.layer!r}"
         lane.run(ticket, lambda t: self._draw(request, t))
+
+    def _draw_now(
+        self,
+        request: Request,
+        cached: Any,
+        previous: Frame | None,
+        detail_only: bool,
+        *,
+        wait: bool,
+    ) -> Frame | None:
+        """The frame drawn on the calling thread; None when the data needs the model and
+        the model is busy in the background (the caller then uses the lane)."""
+        if cached is None:
+            self._model_needed()
+            lock = self._adapter.lock
+            if not lock.acquire(blocking=wait):  # never block the kernel on a long job
+                return None
+            try:
+                cached = self._fetch(request)
+            finally:
+                lock.release()
+        return render(request, cached, previous=previous, detail_only=detail_only)
 
     def _draw(self, request: Request, ticket: Ticket) -> None:
         """Runs on the picture lane."""
