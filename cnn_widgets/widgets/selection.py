@@ -346,6 +346,3 @@ class SelectionPanel(WidgetBase):
     def _current_input(self) -> tuple[Any, str]:
         """The input image ``(C, H, W)`` float32 and its digest, or ``(None, "")``."""
         return None, ""
-
-    def _set_status(self, text: str) -> None:
-        self.status = text
