@@ -96,12 +96,6 @@ class Normalization:
     def imagenet(cls) -> Normalization:
         return cls(IMAGENET_MEAN, IMAGENET_STD)
 
-    def apply_numpy(self, batch: np.ndarray) -> np.ndarray:
-        """Apply to an ``(N, C, H, W)`` float array."""
-        mean = np.asarray(self.mean, np.float32).reshape(1, -1, 1, 1)
-        std = np.asarray(self.std, np.float32).reshape(1, -1, 1, 1)
-        return ((batch * np.float32(self.scale)) - mean) / std
-
 
 Preprocess = Normalization | Callable[[Any], Any] | None
 
@@ -120,7 +114,6 @@ class InputSpec:
     shape: tuple[int, int | None, int | None]
     preprocess: Preprocess = None
     labels: tuple[str, ...] | None = None
-    value_range: tuple[float, float] = (0.0, 1.0)
 
     @property
     def channels(self) -> int:
@@ -295,12 +288,3 @@ def _describe_preprocess(p: Preprocess) -> str:
         return "imagenet" if (p.mean, p.std) == (IMAGENET_MEAN, IMAGENET_STD) else "normalize"
     return getattr(p, "__name__", type(p).__name__)
 
-
-def check_finite(name: str, array: np.ndarray) -> None:
-    """Raise a ValueError naming the layer when an array holds NaN or Inf."""
-    bad = ~np.isfinite(array)
-    if bad.any():
-        raise ValueError(
-            f"{name} contains {int(np.isnan(array).sum())} NaN and "
-            f"{int(np.isinf(array).sum())} Inf values"
-        )
