@@ -148,6 +148,14 @@ def test_class_objective_maximizes_the_logit_not_the_probability(framework: str)
         np.testing.assert_allclose(recorder.values[step + 1], expected, rtol=1e-4, atol=1e-5)
 
 
+def test_a_subclassed_keras_model_whose_call_takes_no_training_runs_at_another_size() -> None:
+    # At a size other than the model's own, the Keras session calls model.call() directly;
+    # CalledTwice.call(self, x) has no `training` parameter, so none may be passed.
+    adapter = build("keras", "subclassed")
+    assert adapter.spec.spatial == (32, 32)
+    assert feature_viz(adapter, "conv2", [0], size=16, steps=1).shape == (1, 16, 16, 3)
+
+
 def test_an_objective_on_two_layers_reads_each_layer_before_in_place_ops() -> None:
     with torch.random.fork_rng(devices=[]):
         torch.manual_seed(0)
