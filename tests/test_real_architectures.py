@@ -109,11 +109,13 @@ def _keras_layer(model: keras.Model, name: str) -> keras.layers.Layer:
 
 
 @pytest.fixture(scope="module", params=list(MODELS))
-def loaded(request: pytest.FixtureRequest) -> Iterator[Loaded]:
+def loaded(request: pytest.FixtureRequest) -> Loaded:
     real = MODELS[request.param].build()
     adapter = real.adapt()
-    image = cw.zoo.sample_image("chelsea")
-    yield Loaded(request.param, real, adapter, image, cw.layers(adapter))
+    before = adapter.snapshot()
+    infos = cw.layers(adapter)  # the discovery pass: it must not harm the model either
+    assert adapter.same_state(before, adapter.snapshot())
+    return Loaded(request.param, real, adapter, cw.zoo.sample_image("chelsea"), infos)
 
 
 @pytest.fixture
