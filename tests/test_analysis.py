@@ -266,6 +266,33 @@ def test_health_report_without_images_checks_weights_only(framework) -> None:
     assert "dead_filter" not in {f.kind for f in loose.findings}
 
 
+@pytest.mark.parametrize("framework", FRAMEWORKS)
+def test_health_report_checks_the_weights_of_a_conv_that_never_ran(framework) -> None:
+    # never_runs: 'conv1' runs, 'unused' (a conv) is never called by the forward pass.
+    model, adapter = case(framework, "never_runs")
+    before = adapter.snapshot()
+    report = cw.health_report(adapter, random_images(2, (3, 32, 32)))
+    assert report.layers == ("conv1", "unused") and report.images == 2
+    assert report.not_run == ("unused",) and "unused" not in report.followers
+    assert "1 conv layer(s) did not run in the forward pass (weights only): 'unused'" in repr(
+        report
+    )
+    assert adapter.same_state(before, adapter.snapshot())
+    # Its weights are still checked: a zeroed filter of the unused conv is found.
+    if framework == "torch":
+        import torch
+
+        with torch.no_grad():
+            model.unused.weight[1] = 0.0
+    else:
+        kernel = model.unused.kernel.numpy().copy()
+        kernel[..., 1] = 0.0
+        model.unused.kernel.assign(kernel)
+    assert cw.health_report(adapter, random_images(2, (3, 32, 32))).flagged("unused") == {
+        1: ["dead_filter"]
+    }
+
+
 def test_health_report_of_the_bundled_lenet(lenet) -> None:
     # The weights are sound; on the ten sample digits four conv2 channels never fire
     # (zero after relu2 on every digit), the same in both frameworks.

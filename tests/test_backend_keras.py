@@ -154,6 +154,52 @@ def test_layers_that_did_not_run_come_last_without_a_shape() -> None:
         adapter.activations(np.zeros((1, 3, 8, 8), np.float32), ["spare"])
 
 
+class Head(keras.Model):
+    """conv -> pool -> fc, then ``tail`` decides what the model returns."""
+
+    def __init__(self, tail: str) -> None:
+        super().__init__(name=f"head_{tail}")
+        self.tail = tail
+        self.conv = L.Conv2D(4, 3, name="conv")
+        self.act = L.ReLU(name="act")
+        self.gap = L.GlobalAveragePooling2D(name="gap")
+        self.fc = L.Dense(5, name="fc")
+        self.aux = L.Dense(2, name="aux")
+
+    def call(self, x: keras.KerasTensor) -> keras.KerasTensor:
+        features = self.gap(self.act(self.conv(x)))
+        out = self.fc(features)
+        if self.tail == "function":  # no layer returns what the model returns
+            return keras.ops.softmax(out)
+        if self.tail == "aux_after":  # a layer runs after the one whose output is returned
+            self.aux(features)
+            return out
+        if self.tail == "shared_act":  # a layer called earlier gives the output at call 2
+            return self.act(out)
+        return out
+
+
+@pytest.mark.filterwarnings("ignore:`build\\(\\)` was called on layer:UserWarning")
+@pytest.mark.parametrize(
+    ("tail", "expected"),
+    [
+        ("plain", "fc"),
+        ("function", "fc"),  # falls back to the last layer that ran
+        ("aux_after", "fc"),  # the layer that gave the returned tensor, not the last to run
+        ("shared_act", "fc"),  # act's shown activations (its first call) are not the output
+    ],
+)
+def test_the_output_layer_is_the_layer_that_returned_the_models_output(
+    tail: str, expected: str
+) -> None:
+    adapter = adapt(Head(tail), input_shape=(3, 8, 8))
+    assert adapter.output_layer().name == expected
+    assert adapter.layer(-1).name == expected
+    if tail == "aux_after":
+        assert adapter.layers()[-1].name == "aux" and adapter.layers()[-1].ran
+        assert [adapter.layer(k).name for k in (-1, -2)] == ["fc", "gap"]
+
+
 def test_a_user_defined_composite_layer_is_opened_and_listed_after_its_parts() -> None:
     inputs = keras.Input((8, 8, 4))
     outputs = ResidualBlock(4, name="block")(inputs)

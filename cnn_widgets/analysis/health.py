@@ -112,12 +112,16 @@ class HealthReport:
         How many images the activation checks saw (0: weights only).
     followers:
         For each conv, the one-to-one layers after it whose outputs were checked too.
+    not_run:
+        Conv layers that did not run in the model's forward pass: their weights were checked,
+        their activations could not be (they have none).
     """
 
     findings: list[Finding]
     layers: tuple[str, ...]
     images: int
     followers: dict[str, tuple[str, ...]] = field(default_factory=dict)
+    not_run: tuple[str, ...] = ()
 
     def __len__(self) -> int:
         return len(self.findings)
@@ -152,12 +156,18 @@ class HealthReport:
 
     def _summary(self) -> str:
         seen = f"over {self.images} image(s)" if self.images else "(weights only, no images)"
+        skipped = (
+            f"; {len(self.not_run)} conv layer(s) did not run in the forward pass (weights "
+            "only): " + ", ".join(repr(n) for n in self.not_run)
+            if self.not_run and self.images
+            else ""
+        )
         if not self.findings:
-            return f"HealthReport: no problems in {len(self.layers)} conv layer(s) {seen}"
+            return f"HealthReport: no problems in {len(self.layers)} conv layer(s) {seen}{skipped}"
         kinds = ", ".join(f"{n} {k}" for k, n in self.counts().items() if n)
         return (
             f"HealthReport: {len(self.findings)} finding(s) in {len(self.by_layer())} of "
-            f"{len(self.layers)} conv layer(s) {seen}: {kinds}"
+            f"{len(self.layers)} conv layer(s) {seen}: {kinds}{skipped}"
         )
 
     def __repr__(self) -> str:
@@ -244,13 +254,16 @@ def health_report(
 
     followers: dict[str, tuple[str, ...]] = {}
     seen = 0
-    if images is not None and convs:
+    # A conv that did not run in the forward pass (an unused branch) has weights to check
+    # but no activations: asking for them would fail the whole report.
+    ran = [info for info in convs if info.ran]
+    if images is not None and ran:
         image_set = images if isinstance(images, ImageSet) else ImageSet(images)
-        followers = _followers(adapter, convs)
-        infos = [adapter.layer(n) for conv in convs for n in (conv.name, *followers[conv.name])]
+        followers = _followers(adapter, ran)
+        infos = [adapter.layer(n) for conv in ran for n in (conv.name, *followers[conv.name])]
         stats = stream_stats(adapter, image_set, infos, batch_size, progress)
         seen = next(iter(stats.values())).images
-        for conv in convs:
+        for conv in ran:
             chain = [stats[n] for n in (conv.name, *followers[conv.name])]
             _check_activations(conv.name, chain, add)
 
@@ -263,6 +276,7 @@ def health_report(
         layers=tuple(info.name for info in convs),
         images=seen,
         followers=followers,
+        not_run=tuple(info.name for info in convs if not info.ran),
     )
 
 

@@ -43,7 +43,16 @@ from typing import Any
 import keras
 import numpy as np
 
-from .base import Adapter, ConvConfig, InputSpec, LayerInfo, LayerKey, Normalization, Preprocess
+from .base import (
+    Adapter,
+    ConvConfig,
+    InputSpec,
+    LayerInfo,
+    LayerKey,
+    Normalization,
+    OutputFinder,
+    Preprocess,
+)
 
 __all__ = ["KerasAdapter"]
 
@@ -162,14 +171,20 @@ class KerasAdapter(Adapter):
         dummy = np.zeros((1, self.spec.channels, h, w), np.float32)
         first_shape: dict[str, tuple[int, ...]] = {}
         calls: dict[str, int] = dict.fromkeys((n for n, _ in entries), 0)
+        finder = OutputFinder()
 
         def on_output(name: str, output: Any, inputs: tuple[Any, ...] = ()) -> None:
             calls[name] += 1
+            tensor = _first_tensor(output)
+            finder.saw(name, calls[name] == 1, tensor)
             if name not in first_shape:
-                first_shape[name] = _channels_first_shape(_first_tensor(output).shape[1:])
+                first_shape[name] = _channels_first_shape(tensor.shape[1:])
 
         with _PASS_LOCK, _recording(entries, on_output):
-            self.model(self._model_input(dummy), training=False)
+            result = self.model(self._model_input(dummy), training=False)
+        # The layer that returned the model's output tensor (a subclassed model may list an
+        # unused layer after it); None falls back to the last layer that ran.
+        self._output_name = finder.producer(_first_tensor(result))
 
         ran = list(first_shape)  # insertion order = order of first calls
         rest = [n for n, _ in entries if n not in first_shape]

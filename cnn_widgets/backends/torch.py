@@ -22,7 +22,16 @@ import numpy as np
 import torch
 from torch import nn
 
-from .base import Adapter, ConvConfig, InputSpec, LayerInfo, LayerKey, Normalization, Preprocess
+from .base import (
+    Adapter,
+    ConvConfig,
+    InputSpec,
+    LayerInfo,
+    LayerKey,
+    Normalization,
+    OutputFinder,
+    Preprocess,
+)
 
 __all__ = ["TorchAdapter", "TorchSnapshot"]
 
@@ -136,13 +145,15 @@ class TorchAdapter(Adapter):
         order: list[str] = []
         calls: dict[str, int] = {}
         shapes: dict[str, tuple[int, ...] | None] = {}
+        finder = OutputFinder()
 
         def recorder(name: str) -> Callable[[nn.Module, Any, Any], None]:
             def hook(module: nn.Module, args: Any, output: Any) -> None:
                 calls[name] = calls.get(name, 0) + 1
+                tensor = _first_tensor(output)
+                finder.saw(name, calls[name] == 1, tensor)
                 if calls[name] == 1:
                     order.append(name)
-                    tensor = _first_tensor(output)
                     shapes[name] = (
                         tuple(int(s) for s in tensor.shape[1:]) if tensor is not None else None
                     )
@@ -157,13 +168,16 @@ class TorchAdapter(Adapter):
             dummy = torch.zeros((1, channels, *size), device=device, dtype=dtype)
             try:
                 with torch.no_grad():
-                    self.model(self._preprocess(dummy))
+                    result = self.model(self._preprocess(dummy))
             except Exception as err:
                 raise ValueError(_dummy_forward_failure(self.spec.shape, size, err)) from err
         finally:
             for handle in handles:
                 handle.remove()
         self.assumed_spatial = size if assumed else None
+        # Which module returned the very tensor the model returned: the output layer, even
+        # when modules that never ran (stochastic depth, unused branches) are listed after it.
+        self._output_name = finder.producer(_first_tensor(result))
 
         never_ran = [name for name in modules if name not in calls]
         return [

@@ -29,6 +29,7 @@ layers up to the target accept any size.
 
 from __future__ import annotations
 
+import inspect
 import logging
 import math
 from collections.abc import Iterator
@@ -135,6 +136,9 @@ class Session:
         self._functions: dict[bool, Any] = {}
         self._eager = False
         self._bypass = False
+        # Model.__call__ passes training= only to a call() that takes it; a bypassing pass
+        # calls call() itself, so it must ask the same (a subclassed call(self, x) does not).
+        self._call_kwargs = {"training": False} if _takes_training(self.model.call) else {}
 
     @staticmethod
     def _mode(layer: Any, capture: Capture) -> str:
@@ -222,7 +226,7 @@ class Session:
                 # TensorFlow refuses root scopes starting with "_" (EfficientNet's layers).
                 with tf.name_scope("cnn_widgets_featureviz"):
                     if self._bypass:
-                        self.model.call(x, training=False)
+                        self.model.call(x, **self._call_kwargs)
                     else:
                         self.model(x, training=False)
             except _Captured:
@@ -472,3 +476,14 @@ def _affine_sample(image: tf.Tensor, theta: tf.Tensor) -> tf.Tensor:
 
 def _channels_first(shape: tuple[int, ...]) -> tuple[int, ...]:
     return shape[-1:] + shape[:-1] if len(shape) >= 2 else shape
+
+
+def _takes_training(call: Any) -> bool:
+    """True when ``call`` accepts a ``training`` keyword (by name or through ``**kwargs``)."""
+    try:
+        parameters = inspect.signature(call).parameters.values()
+    except (TypeError, ValueError):  # no signature to read: pass nothing it may refuse
+        return False
+    return any(
+        p.name == "training" or p.kind is inspect.Parameter.VAR_KEYWORD for p in parameters
+    )
