@@ -161,6 +161,8 @@ def _render_activations(
 ) -> Frame:
     total = int(acts.shape[0])
     channel = min(request.channel, total - 1)
+    if request.is_vector and acts.ndim == 3:
+        acts = acts[:, 0, 0]  # (C, 1, 1): a global pooling or a conv classifier's scores
     if acts.ndim == 1:
         return _render_vector(request, acts, channel)
     if acts.ndim != 3:

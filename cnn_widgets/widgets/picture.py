@@ -22,7 +22,7 @@ from ..analysis import filter_responses
 from ..backends import LayerInfo
 from .frames import Frame, Request, render
 from .lane import LRU, Ticket
-from .selection import SelectionPanel
+from .selection import SelectionPanel, is_vector
 
 __all__ = ["CACHE_SIZE", "PicturePanel"]
 
@@ -132,7 +132,7 @@ class PicturePanel(SelectionPanel):
         image, key = self._current_input()
         return Request(
             is_output=info.name == self._output_name,
-            is_vector=info.output_shape is not None and len(info.output_shape) == 1,
+            is_vector=is_vector(info),
             labels=self._adapter.spec.labels,
             view=self.view,
             layer=self.layer,

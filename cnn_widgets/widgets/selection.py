@@ -32,14 +32,9 @@ from ..backends import Adapter, LayerInfo, adapt
 from ..images import ImageLike
 from .base import WidgetBase
 
-__all__ = ["SelectionPanel", "layer_entry", "table_row"]
+__all__ = ["SelectionPanel", "accepts", "is_vector", "layer_entry", "table_row"]
 
 log = logging.getLogger(__name__)
-
-
-def _ran(info: LayerInfo) -> bool:
-    # LayerInfo.calls is 0 for a module that never ran in the discovery pass.
-    return info.calls > 0
 
 
 def accepts(view: str, info: LayerInfo) -> bool:
@@ -47,9 +42,16 @@ def accepts(view: str, info: LayerInfo) -> bool:
     return _choices.view_accepts(
         view,
         has_filters=bool(info.has_filters),
-        ran=_ran(info),
+        ran=info.ran,
         has_output=info.output_shape is not None,
     )
+
+
+def is_vector(info: LayerInfo) -> bool:
+    """A layer whose output is one value per channel: ``(N,)``, or ``(C, 1, 1)`` (a global
+    pooling or a conv classifier), drawn as values or class probabilities, not as maps."""
+    shape = info.output_shape
+    return shape is not None and (len(shape) == 1 or tuple(shape[1:]) == (1, 1))
 
 
 def _shape_text(shape: tuple[int, ...] | None) -> str:
@@ -65,7 +67,8 @@ def layer_entry(info: LayerInfo, views: tuple[str, ...]) -> dict[str, Any]:
         "shape": None if info.output_shape is None else list(info.output_shape),
         "kind": info.kind,
         "has_filters": bool(info.has_filters),
-        "ran": _ran(info),
+        "ran": info.ran,
+        "vector": is_vector(info),
         "views": [view for view in views if accepts(view, info)],
     }
 
@@ -101,8 +104,9 @@ class SelectionPanel(WidgetBase):
     (:func:`cnn_widgets.choices.for_frontend`; read-only)."""
     layers = traitlets.List(traitlets.Dict()).tag(sync=True)
     """Every layer for the layer menu: ``{name, type, shape, kind, has_filters, index, ran,
-    views}``; ``ran`` is False for a module that never ran in the forward pass (listed, but
-    never a default), ``views`` the views that can show the layer."""
+    vector, views}``; ``ran`` is False for a module that never ran in the forward pass
+    (listed, but never a default), ``vector`` True for one value per channel (drawn as values
+    or probabilities), ``views`` the views that can show the layer."""
     layer = traitlets.Unicode("").tag(sync=True)
     """Name of the layer shown. A name the model does not have is refused: ``error`` says so
     and ``layer`` keeps its value."""
@@ -146,8 +150,7 @@ class SelectionPanel(WidgetBase):
         self._adapter = adapter
         self._infos = {info.name: info for info in infos}
         self._order = infos
-        # The model's output: the last layer that ran (modules that never ran come after it).
-        self._output_name = [i for i in infos if _ran(i)][-1].name if infos else ""
+        self._output_name = adapter.output_layer().name
         self._quiet = True  # observers wait until every panel is set up
         self._accepted: dict[str, Any] = {"layer": "", "channel": 0}
         self._init_lanes()
@@ -185,7 +188,7 @@ class SelectionPanel(WidgetBase):
     def _default_layer(self, view: str) -> str:
         """The first convolution that ran, else the first layer the view can show, else the
         first that ran. A module that never ran is never a default."""
-        ran = [i for i in self._order if _ran(i)]
+        ran = [i for i in self._order if i.ran]
         convs = [i for i in ran if i.has_filters]
         shown = [i for i in ran if accepts(view, i)]
         return (convs or shown or ran or self._order)[0].name
@@ -306,7 +309,7 @@ class SelectionPanel(WidgetBase):
         info = self._infos[self.layer]
         if accepts(self.view, info):
             return
-        fitting = [i for i in self._order if accepts(self.view, i) and _ran(i)]
+        fitting = [i for i in self._order if accepts(self.view, i) and i.ran]
         if not fitting:
             return
         before = [i for i in fitting if i.index <= info.index]
