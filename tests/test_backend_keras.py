@@ -8,7 +8,7 @@ import pytest
 
 from cnn_widgets.backends import adapt
 from cnn_widgets.backends.base import Normalization
-from cnn_widgets.backends.keras import KerasAdapter, _recording
+from cnn_widgets.backends.keras import KerasAdapter
 from tests.cases import keras_cases
 
 L = keras.layers
@@ -81,14 +81,39 @@ class ResidualBlock(L.Layer):
 
 # -- how layers are found ------------------------------------------------------------------
 def test_keras_layer_call_dispatches_through_the_instance_call_attribute() -> None:
-    model, _ = keras_cases.sequential()
+    model, adapter = build("sequential")
     conv1 = model.get_layer("conv1")
-    seen: list[tuple[str, tuple[int, ...]]] = []
-    with _recording([("conv1", conv1)], lambda name, out, *_: seen.append((name, out.shape))):
-        assert "call" in conv1.__dict__
+    seen: list[tuple[int, ...]] = []
+
+    def spy(*args: object, **kwargs: object) -> object:
+        output = type(conv1).call(conv1, *args, **kwargs)
+        seen.append(tuple(output.shape))
+        return output
+
+    with adapter.swapped([(conv1, "call", spy)]):
+        assert conv1.__dict__["call"] is spy
         model(np.zeros((1, 32, 32, 3), np.float32), training=False)
-    assert seen == [("conv1", (1, 32, 32, 8))]
+    assert seen == [(1, 32, 32, 8)]
     assert "call" not in conv1.__dict__
+
+
+def test_swapped_attributes_are_put_back_exactly_also_after_an_error() -> None:
+    model, adapter = build("sequential")
+    conv1, conv2 = model.get_layer("conv1"), model.get_layer("conv2")
+
+    def own_call(*args: object, **kwargs: object) -> None:
+        return None
+
+    object.__setattr__(conv2, "call", own_call)  # conv2 has an instance-level call already
+    try:
+        swaps = [(conv1, "call", print), (conv2, "call", print)]
+        with pytest.raises(RuntimeError, match="inside"), adapter.swapped(swaps):
+            assert conv1.__dict__["call"] is print and conv2.__dict__["call"] is print
+            raise RuntimeError("inside")
+        assert "call" not in conv1.__dict__  # it had none of its own: removed again
+        assert conv2.__dict__["call"] is own_call  # its own one is back
+    finally:
+        object.__delattr__(conv2, "call")
 
 
 def test_nested_model_layers_are_named_outer_slash_inner() -> None:

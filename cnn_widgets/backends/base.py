@@ -201,13 +201,13 @@ class Adapter(ABC):
     @abstractmethod
     @contextmanager
     def protect(self) -> Iterator[None]:
-        """Run a block with the model in inference mode and restore mode, grad flags and
-        ``.grad`` afterwards, also when the block raises."""
+        """Run a block holding :attr:`lock`, with the model in inference mode, and restore
+        mode, grad flags and ``.grad`` afterwards, also when the block raises."""
 
     # -- shared behaviour ----------------------------------------------------------------
     def layers(self) -> list[LayerInfo]:
         if self._layers is None:
-            with self._lock, self.protect():
+            with self.protect():
                 self._layers = self._discover_layers()
             if not self._layers:
                 raise ValueError(f"{type(self.model).__name__} has no layers to show")
@@ -284,7 +284,7 @@ class Adapter(ABC):
         info = self.layer(layer)
         if not info.has_filters:
             self._refuse_no_filters(info)
-        with self._lock, self.protect():
+        with self.protect():
             out = np.asarray(self._filters(info), dtype=np.float32)
         return out
 
@@ -294,7 +294,7 @@ class Adapter(ABC):
         """Activations of ``batch`` (``(N, C, H, W)``, [0, 1]) for the given layers."""
         infos = self.layers() if layers is None else [self.layer(k) for k in layers]
         names = list(dict.fromkeys(i.name for i in infos))
-        with self._lock, self.protect():
+        with self.protect():
             out = self._activations(np.ascontiguousarray(batch, dtype=np.float32), names)
         return {n: np.asarray(out[n], dtype=np.float32) for n in names}
 
@@ -325,7 +325,7 @@ class Adapter(ABC):
         forward pass: the first tensor argument of the layer's first call, channels-first,
         batch kept. For the first layer that is the preprocessed image."""
         names = list(dict.fromkeys(self.layer(k).name for k in layers))
-        with self._lock, self.protect():
+        with self.protect():
             out = self._layer_inputs(np.ascontiguousarray(batch, dtype=np.float32), names)
         return {n: np.asarray(out[n], dtype=np.float32) for n in names}
 

@@ -219,19 +219,19 @@ class FeatureVizPanel(SelectionPanel):
             if step < total and throttle.ready():
                 self._fv_publish(ticket, request, images, values, step, total, "running")
 
-        with self._adapter.lock:
-            images = _featureviz.feature_viz(
-                self._adapter,
-                request.layer,
-                None if request.objective == "layer" else list(request.channels),
-                objective=request.objective,
-                steps=request.steps,
-                size=request.size or None,
-                recipe=request.recipe,
-                callback=on_step,
-                callback_every=max(1, total // 200),
-                stop=ticket.stop,
-            )
+        # feature_viz holds the model lock (adapter.protect) for the whole run.
+        images = _featureviz.feature_viz(
+            self._adapter,
+            request.layer,
+            None if request.objective == "layer" else list(request.channels),
+            objective=request.objective,
+            steps=request.steps,
+            size=request.size or None,
+            recipe=request.recipe,
+            callback=on_step,
+            callback_every=max(1, total // 200),
+            stop=ticket.stop,
+        )
         complete = last["step"] >= total
         state = "done" if complete else "stopped"
         meta = self._fv_publish(ticket, request, images, last["values"], last["step"], total, state)

@@ -87,8 +87,7 @@ class HealthPanel(ImageSetPanel):
     def _check(self, images: Any, source: str, ticket: Ticket) -> None:
         """Runs on the health lane."""
         ticket.check()
-        with self._adapter.lock:
-            report = health_report(self._adapter, images)
+        report = health_report(self._adapter, images)  # each pass holds the model lock
 
         def apply() -> None:
             self._health = (report, source)

@@ -238,8 +238,7 @@ class PicturePanel(SelectionPanel):
             assert request.image is not None
             # HWC floats in [0, 1] are read back unchanged (CHW of one channel is not).
             image = np.moveaxis(request.image, 0, -1)
-            with adapter.lock:
-                data = filter_responses(adapter, image, request.layer, request.channel)
+            data = filter_responses(adapter, image, request.layer, request.channel)
         else:
             assert request.image is not None
             data = adapter.activations(request.image[None], [request.layer])[request.layer][0]

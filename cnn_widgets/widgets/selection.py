@@ -145,8 +145,7 @@ class SelectionPanel(WidgetBase):
         and the first picture is drawn before the constructor returns."""
         self._check_options(options)
         adapter = model if isinstance(model, Adapter) else adapt(model)
-        with adapter.lock:
-            infos = adapter.layers()
+        infos = adapter.layers()
         self._adapter = adapter
         self._infos = {info.name: info for info in infos}
         self._order = infos

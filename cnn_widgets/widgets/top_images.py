@@ -100,8 +100,7 @@ class TopImagesPanel(ImageSetPanel):
         """Runs on the top-images lane."""
         _, layer, channel = key
         try:
-            with self._adapter.lock:
-                result = top_images(self._adapter, layer, channel, chosen, k=k, progress=False)
+            result = top_images(self._adapter, layer, channel, chosen, k=k, progress=False)
             wire = top_strip(result, int(chosen.count or 0))
         except Exception as exc:
             failed = {"state": "error", "layer": layer, "channel": channel}
