@@ -110,6 +110,8 @@ class Normalization:
 
 
 Preprocess = Normalization | Callable[[Any], Any] | None
+Shape = tuple[int, int | None, int | None]
+"""``(C, H, W)`` of a model's input; ``H``/``W`` None when any size goes."""
 
 
 @dataclass(frozen=True)
@@ -160,6 +162,34 @@ class Adapter(ABC):
         # (found by object identity in the discovery pass), or None when no layer's was.
         self._output_name: str | None = None
         self._lock = _MODEL_LOCK
+
+    @classmethod
+    def create(
+        cls,
+        model: Any,
+        shape: Shape | None,
+        preprocess: Preprocess,
+        labels: tuple[str, ...] | None,
+    ) -> Adapter:
+        """Check ``model`` and wrap it; :func:`cnn_widgets.adapt` calls this with parsed
+        arguments (``shape`` is ``(C, H, W)`` or None, ``labels`` the class names or None).
+
+        Raises
+        ------
+        TypeError, ValueError
+            From the backend's :meth:`_input_shape`: a model of another framework, or an input
+            the backend cannot work out or use.
+        """
+        spec = InputSpec(cls._input_shape(model, shape, preprocess), preprocess, labels)
+        return cls(model, spec)
+
+    @classmethod
+    @abstractmethod
+    def _input_shape(
+        cls, model: Any, shape: Shape | None, preprocess: Preprocess
+    ) -> tuple[int, int | None, int | None]:
+        """Check that ``model`` is this backend's kind and what input it takes: the
+        ``(C, H, W)`` to use (``H``/``W`` None when any size goes and none was given)."""
 
     @property
     def lock(self) -> threading.RLock:

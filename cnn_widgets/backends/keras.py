@@ -51,6 +51,7 @@ from .base import (
     Normalization,
     OutputFinder,
     Preprocess,
+    Shape,
 )
 from .keras_layers import (
     _MISSING,
@@ -106,31 +107,13 @@ class KerasAdapter(Adapter):
         self._objects: dict[str, keras.layers.Layer] = {}
 
     @classmethod
-    def create(
-        cls,
-        model: Any,
-        shape: tuple[int, int | None, int | None] | None,
-        preprocess: Preprocess,
-        labels: tuple[str, ...] | None,
-    ) -> KerasAdapter:
-        """Check ``model`` and work out its input spec.
-
-        Parameters
-        ----------
-        model:
-            A Keras 3 ``keras.Model``: Sequential, functional or subclassed, channels_last.
-        shape:
-            ``(C, H, W)`` from the user, or None. Needed for a subclassed model that has not
-            been built; fills in ``H``/``W`` where the model accepts any size.
-        preprocess:
-            None, a :class:`Normalization` (applied on NHWC, channels last) or a callable on
-            an NHWC tensor.
-        labels:
-            Class names, or None.
-
-        Returns
-        -------
-        KerasAdapter
+    def _input_shape(
+        cls, model: Any, shape: Shape | None, preprocess: Preprocess
+    ) -> tuple[int, int | None, int | None]:
+        """Check a Keras 3 model (Sequential, functional or subclassed, channels_last) and
+        work out its ``(C, H, W)``: the model's own, with ``shape`` filling in a size the
+        model leaves open; ``shape`` is needed for a subclassed model that was never built.
+        ``preprocess`` is applied to NHWC tensors.
 
         Raises
         ------
@@ -138,7 +121,8 @@ class KerasAdapter(Adapter):
             ``model`` is not a Keras 3 ``keras.Model``.
         ValueError
             The input shape cannot be found or contradicts ``shape``, the model takes several
-            inputs or non-image input, or a layer is channels_first.
+            inputs or non-image input, a layer is channels_first, or a Normalization does not
+            fit the channel count.
         """
         if not isinstance(model, keras.Model):
             hint = (
@@ -159,7 +143,8 @@ class KerasAdapter(Adapter):
         spec_shape = _resolve_input_shape(model, shape)
         if isinstance(preprocess, Normalization):
             _check_normalization(preprocess, spec_shape[0])
-        return cls(model, InputSpec(shape=spec_shape, preprocess=preprocess, labels=labels))
+        return spec_shape
+
 
     # -- discovery -------------------------------------------------------------------------
     def _discover_layers(self) -> list[LayerInfo]:

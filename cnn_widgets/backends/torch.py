@@ -29,6 +29,7 @@ from .base import (
     Normalization,
     OutputFinder,
     Preprocess,
+    Shape,
 )
 from .torch_layers import (
     _CONV_2D,
@@ -73,37 +74,25 @@ class TorchAdapter(Adapter):
         self._modules_by_name: dict[str, nn.Module] | None = None
 
     @classmethod
-    def create(
-        cls,
-        model: nn.Module,
-        shape: tuple[int, int | None, int | None] | None,
-        preprocess: Preprocess,
-        labels: tuple[str, ...] | None,
-    ) -> TorchAdapter:
-        """Wrap ``model``; called by :func:`cnn_widgets.adapt` with already parsed arguments.
+    def _input_shape(
+        cls, model: Any, shape: Shape | None, preprocess: Preprocess
+    ) -> tuple[int, int | None, int | None]:
+        """``shape``, or when None ``(C, None, None)`` with ``C`` the ``in_channels`` of the
+        first convolution in ``model.modules()`` (the spatial size then follows the image).
 
-        Parameters
-        ----------
-        model:
-            The module to show. It is never copied: the adapter reads the live weights.
-        shape:
-            ``(C, H, W)`` (``H``/``W`` may be None) or None, in which case ``C`` is the
-            ``in_channels`` of the first convolution in ``model.modules()``.
-        preprocess:
-            None, a :class:`Normalization`, or a callable on an NCHW tensor.
-        labels:
-            Class names for the output layer, or None.
+        The module is never copied: the adapter reads the live weights. ``preprocess`` is
+        applied to NCHW tensors.
 
         Raises
         ------
+        TypeError
+            ``model`` is not a ``torch.nn.Module``.
         ValueError
             When ``shape`` is None and the model has no convolution to read channels from.
         """
         if not isinstance(model, nn.Module):
             raise TypeError(f"expected a torch.nn.Module, got {type(model).__name__}")
-        if shape is None:
-            shape = (_infer_channels(model), None, None)
-        return cls(model, InputSpec(shape=shape, preprocess=preprocess, labels=labels))
+        return shape if shape is not None else (_infer_channels(model), None, None)
 
     # -- layers --------------------------------------------------------------------------
     def _leaf_modules(self) -> dict[str, nn.Module]:
