@@ -27,11 +27,16 @@ js/node_modules/.package-lock.json: js/package.json js/package-lock.json
 
 # torch is installed first and pinned: a later unpinned request for it (by any package) would
 # otherwise pull a multi-GB CUDA build instead of the local CPU wheel.
+# torchvision is test-only (its model definitions for tests/test_real_architectures.py), the
+# release that matches torch 2.13, with --no-deps so pip cannot replace our torch. Its C++ ops
+# do not load beside the CPU torch; tests/real_architectures.py declares them first. It is
+# never a runtime dependency of cnn_widgets.
 $(STAMP): pyproject.toml Makefile
 	$(PYTHON) -m venv $(VENV)
 	$(PIP) install --quiet --upgrade pip
 	$(PIP) install --quiet torch==2.13.0
 	$(PIP) install --quiet -e ".[$(EXTRAS)]"
+	$(PIP) install --quiet --no-deps torchvision==0.28.0
 	touch $(STAMP)
 
 demo: setup

@@ -238,7 +238,7 @@ class Lucent:
 
         class Preprocess(nn.Module):
             def forward(self, x: torch.Tensor) -> torch.Tensor:
-                return adapter._preprocess(x)
+                return adapter.preprocess(x)
 
         self.torch, self.param, self.render = torch, param, render
         self.model = nn.Sequential(Preprocess(), copy.deepcopy(adapter.model)).eval()
@@ -348,7 +348,7 @@ def flops_per_image_step(adapter: cw.Adapter, layer: str, size: int) -> float:
     import torch
     from torch.utils.flop_counter import FlopCounterMode
 
-    module = adapter._module(layer)
+    module = adapter.module(layer)
 
     class Stop(Exception):
         pass
@@ -362,7 +362,7 @@ def flops_per_image_step(adapter: cw.Adapter, layer: str, size: int) -> float:
     try:
         with adapter.protect(), counter:
             try:
-                adapter.model(adapter._preprocess(image))
+                adapter.model(adapter.preprocess(image))
             except Stop as caught:
                 out = caught.args[0]
             out.mean().backward()

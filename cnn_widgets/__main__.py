@@ -1,5 +1,8 @@
 """Command line: render a model's filters or feature maps to a PNG, no notebook needed.
 
+Small pictures are enlarged by a whole number (nearest neighbour) so the file is readable;
+``--scale 1`` writes them at natural size.
+
     python -m cnn_widgets render --model demo:lenet --layer conv1 --what filters --out f.png
     python -m cnn_widgets render --model demo:efficientnet_lite0 --layer blocks.1.0 \\
         --what activations --image chelsea --out maps.png
@@ -14,8 +17,10 @@ import sys
 from pathlib import Path
 from typing import Any
 
-from . import api
+from . import api, choices
 from .backends import adapt
+from .choices import values
+from .render.pixels import check_scale, pick_scale
 
 # TensorFlow's C++ start-up chatter would bury the one line this tool prints.
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
@@ -67,11 +72,13 @@ def _image(value: str | None) -> Any:
 
 
 def _render(args: argparse.Namespace) -> int:
+    if args.scale is not None:
+        check_scale(args.scale)  # before the model loads: a typo fails at once
     model = load_model(args.model, args.framework, args.input_shape, args.preprocess)
     if args.what == "filters":
         rendered = api.render_filters(
             model,
-            _layer(args.layer),
+            _int_or_str(args.layer),
             input_channel=_int_or_str(args.input_channel),
             normalization=args.normalization or "symmetric",
             colormap=args.colormap or "gray",
@@ -86,16 +93,18 @@ def _render(args: argparse.Namespace) -> int:
         rendered = api.render_activations(
             model,
             image,
-            _layer(args.layer),
+            _int_or_str(args.layer),
             view=args.view,
             normalization=args.normalization or "layer",
             colormap=args.colormap or "viridis",
             channel=args.channel,
         )
+    scale = pick_scale(rendered.height, rendered.width, args.scale)
     Path(args.out).parent.mkdir(parents=True, exist_ok=True)
-    rendered.save(args.out)
-    h, w = rendered.pixels.shape[:2]
-    print(f"wrote {args.out} ({w}x{h} px)")
+    rendered.save(args.out, scale=scale)
+    w, h = rendered.width, rendered.height
+    size = f"{w}x{h} px" if scale == 1 else f"{w * scale}x{h * scale} px: {w}x{h} at {scale}x"
+    print(f"wrote {args.out} ({size})")
     return 0
 
 
@@ -107,10 +116,6 @@ def _layers(args: argparse.Namespace) -> int:
 
 def _int_or_str(value: str) -> int | str:
     return int(value) if value.lstrip("-").isdigit() else value
-
-
-def _layer(value: str) -> int | str:
-    return _int_or_str(value)
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -136,16 +141,18 @@ def build_parser() -> argparse.ArgumentParser:
     render.add_argument("--what", choices=("filters", "activations"), default="filters")
     render.add_argument("--image", help="a sample name (chelsea, coffee, astronaut, rocket, "
                                         "camera, digit0..digit9) or an image file")
-    render.add_argument("--view", default="auto",
-                        choices=("auto", "grid", "sum", "mean", "channel", "dense",
-                                 "probabilities"),
+    render.add_argument("--view", default="auto", choices=values(choices.ACTIVATION_VIEWS),
                         help="activations: how to draw them")
     render.add_argument("--channel", type=int, help="one channel / one filter")
     render.add_argument("--input-channel", default="auto",
                         help="filters: auto, rgb, mean or an input channel index")
-    render.add_argument("--normalization", choices=("layer", "channel", "symmetric", "std", "none"))
-    render.add_argument("--colormap", choices=("gray", "viridis", "diverging"))
+    render.add_argument("--normalization",
+                        choices=(*values(choices.NORMALIZATIONS), choices.RAW))
+    render.add_argument("--colormap", choices=values(choices.COLORMAPS))
     render.add_argument("--out", required=True, help="PNG file to write")
+    render.add_argument("--scale", type=int,
+                        help="pixels per picture pixel, a whole number (nearest neighbour); "
+                             "default: enough for a long side near 512 px; 1: natural size")
     render.set_defaults(func=_render)
 
     table = sub.add_parser("layers", help="print the layer table")

@@ -16,8 +16,8 @@ from .analysis.table import LayerTable
 from .backends import Adapter, LayerInfo, adapt
 from .backends.base import LayerKey
 from .images import ImageLike, load_image
-from .render import views
-from .render.views import Rendered
+from .render import plots, views
+from .render.rendered import Rendered
 
 __all__ = [
     "activations",
@@ -54,9 +54,17 @@ def layers(model: Any) -> list[LayerInfo]:
 
 def summary(model: Any) -> LayerTable:
     """The layer table: what Caffe's ``net.blobs`` / ``net.params`` listings print, as a
-    table with a readable ``repr`` and an HTML form for notebooks."""
+    table with a readable ``repr`` and an HTML form for notebooks.
+
+    Layers that did not run in the forward pass are listed and marked "did not run"; the
+    footer names the output layer (index ``-1``).
+    """
     adapter = _as_adapter(model)
-    return LayerTable(adapter.layers(), framework=adapter.framework, input_shape=adapter.spec.shape)
+    infos = adapter.layers()
+    output = adapter.output_layer().name if any(i.ran for i in infos) else None
+    return LayerTable(
+        infos, framework=adapter.framework, input_shape=adapter.spec.shape, output=output
+    )
 
 
 def filters(model: Any, layer: LayerSpec) -> np.ndarray:
@@ -172,7 +180,8 @@ def render_activations(
     ``view``: ``"grid"`` (every channel, tiled), ``"sum"`` / ``"mean"`` (over channels, as in
     seed 000), ``"channel"`` (one channel, ``channel=index``), ``"dense"`` (a vector as a line
     plot plus a histogram of its positive values) or ``"probabilities"`` (the top-k classes
-    with labels). ``"auto"`` picks grid for feature maps and dense/probabilities for vectors.
+    with labels). ``"auto"`` picks grid for feature maps and dense/probabilities for vectors
+    (probabilities for the model's output layer, which ``layer=-1`` names).
     """
     adapter = _as_adapter(model)
     info = adapter.layer(layer)
@@ -186,12 +195,12 @@ def render_activations(
         acts = acts[:, 0, 0]  # global pooling output: a vector in a (C, 1, 1) shape
     if acts.ndim == 1:
         if view == "auto":
-            is_output = info.index == len(adapter.layers()) - 1
+            is_output = info.name == adapter.output_layer().name
             view = "probabilities" if is_output and acts.shape[0] > 1 else "dense"
         if view == "dense":
-            return views.dense_plot(acts)
+            return plots.dense_plot(acts)
         if view == "probabilities":
-            return views.topk_bars(to_probabilities(acts), adapter.spec.labels, k=top_k)
+            return plots.topk_bars(to_probabilities(acts), adapter.spec.labels, k=top_k)
         raise ValueError(
             f"layer {info.name!r} outputs a vector of {acts.shape[0]} values; "
             "use view='dense' or view='probabilities'"
@@ -221,7 +230,8 @@ def top_classes(
 ) -> list[tuple[int, str, float]]:
     """The ``k`` most probable classes for ``image``: ``[(index, label, probability), ...]``.
 
-    Seed 004's ``net.blobs['prob']`` plot as numbers. The output layer's logits are turned into
+    Seed 004's ``net.blobs['prob']`` plot as numbers. ``layer=-1`` is the model's output layer
+    (:meth:`Adapter.output_layer`), whatever is listed after it. Its logits are turned into
     probabilities (softmax) for display only; a layer that already outputs probabilities is
     taken as it is. Labels come from ``adapt(..., labels=...)`` (the bundled models carry
     theirs); without labels the index is used as the label.

@@ -15,13 +15,16 @@ from typing import Any
 
 __all__ = [
     "ACTIVATION_MODES",
+    "ACTIVATION_VIEWS",
     "COLORMAPS",
     "FV_OBJECTIVES",
     "FV_RECIPES",
     "INPUT_CHANNEL_WORDS",
     "KERNEL_MODE",
     "LIMITS",
+    "LISTS",
     "NORMALIZATIONS",
+    "RAW",
     "VECTOR_MODES",
     "VIEWS",
     "ZOOMS",
@@ -41,12 +44,14 @@ NORMALIZATIONS: Choices = (
     ("std", "std (mean ± 5σ)"),
 )
 """How values become grey levels: one scale for the layer, each channel stretched on its own,
-zero in the middle (signed weights), or the Keras ``deprocess_image`` recipe."""
+zero in the middle (signed weights), or the Keras ``deprocess_image`` recipe. The functions
+also take ``"none"`` (values already in [0, 1], drawn as they are)."""
+
+RAW = "none"
+"""The normalization of values that are already in [0, 1] (functions only, not the widget)."""
 
 COLORMAPS: Choices = (
-    ("gray", "gray"),
-    ("viridis", "viridis"),
-    ("diverging", "diverging (blue–white–red)"),
+    ("gray", "gray"), ("viridis", "viridis"), ("diverging", "diverging (blue–white–red)")
 )
 
 KERNEL_MODE = "kernel x image"
@@ -60,18 +65,23 @@ ACTIVATION_MODES: Choices = (
     (KERNEL_MODE, "kernel × image (selected filter)"),
 )
 
-VECTOR_MODES: Choices = (
-    ("auto", "auto"),
+ACTIVATION_VIEWS: Choices = (
+    ("auto", "auto: grid, or top-k / values for a vector"),
+    ("grid", "grid of channels"),
+    ("sum", "sum over channels"),
+    ("mean", "mean over channels"),
+    ("channel", "one channel"),
     ("dense", "values + histogram"),
     ("probabilities", "top-k probabilities"),
 )
+"""How :func:`cnn_widgets.render_activations` (and the command line) draws a layer's output."""
+
+VECTOR_MODES: Choices = (
+    ("auto", "auto"), ("dense", "values + histogram"), ("probabilities", "top-k probabilities")
+)
 """How a layer that outputs a vector is drawn (``auto``: probabilities for the output)."""
 
-INPUT_CHANNEL_WORDS: Choices = (
-    ("auto", "auto"),
-    ("rgb", "RGB"),
-    ("mean", "mean"),
-)
+INPUT_CHANNEL_WORDS: Choices = (("auto", "auto"), ("rgb", "RGB"), ("mean", "mean"))
 """Which input channel of each kernel the filters view draws; an index is valid too."""
 
 FV_OBJECTIVES: Choices = (
@@ -81,10 +91,7 @@ FV_OBJECTIVES: Choices = (
     ("class", "class logit"),
 )
 
-FV_RECIPES: Choices = (
-    ("lucid", "lucid (interpretable)"),
-    ("naive", "naive (pixel ascent)"),
-)
+FV_RECIPES: Choices = (("lucid", "lucid (interpretable)"), ("naive", "naive (pixel ascent)"))
 
 VIEWS: Choices = (
     ("filters", "Filters"),
@@ -94,13 +101,7 @@ VIEWS: Choices = (
 )
 """The widget views, in the order of the view switch."""
 
-ZOOMS: Choices = (
-    ("fit", "fit"),
-    ("1", "1×"),
-    ("2", "2×"),
-    ("4", "4×"),
-    ("8", "8×"),
-)
+ZOOMS: Choices = (("fit", "fit"), ("1", "1×"), ("2", "2×"), ("4", "4×"), ("8", "8×"))
 """Display enlargement of the pictures in the browser (a browser-only setting)."""
 
 LIMITS: dict[str, tuple[int, int]] = {
@@ -112,7 +113,7 @@ LIMITS: dict[str, tuple[int, int]] = {
 }
 """Inclusive ranges of the numeric settings (``fv_size`` 0 means automatic)."""
 
-_LISTS: dict[str, Choices] = {
+LISTS: dict[str, Choices] = {
     "normalization": NORMALIZATIONS,
     "colormap": COLORMAPS,
     "activation_mode": ACTIVATION_MODES,
@@ -123,6 +124,7 @@ _LISTS: dict[str, Choices] = {
     "view": VIEWS,
     "zoom": ZOOMS,
 }
+"""Each list under the name of the setting (the widget trait) it is the choice of."""
 
 
 def values(choices: Choices) -> tuple[str, ...]:
@@ -158,7 +160,7 @@ def for_frontend(views: Iterable[str] | None = None) -> dict[str, Any]:
     views:
         The views a widget offers; the ``view`` list is narrowed to them (in their order).
     """
-    lists = {name: [list(pair) for pair in choices] for name, choices in _LISTS.items()}
+    lists = {name: [list(pair) for pair in choices] for name, choices in LISTS.items()}
     if views is not None:
         labels = dict(VIEWS)
         lists["view"] = [[view, labels.get(view, view)] for view in views]

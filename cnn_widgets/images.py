@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import io
 import os
-from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
@@ -191,17 +190,3 @@ def load_image(
     if size is not None:
         hwc = _resize(hwc, size)
     return np.ascontiguousarray(np.moveaxis(hwc, -1, 0), dtype=np.float32)
-
-
-def load_batch(
-    images: Sequence[ImageLike], channels: int, size: tuple[int, int] | None = None
-) -> np.ndarray:
-    """Several images as one ``(N, C, H, W)`` batch; sizes must agree when ``size`` is None."""
-    arrays = [load_image(im, channels, size) for im in images]
-    shapes = {a.shape for a in arrays}
-    if len(shapes) > 1:
-        raise ValueError(
-            f"images of different sizes cannot form one batch: {sorted(shapes)}; "
-            "give the model an input_shape so they are resized"
-        )
-    return np.stack(arrays)

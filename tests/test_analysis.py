@@ -5,6 +5,7 @@ correctly, and none of it touches the model."""
 from __future__ import annotations
 
 import importlib
+import io
 import warnings
 from collections import OrderedDict
 from pathlib import Path
@@ -265,6 +266,33 @@ def test_health_report_without_images_checks_weights_only(framework) -> None:
     assert "dead_filter" not in {f.kind for f in loose.findings}
 
 
+@pytest.mark.parametrize("framework", FRAMEWORKS)
+def test_health_report_checks_the_weights_of_a_conv_that_never_ran(framework) -> None:
+    # never_runs: 'conv1' runs, 'unused' (a conv) is never called by the forward pass.
+    model, adapter = case(framework, "never_runs")
+    before = adapter.snapshot()
+    report = cw.health_report(adapter, random_images(2, (3, 32, 32)))
+    assert report.layers == ("conv1", "unused") and report.images == 2
+    assert report.not_run == ("unused",) and "unused" not in report.followers
+    assert "1 conv layer(s) did not run in the forward pass (weights only): 'unused'" in repr(
+        report
+    )
+    assert adapter.same_state(before, adapter.snapshot())
+    # Its weights are still checked: a zeroed filter of the unused conv is found.
+    if framework == "torch":
+        import torch
+
+        with torch.no_grad():
+            model.unused.weight[1] = 0.0
+    else:
+        kernel = model.unused.kernel.numpy().copy()
+        kernel[..., 1] = 0.0
+        model.unused.kernel.assign(kernel)
+    assert cw.health_report(adapter, random_images(2, (3, 32, 32))).flagged("unused") == {
+        1: ["dead_filter"]
+    }
+
+
 def test_health_report_of_the_bundled_lenet(lenet) -> None:
     # The weights are sound; on the ten sample digits four conv2 channels never fire
     # (zero after relu2 on every digit), the same in both frameworks.
@@ -474,6 +502,25 @@ def test_top_images_show_a_progress_bar(lenet, capsys) -> None:
     assert "top images conv1[0]" in capsys.readouterr().err
     cw.top_images(lenet, "conv1", 0, DIGITS, k=2, batch_size=4, progress=False)
     assert capsys.readouterr().err == ""
+
+
+def test_a_progress_bar_closes_when_the_loop_stops_early(capsys) -> None:
+    batches = ImageSet(DIGITS[:6]).batches(1, None, 2, progress="reading")
+    next(batches)
+    batches.close()
+    err = capsys.readouterr().err
+    # Counted only once a batch is done with; closed, the bar (leave=False) wipes its line.
+    assert "reading:   0%" in err and err.endswith(" \r")
+
+
+def test_top_images_show_in_a_notebook_as_one_readable_strip(lenet) -> None:
+    result = cw.top_images(lenet, "conv1", 0, DIGITS, k=3, progress=False)
+    h, w = result.images.shape[1:3]
+    strip_w = 3 * w + 2 * 2  # three crops, 2 px gaps
+    factor = max(1, round(512 / max(strip_w, h)))
+    with Image.open(io.BytesIO(result._repr_png_())) as shown:
+        assert shown.size == (strip_w * factor, h * factor)
+        assert shown.mode == "L"  # gray digits stay gray
 
 
 def test_image_sets_stream_iterators_and_refuse_empty_folders(tmp_path: Path) -> None:

@@ -8,7 +8,7 @@ import pytest
 
 from cnn_widgets.backends import adapt
 from cnn_widgets.backends.base import Normalization
-from cnn_widgets.backends.keras import KerasAdapter, _recording
+from cnn_widgets.backends.keras import KerasAdapter
 from tests.cases import keras_cases
 
 L = keras.layers
@@ -81,14 +81,39 @@ class ResidualBlock(L.Layer):
 
 # -- how layers are found ------------------------------------------------------------------
 def test_keras_layer_call_dispatches_through_the_instance_call_attribute() -> None:
-    model, _ = keras_cases.sequential()
+    model, adapter = build("sequential")
     conv1 = model.get_layer("conv1")
-    seen: list[tuple[str, tuple[int, ...]]] = []
-    with _recording([("conv1", conv1)], lambda name, out, *_: seen.append((name, out.shape))):
-        assert "call" in conv1.__dict__
+    seen: list[tuple[int, ...]] = []
+
+    def spy(*args: object, **kwargs: object) -> object:
+        output = type(conv1).call(conv1, *args, **kwargs)
+        seen.append(tuple(output.shape))
+        return output
+
+    with adapter.swapped([(conv1, "call", spy)]):
+        assert conv1.__dict__["call"] is spy
         model(np.zeros((1, 32, 32, 3), np.float32), training=False)
-    assert seen == [("conv1", (1, 32, 32, 8))]
+    assert seen == [(1, 32, 32, 8)]
     assert "call" not in conv1.__dict__
+
+
+def test_swapped_attributes_are_put_back_exactly_also_after_an_error() -> None:
+    model, adapter = build("sequential")
+    conv1, conv2 = model.get_layer("conv1"), model.get_layer("conv2")
+
+    def own_call(*args: object, **kwargs: object) -> None:
+        return None
+
+    object.__setattr__(conv2, "call", own_call)  # conv2 has an instance-level call already
+    try:
+        swaps = [(conv1, "call", print), (conv2, "call", print)]
+        with pytest.raises(RuntimeError, match="inside"), adapter.swapped(swaps):
+            assert conv1.__dict__["call"] is print and conv2.__dict__["call"] is print
+            raise RuntimeError("inside")
+        assert "call" not in conv1.__dict__  # it had none of its own: removed again
+        assert conv2.__dict__["call"] is own_call  # its own one is back
+    finally:
+        object.__delattr__(conv2, "call")
 
 
 def test_nested_model_layers_are_named_outer_slash_inner() -> None:
@@ -152,6 +177,52 @@ def test_layers_that_did_not_run_come_last_without_a_shape() -> None:
     ]
     with pytest.raises(ValueError, match=r"'spare' did not run"):
         adapter.activations(np.zeros((1, 3, 8, 8), np.float32), ["spare"])
+
+
+class Head(keras.Model):
+    """conv -> pool -> fc, then ``tail`` decides what the model returns."""
+
+    def __init__(self, tail: str) -> None:
+        super().__init__(name=f"head_{tail}")
+        self.tail = tail
+        self.conv = L.Conv2D(4, 3, name="conv")
+        self.act = L.ReLU(name="act")
+        self.gap = L.GlobalAveragePooling2D(name="gap")
+        self.fc = L.Dense(5, name="fc")
+        self.aux = L.Dense(2, name="aux")
+
+    def call(self, x: keras.KerasTensor) -> keras.KerasTensor:
+        features = self.gap(self.act(self.conv(x)))
+        out = self.fc(features)
+        if self.tail == "function":  # no layer returns what the model returns
+            return keras.ops.softmax(out)
+        if self.tail == "aux_after":  # a layer runs after the one whose output is returned
+            self.aux(features)
+            return out
+        if self.tail == "shared_act":  # a layer called earlier gives the output at call 2
+            return self.act(out)
+        return out
+
+
+@pytest.mark.filterwarnings("ignore:`build\\(\\)` was called on layer:UserWarning")
+@pytest.mark.parametrize(
+    ("tail", "expected"),
+    [
+        ("plain", "fc"),
+        ("function", "fc"),  # falls back to the last layer that ran
+        ("aux_after", "fc"),  # the layer that gave the returned tensor, not the last to run
+        ("shared_act", "fc"),  # act's shown activations (its first call) are not the output
+    ],
+)
+def test_the_output_layer_is_the_layer_that_returned_the_models_output(
+    tail: str, expected: str
+) -> None:
+    adapter = adapt(Head(tail), input_shape=(3, 8, 8))
+    assert adapter.output_layer().name == expected
+    assert adapter.layer(-1).name == expected
+    if tail == "aux_after":
+        assert adapter.layers()[-1].name == "aux" and adapter.layers()[-1].ran
+        assert [adapter.layer(k).name for k in (-1, -2)] == ["fc", "gap"]
 
 
 def test_a_user_defined_composite_layer_is_opened_and_listed_after_its_parts() -> None:

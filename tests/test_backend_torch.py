@@ -49,6 +49,7 @@ EXPECTED_CONVS = {
     "conv1d_conv3d": [((4, 3, 3, 3), (4, 16, 16))],
     "no_conv": [],
     "nan_weights": [((8, 3, 3, 3), (8, 32, 32)), ((16, 8, 3, 3), (16, 16, 16))],
+    "never_runs": [((8, 3, 3, 3), (8, 32, 32)), ((4, 8, 3, 3), None)],
 }
 
 
@@ -188,6 +189,72 @@ def test_modules_that_never_run_come_last_without_output_shape():
     ]
     with pytest.raises(ValueError, match="'spare' did not run"):
         adapter.activations(images((3, 8, 8)), ["spare"])
+
+
+class _Head(nn.Module):
+    """conv -> pool -> fc, then ``tail`` decides what the model returns."""
+
+    def __init__(self, tail: str) -> None:
+        super().__init__()
+        self.tail = tail
+        self.conv = nn.Conv2d(3, 4, 3)
+        self.act = nn.ReLU()
+        self.pool = nn.Sequential(nn.AdaptiveAvgPool2d(1), nn.Flatten())
+        self.fc = nn.Linear(4, 5)
+        self.relu_inplace = nn.ReLU(inplace=True)
+        self.aux = nn.Linear(4, 2)
+
+    def forward(self, x):
+        features = self.pool(self.act(self.conv(x)))
+        out = self.fc(features)
+        if self.tail == "inplace":  # returns the very tensor object fc returned
+            return self.relu_inplace(out)
+        if self.tail == "function":  # no module returns what the model returns
+            return torch.softmax(out, dim=1)
+        if self.tail == "aux_after":  # a module runs after the one whose output is returned
+            self.aux(features)
+            return out
+        if self.tail == "shared_act":  # a module called earlier gives the output at call 2
+            return self.act(out)
+        if self.tail == "tuple":
+            return out, self.aux(features)
+        return out
+
+
+@pytest.mark.parametrize(
+    ("tail", "expected"),
+    [
+        ("plain", "fc"),
+        ("inplace", "relu_inplace"),  # its captured activation is the returned values
+        ("function", "fc"),  # falls back to the last layer that ran
+        ("aux_after", "fc"),  # the module that gave the returned tensor, not the last to run
+        ("shared_act", "fc"),  # act's shown activations (its first call) are not the output
+        ("tuple", "fc"),  # the first tensor of a tuple output
+    ],
+)
+def test_the_output_layer_is_the_module_that_returned_the_models_output(tail, expected):
+    adapter = adapt(_Head(tail).eval(), input_shape=(3, 8, 8))
+    assert adapter.output_layer().name == expected
+    assert adapter.layer(-1).name == expected
+    if tail == "inplace":
+        batch = images((3, 8, 8))
+        with torch.no_grad():
+            returned = adapter.model(torch.from_numpy(batch)).numpy()
+        np.testing.assert_array_equal(adapter.activations(batch, [-1])["relu_inplace"], returned)
+
+
+def test_negative_indices_count_back_from_the_output_over_layers_that_ran():
+    adapter = adapt(_Head("aux_after").eval(), input_shape=(3, 8, 8))
+    infos = adapter.layers()
+    # aux ran after fc; relu_inplace never ran and is listed last.
+    assert [(i.name, i.ran) for i in infos[-3:]] == [
+        ("fc", True), ("aux", True), ("relu_inplace", False)
+    ]
+    assert [adapter.layer(k).name for k in (-1, -2, -3)] == ["fc", "pool.1", "pool.0"]
+    assert adapter.layer(-5).name == "conv"
+    with pytest.raises(ValueError, match=r"valid: 0\.\.6, or -5\.\.-1 counting back"):
+        adapter.layer(-6)
+    assert adapter.layer(5).name == "aux"  # reachable by its position
 
 
 def test_output_shapes_are_channels_first_without_batch():

@@ -22,7 +22,37 @@ def test_render_filters_of_the_bundled_lenet(tmp_path, framework, capsys) -> Non
                  "--what", "filters", "--out", str(out)])
     assert code == 0, capsys.readouterr().err
     pixels = read_png(out)
-    assert pixels.shape[0] < 40 and pixels.std() > 0  # 8 kernels of 5x5: small, not upscaled
+    # 8 kernels of 5x5 tile to 17x17 px (3x3 slots), enlarged 30x (nearest 512) in blocks.
+    assert pixels.shape[:2] == (510, 510) and pixels.std() > 0
+    assert (pixels[::30, ::30] == pixels[29::30, 29::30]).all()
+    assert "(510x510 px: 17x17 at 30x)" in capsys.readouterr().out
+
+
+def test_scale_1_writes_the_natural_size_and_n_that_factor(tmp_path) -> None:
+    natural, big = tmp_path / "n.png", tmp_path / "b.png"
+    args = ["render", "--model", "demo:lenet", "--framework", "torch", "--layer", "conv1"]
+    assert main([*args, "--out", str(natural), "--scale", "1"]) == 0
+    assert main([*args, "--out", str(big), "--scale", "4"]) == 0
+    small = read_png(natural)
+    assert small.shape[:2] == (17, 17)
+    np.testing.assert_array_equal(read_png(big)[::4, ::4], small)
+
+
+@pytest.mark.parametrize("scale", ["0", "-3"])
+def test_a_scale_below_1_is_one_clear_line_and_no_file(tmp_path, capsys, scale) -> None:
+    out = tmp_path / "sub" / "x.png"
+    assert main(["render", "--model", "demo:lenet", "--layer", "conv1", "--out", str(out),
+                 "--scale", scale]) == 2
+    assert f"scale must be an int >= 1 (1: natural size), got {scale}" in capsys.readouterr().err
+    assert not out.parent.exists()
+
+
+def test_a_scale_that_is_not_a_whole_number_is_refused_by_the_parser(tmp_path, capsys) -> None:
+    with pytest.raises(SystemExit) as exc:
+        main(["render", "--model", "demo:lenet", "--layer", "conv1", "--out",
+              str(tmp_path / "x.png"), "--scale", "2.5"])
+    assert exc.value.code == 2
+    assert "--scale: invalid int value: '2.5'" in capsys.readouterr().err
 
 
 @pytest.mark.parametrize("framework", ["torch", "keras"])
@@ -53,7 +83,8 @@ def test_a_keras_model_file_loads_in_safe_mode(tmp_path) -> None:
     path = tmp_path / "m.keras"
     model.save(path)
     out = tmp_path / "k.png"
-    assert main(["render", "--model", str(path), "--layer", "c", "--out", str(out)]) == 0
+    assert main(["render", "--model", str(path), "--layer", "c", "--out", str(out),
+                 "--scale", "1"]) == 0
     assert read_png(out).shape[:2] == (7, 7)  # 4 kernels of 3x3 in a 2x2 grid, 1 px gaps
 
 

@@ -174,3 +174,54 @@ def test_summary_html_escapes_hostile_layer_names() -> None:
                            output_shape=(1, 2, 2), index=0)
     html = LayerTable([hostile], "torch", (3, 4, 4))._repr_html_()
     assert "<img" not in html and "&lt;img src=x" in html
+
+
+@pytest.mark.parametrize("framework", FRAMEWORKS)
+def test_layers_that_never_ran_are_listed_last_and_marked(framework: str) -> None:
+    adapter = build(framework, "never_runs")
+    infos = cw.layers(adapter)
+    skipped = [i for i in infos if not i.ran]
+    assert [i.name for i in skipped] == ["skipped", "unused"]
+    assert all(i.calls == 0 and i.output_shape is None for i in skipped)
+    assert [i.ran for i in infos] == [True] * (len(infos) - 2) + [False, False]
+    # Still usable where no forward pass is needed: a conv that never ran has filters.
+    assert cw.filters(adapter, "unused").shape == (4, 8, 3, 3)
+    with pytest.raises(ValueError, match=r"'unused'.*did not run in the forward pass"):
+        cw.activations(adapter, np.zeros((32, 32, 3), np.float32), "unused")
+    table = cw.summary(adapter)
+    text = repr(table)
+    assert text.count("did not run") == 3  # two rows and the footer
+    assert "output layer 'fc' (index -1)" in text
+    assert "2 layers did not run in the forward pass" in text
+    html = table._repr_html_()
+    assert html.count('<tr class="cnnw-not-run"') == 2
+
+
+@pytest.mark.parametrize("framework", FRAMEWORKS)
+def test_the_output_layer_and_negative_indices_skip_layers_that_never_ran(
+    framework: str,
+) -> None:
+    adapter = build(framework, "never_runs")
+    infos = cw.layers(adapter)
+    ran = [i for i in infos if i.ran]
+    assert adapter.output_layer().name == "fc"
+    assert adapter.layer(-1).name == "fc"
+    assert [adapter.layer(-k).name for k in range(len(ran), 0, -1)] == [i.name for i in ran]
+    assert adapter.layer(len(infos) - 1).name == "unused"  # non-negative: the listed position
+    with pytest.raises(ValueError, match=rf"-{len(ran)}\.\.-1 counting back from the output "
+                                         r"layer 'fc'"):
+        adapter.layer(-len(ran) - 1)
+
+
+@pytest.mark.parametrize("framework", FRAMEWORKS)
+def test_output_views_use_the_output_layer_not_the_last_listed(framework: str) -> None:
+    adapter = build(framework, "never_runs")
+    image = np.random.default_rng(0).random((32, 32, 3), dtype=np.float32)
+    before = adapter.snapshot()
+    logits = cw.activations(adapter, image, "fc")["fc"]
+    top = cw.top_classes(adapter, image, k=3)
+    assert [index for index, _, _ in top] == list(np.argsort(-logits, kind="stable")[:3])
+    rendered = cw.render_activations(adapter, image, -1)
+    assert rendered.meta["kind"] == "topk"
+    assert cw.render_activations(adapter, image, "fc").meta["kind"] == "topk"
+    assert adapter.same_state(before, adapter.snapshot())

@@ -148,6 +148,26 @@ def test_class_objective_maximizes_the_logit_not_the_probability(framework: str)
         np.testing.assert_allclose(recorder.values[step + 1], expected, rtol=1e-4, atol=1e-5)
 
 
+@pytest.mark.parametrize("framework", FRAMEWORKS)
+def test_the_class_objective_targets_the_output_layer_not_one_listed_after_it(
+    framework: str,
+) -> None:
+    # never_runs lists two layers that never ran after its output layer 'fc' (10 classes).
+    adapter = build(framework, "never_runs")
+    images = feature_viz(adapter, objective="class", size=16, steps=1)
+    assert images.shape == (10, 16, 16, 3)
+    with pytest.raises(ValueError, match=r"class 10 is out of range: layer 'fc' gives 10"):
+        feature_viz(adapter, None, [10], objective="class", size=16, steps=1)
+
+
+def test_a_subclassed_keras_model_whose_call_takes_no_training_runs_at_another_size() -> None:
+    # At a size other than the model's own, the Keras session calls model.call() directly;
+    # CalledTwice.call(self, x) has no `training` parameter, so none may be passed.
+    adapter = build("keras", "subclassed")
+    assert adapter.spec.spatial == (32, 32)
+    assert feature_viz(adapter, "conv2", [0], size=16, steps=1).shape == (1, 16, 16, 3)
+
+
 def test_an_objective_on_two_layers_reads_each_layer_before_in_place_ops() -> None:
     with torch.random.fork_rng(devices=[]):
         torch.manual_seed(0)

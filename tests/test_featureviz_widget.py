@@ -346,3 +346,19 @@ def test_leaving_for_a_view_that_needs_the_worker_stops_the_run(
     explorer.wait()
     assert explorer.fv_running is False
     assert (explorer.status, explorer.grid_meta["layer"]) == ("idle", "conv2")
+
+
+def test_a_view_that_needs_the_model_never_blocks_the_kernel_behind_a_running_run(
+    make: Callable, lenet_torch: Adapter, gated: GatedFeatureViz, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setenv(featureviz.MAX_STEPS_ENV, "50")
+    explorer = make(Explorer, lenet_torch, zoo.sample_image("digit3"), view="featureviz")
+    gated.pause_at = 2
+    explorer.run_feature_viz()
+    assert gated.reached.wait(10)  # the run holds the model, paused inside a step
+    explorer.view = "filters"  # returns at once: the weights wait on the lane, not the kernel
+    assert explorer.busy is True and explorer.fv_running is False
+    gated.gate.set()
+    explorer.wait()
+    assert (explorer.status, explorer.grid_meta["kind"]) == ("idle", "filters")
+    assert explorer.featureviz_lane.dropped == 1  # its last frame came after it was retired

@@ -9,7 +9,7 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from cnn_widgets.images import load_batch, load_image
+from cnn_widgets.images import load_image
 
 
 def png_bytes(array: np.ndarray, mode: str | None = None) -> bytes:
@@ -123,10 +123,3 @@ def test_resizing_keeps_the_aspect_ratio_by_centre_cropping() -> None:
 
 def test_non_square_sizes_are_honoured() -> None:
     assert load_image(np.zeros((100, 100, 3), np.uint8), 3, size=(24, 40)).shape == (3, 24, 40)
-
-
-def test_a_batch_refuses_mixed_sizes_unless_a_size_is_given() -> None:
-    images = [np.zeros((8, 8), np.uint8), np.zeros((9, 9), np.uint8)]
-    with pytest.raises(ValueError, match="different sizes"):
-        load_batch(images, 1)
-    assert load_batch(images, 1, size=(8, 8)).shape == (2, 1, 8, 8)

@@ -236,6 +236,7 @@ def test_layers_and_table_describe_every_layer(make: Callable, lenet_torch: Adap
         "kind": "conv2d",
         "has_filters": True,
         "ran": True,
+        "vector": False,
         "views": ["filters", "activations", "featureviz", "table"],
     }
     row = viewer.table[0]

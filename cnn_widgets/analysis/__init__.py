@@ -1,10 +1,14 @@
 """Analyses built on the adapter contract: the layer table, kernel x image responses, channel
-statistics and health checks, and the dataset images that excite a channel most."""
+statistics and health checks, image sets, receptive fields, and the dataset images that excite
+a channel most."""
 
-from .health import ChannelStats, Finding, HealthReport, channel_stats, health_report
+from .health import Finding, HealthReport, health_report
+from .imagesets import ImageSet
+from .receptive import ReceptiveField, receptive_field
 from .responses import FilterResponses, filter_responses
+from .stats import ChannelStats, channel_stats
 from .table import LayerTable
-from .top_images import ImageSet, ReceptiveField, TopImages, receptive_field, top_images
+from .top_images import TopImages, top_images
 
 __all__ = [
     "ChannelStats",

@@ -8,9 +8,16 @@ from collections.abc import Iterator, Sequence
 
 from ..backends.base import LayerInfo
 
+NOT_RUN = "did not run"
+"""What the output column says for a layer that did not run in the forward pass."""
+
 
 def _shape(shape: tuple[int, ...] | None) -> str:
     return "—" if shape is None else "(" + ", ".join(str(s) for s in shape) + ")"
+
+
+def _output(info: LayerInfo) -> str:
+    return _shape(info.output_shape) if info.ran else NOT_RUN
 
 
 def _params(info: LayerInfo) -> str:
@@ -18,14 +25,25 @@ def _params(info: LayerInfo) -> str:
 
 
 class LayerTable(Sequence[LayerInfo]):
-    """One row per layer: index, name, type, output shape, parameter shapes and counts."""
+    """One row per layer: index, name, type, output shape, parameter shapes and counts.
+
+    Layers that did not run in the forward pass are listed too (a user looking for one finds
+    it) and marked: their output column says "did not run", their HTML row has the class
+    ``cnnw-not-run``, and the footer counts them. The footer also names the output layer,
+    the one index ``-1`` means.
+    """
 
     def __init__(
-        self, rows: Sequence[LayerInfo], framework: str, input_shape: tuple[int | None, ...]
+        self,
+        rows: Sequence[LayerInfo],
+        framework: str,
+        input_shape: tuple[int | None, ...],
+        output: str | None = None,
     ) -> None:
         self.rows = tuple(rows)
         self.framework = framework
         self.input_shape = tuple(input_shape)
+        self.output = output
 
     def __len__(self) -> int:
         return len(self.rows)
@@ -40,13 +58,33 @@ class LayerTable(Sequence[LayerInfo]):
     def total_params(self) -> int:
         return sum(r.num_params for r in self.rows)
 
+    @property
+    def not_run(self) -> tuple[LayerInfo, ...]:
+        """The layers that did not run in the forward pass."""
+        return tuple(r for r in self.rows if not r.ran)
+
+    def _footer(self) -> str:
+        text = (
+            f"{len(self.rows)} layers, {self.total_params:,} parameters "
+            f"({self.framework}, input {_shape(self.input_shape)})"
+        )
+        if self.output is not None:
+            text += f"; output layer {self.output!r} (index -1)"
+        skipped = len(self.not_run)
+        if skipped:
+            text += (
+                f"; {skipped} layer{'s' if skipped > 1 else ''} did not run in the forward "
+                "pass (no activations)"
+            )
+        return text
+
     def _cells(self) -> list[tuple[str, ...]]:
         return [
             (
                 str(r.index),
                 r.name,
                 r.type,
-                _shape(r.output_shape),
+                _output(r),
                 _params(r),
                 f"{r.num_params:,}",
                 "yes" if r.has_filters else "",
@@ -64,22 +102,25 @@ class LayerTable(Sequence[LayerInfo]):
             for row in cells
         ]
         lines.insert(1, "  ".join("-" * w for w in widths))
-        lines.append(
-            f"{len(self.rows)} layers, {self.total_params:,} parameters "
-            f"({self.framework}, input {_shape(self.input_shape)})"
-        )
+        lines.append(self._footer())
         return "\n".join(lines)
 
     def _repr_html_(self) -> str:
         esc = html.escape
         head = "".join(f"<th>{esc(h)}</th>" for h in self._HEADER)
+        # A row that did not run is greyed inline as well as classed: a notebook shows this
+        # HTML without our stylesheet.
+        not_run = (
+            f'<tr class="cnnw-not-run" style="opacity: 0.6" title="{esc(NOT_RUN)} in the '
+            'forward pass">'
+        )
         body = "".join(
-            "<tr>" + "".join(f"<td>{esc(c)}</td>" for c in row) + "</tr>" for row in self._cells()
+            (not_run if not info.ran else "<tr>")
+            + "".join(f"<td>{esc(c)}</td>" for c in row)
+            + "</tr>"
+            for info, row in zip(self.rows, self._cells(), strict=True)
         )
-        caption = esc(
-            f"{len(self.rows)} layers, {self.total_params:,} parameters "
-            f"({self.framework}, input {_shape(self.input_shape)})"
-        )
+        caption = esc(self._footer())
         return (
             f'<table class="cnnw-layer-table"><caption>{caption}</caption>'
             f"<thead><tr>{head}</tr></thead><tbody>{body}</tbody></table>"

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import difflib
 import threading
+import weakref
 from abc import ABC, abstractmethod
 from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
@@ -51,7 +52,7 @@ class LayerInfo:
     calls:
         How often the layer ran in one forward pass. A torch module called several times
         (a shared ReLU, say) is reported at its *first* call: its position and its
-        activations are those of that call.
+        activations are those of that call. 0 for a layer that did not run (see :attr:`ran`).
     """
 
     name: str
@@ -66,6 +67,17 @@ class LayerInfo:
 
     def __hash__(self) -> int:  # param_shapes is a dict; hash on the identity fields
         return hash((self.name, self.type, self.output_shape, self.index))
+
+    @property
+    def ran(self) -> bool:
+        """True when the layer ran in the discovery forward pass.
+
+        A layer that did not (torchvision's ``stochastic_depth`` of a block without a
+        residual, an unused branch, a head the forward never calls) is still listed, after
+        those that ran, so that a user looking for it finds it; it has no activations, and it
+        is never taken as the output layer, a default, or a negative index.
+        """
+        return self.calls > 0
 
     @property
     def is_spatial(self) -> bool:
@@ -96,14 +108,10 @@ class Normalization:
     def imagenet(cls) -> Normalization:
         return cls(IMAGENET_MEAN, IMAGENET_STD)
 
-    def apply_numpy(self, batch: np.ndarray) -> np.ndarray:
-        """Apply to an ``(N, C, H, W)`` float array."""
-        mean = np.asarray(self.mean, np.float32).reshape(1, -1, 1, 1)
-        std = np.asarray(self.std, np.float32).reshape(1, -1, 1, 1)
-        return ((batch * np.float32(self.scale)) - mean) / std
-
 
 Preprocess = Normalization | Callable[[Any], Any] | None
+Shape = tuple[int, int | None, int | None]
+"""``(C, H, W)`` of a model's input; ``H``/``W`` None when any size goes."""
 
 
 @dataclass(frozen=True)
@@ -120,7 +128,6 @@ class InputSpec:
     shape: tuple[int, int | None, int | None]
     preprocess: Preprocess = None
     labels: tuple[str, ...] | None = None
-    value_range: tuple[float, float] = (0.0, 1.0)
 
     @property
     def channels(self) -> int:
@@ -151,7 +158,38 @@ class Adapter(ABC):
         self.model = model
         self.spec = spec
         self._layers: list[LayerInfo] | None = None
+        # Set by a backend's _discover_layers: the layer whose output *is* the model's output
+        # (found by object identity in the discovery pass), or None when no layer's was.
+        self._output_name: str | None = None
         self._lock = _MODEL_LOCK
+
+    @classmethod
+    def create(
+        cls,
+        model: Any,
+        shape: Shape | None,
+        preprocess: Preprocess,
+        labels: tuple[str, ...] | None,
+    ) -> Adapter:
+        """Check ``model`` and wrap it; :func:`cnn_widgets.adapt` calls this with parsed
+        arguments (``shape`` is ``(C, H, W)`` or None, ``labels`` the class names or None).
+
+        Raises
+        ------
+        TypeError, ValueError
+            From the backend's :meth:`_input_shape`: a model of another framework, or an input
+            the backend cannot work out or use.
+        """
+        spec = InputSpec(cls._input_shape(model, shape, preprocess), preprocess, labels)
+        return cls(model, spec)
+
+    @classmethod
+    @abstractmethod
+    def _input_shape(
+        cls, model: Any, shape: Shape | None, preprocess: Preprocess
+    ) -> tuple[int, int | None, int | None]:
+        """Check that ``model`` is this backend's kind and what input it takes: the
+        ``(C, H, W)`` to use (``H``/``W`` None when any size goes and none was given)."""
 
     @property
     def lock(self) -> threading.RLock:
@@ -162,7 +200,11 @@ class Adapter(ABC):
     # -- what a backend implements -------------------------------------------------------
     @abstractmethod
     def _discover_layers(self) -> list[LayerInfo]:
-        """Every layer in forward order, shapes from a real forward pass on a dummy input."""
+        """Every layer in forward order, shapes from a real forward pass on a dummy input.
+
+        Layers that did not run come last, with ``calls=0``. A backend that can tell which
+        layer produced the model's output (an :class:`OutputFinder` does) stores its name in
+        ``self._output_name``."""
 
     @abstractmethod
     def _filters(self, info: LayerInfo) -> np.ndarray:
@@ -189,20 +231,53 @@ class Adapter(ABC):
     @abstractmethod
     @contextmanager
     def protect(self) -> Iterator[None]:
-        """Run a block with the model in inference mode and restore mode, grad flags and
-        ``.grad`` afterwards, also when the block raises."""
+        """Run a block holding :attr:`lock`, with the model in inference mode, and restore
+        mode, grad flags and ``.grad`` afterwards, also when the block raises."""
 
     # -- shared behaviour ----------------------------------------------------------------
     def layers(self) -> list[LayerInfo]:
         if self._layers is None:
-            with self._lock, self.protect():
+            with self.protect():
                 self._layers = self._discover_layers()
             if not self._layers:
                 raise ValueError(f"{type(self.model).__name__} has no layers to show")
         return list(self._layers)
 
+    def output_layer(self) -> LayerInfo:
+        """The layer whose output is the model's output.
+
+        Found in the discovery pass: the layer whose (first-call) output is the very tensor
+        the model returned. When no layer's is (the model applies a function after its last
+        layer, say), the last layer that ran. Never a layer that did not run, however late it
+        is listed.
+
+        Raises
+        ------
+        ValueError
+            When no layer ran in the discovery pass.
+        """
+        infos = self.layers()
+        if self._output_name is not None:
+            for info in infos:
+                if info.name == self._output_name and info.ran:
+                    return info
+        ran = [info for info in infos if info.ran]
+        if not ran:
+            raise ValueError(
+                f"no layer of {type(self.model).__name__} ran in a forward pass, so it has no "
+                "output layer"
+            )
+        return ran[-1]
+
     def layer(self, key: LayerKey | LayerInfo) -> LayerInfo:
-        """Resolve a name or an index (negative counts from the end) to its LayerInfo."""
+        """Resolve a name or an index to its LayerInfo.
+
+        ``0..n-1`` is the position in :meth:`layers`. A negative index counts back from the
+        model's output over the layers that ran: ``-1`` is :meth:`output_layer`, ``-2`` the
+        layer that ran just before it, and so on. Layers that did not run in the forward pass
+        (listed last) and layers that ran after the output layer are reachable by name or by
+        a non-negative index only.
+        """
         infos = self.layers()
         if isinstance(key, LayerInfo):
             key = key.name
@@ -211,13 +286,18 @@ class Adapter(ABC):
                 f"a layer is given by name (str) or index (int), got {type(key).__name__}"
             )
         if isinstance(key, (int, np.integer)):
-            n = len(infos)
-            if not -n <= int(key) < n:
-                raise ValueError(
-                    f"layer index {int(key)} is out of range: this model has {n} layers "
-                    f"(valid: 0..{n - 1} or -{n}..-1)"
-                )
-            return infos[int(key)]
+            n, index = len(infos), int(key)
+            if 0 <= index < n:
+                return infos[index]
+            output = self.output_layer()
+            back = [i for i in infos[: output.index + 1] if i.ran]
+            if -len(back) <= index < 0:
+                return back[index]
+            raise ValueError(
+                f"layer index {index} is out of range: this model has {n} layers "
+                f"(valid: 0..{n - 1}, or -{len(back)}..-1 counting back from the output layer "
+                f"{output.name!r} over the {len(back)} layers that ran up to it)"
+            )
         for info in infos:
             if info.name == key:
                 return info
@@ -234,7 +314,7 @@ class Adapter(ABC):
         info = self.layer(layer)
         if not info.has_filters:
             self._refuse_no_filters(info)
-        with self._lock, self.protect():
+        with self.protect():
             out = np.asarray(self._filters(info), dtype=np.float32)
         return out
 
@@ -244,7 +324,7 @@ class Adapter(ABC):
         """Activations of ``batch`` (``(N, C, H, W)``, [0, 1]) for the given layers."""
         infos = self.layers() if layers is None else [self.layer(k) for k in layers]
         names = list(dict.fromkeys(i.name for i in infos))
-        with self._lock, self.protect():
+        with self.protect():
             out = self._activations(np.ascontiguousarray(batch, dtype=np.float32), names)
         return {n: np.asarray(out[n], dtype=np.float32) for n in names}
 
@@ -275,7 +355,7 @@ class Adapter(ABC):
         forward pass: the first tensor argument of the layer's first call, channels-first,
         batch kept. For the first layer that is the preprocessed image."""
         names = list(dict.fromkeys(self.layer(k).name for k in layers))
-        with self._lock, self.protect():
+        with self.protect():
             out = self._layer_inputs(np.ascontiguousarray(batch, dtype=np.float32), names)
         return {n: np.asarray(out[n], dtype=np.float32) for n in names}
 
@@ -302,11 +382,37 @@ def _describe_preprocess(p: Preprocess) -> str:
     return getattr(p, "__name__", type(p).__name__)
 
 
-def check_finite(name: str, array: np.ndarray) -> None:
-    """Raise a ValueError naming the layer when an array holds NaN or Inf."""
-    bad = ~np.isfinite(array)
-    if bad.any():
-        raise ValueError(
-            f"{name} contains {int(np.isnan(array).sum())} NaN and "
-            f"{int(np.isinf(array).sum())} Inf values"
-        )
+class OutputFinder:
+    """Tells which layer produced a model's output, by object identity.
+
+    A backend reports every layer call of the discovery pass with :meth:`saw` and hands the
+    model's returned tensor to :meth:`producer`. Weak references (not ids, which a freed
+    tensor's successor may reuse; not strong references, which would keep every activation of
+    the pass alive) tie the two together. The *latest* call that returned the output object
+    wins, so an in-place layer after the head (``ReLU(inplace=True)`` returns its input
+    object) is the producer, as its captured activations are the output's values.
+    """
+
+    def __init__(self) -> None:
+        self._calls: list[tuple[str, bool, weakref.ref[Any]]] = []
+
+    def saw(self, name: str, first_call: bool, tensor: Any) -> None:
+        """Record that layer ``name`` returned ``tensor`` (``first_call``: at its first call)."""
+        if tensor is None:
+            return
+        try:
+            ref = weakref.ref(tensor)
+        except TypeError:  # a tensor type without weak references: cannot be matched
+            return
+        self._calls.append((name, first_call, ref))
+
+    def producer(self, output: Any) -> str | None:
+        """The layer whose output is ``output``, or None when no layer's is, or when the
+        latest layer that returned it did so at a later call (a shared module): its shown
+        activations, those of its first call, would not be the model's output."""
+        if output is None:
+            return None
+        for name, first_call, ref in reversed(self._calls):
+            if ref() is output:
+                return name if first_call else None
+        return None

@@ -34,8 +34,7 @@ Conventions
 
 from __future__ import annotations
 
-import threading
-from collections.abc import Iterator, Sequence
+from collections.abc import Iterable, Iterator, Sequence
 from contextlib import contextmanager, suppress
 from dataclasses import dataclass
 from typing import Any
@@ -43,33 +42,41 @@ from typing import Any
 import keras
 import numpy as np
 
-from .base import Adapter, ConvConfig, InputSpec, LayerInfo, LayerKey, Normalization, Preprocess
+from .base import (
+    Adapter,
+    ConvConfig,
+    InputSpec,
+    LayerInfo,
+    LayerKey,
+    Normalization,
+    OutputFinder,
+    Preprocess,
+    Shape,
+)
+from .keras_layers import (
+    _MISSING,
+    _channels_first_shape,
+    _depthwise_oihw,
+    _flatten_channels_first,
+    _kind,
+    _numpy,
+    _pair,
+    _param_shapes,
+    _recording_call,
+    _to_channels_first,
+    _to_float32,
+    all_layers,
+    first_tensor,
+    restore_attribute,
+    swapped_attributes,
+    unique,
+    walk,
+)
 
-__all__ = ["KerasAdapter"]
+__all__ = ["KerasAdapter", "first_tensor"]
 
 FALLBACK_SPATIAL = (64, 64)
 """Dummy ``(H, W)`` for the discovery pass when neither the model nor the user gives a size."""
-
-_MISSING = object()
-
-# Wrappers live on shared layer objects: two threads (a widget's worker and the notebook, say)
-# recording at once would see each other's wrappers. One lock for every recording pass.
-_PASS_LOCK = threading.RLock()
-
-_CONV2D = (
-    keras.layers.Conv2D,
-    keras.layers.DepthwiseConv2D,
-    keras.layers.SeparableConv2D,
-    keras.layers.Conv2DTranspose,
-)
-_CONV1D = (
-    keras.layers.Conv1D,
-    keras.layers.DepthwiseConv1D,
-    keras.layers.SeparableConv1D,
-    keras.layers.Conv1DTranspose,
-)
-_CONV3D = (keras.layers.Conv3D, keras.layers.Conv3DTranspose)
-
 
 class _StopForward(BaseException):
     """Ends a recording pass once every requested layer has run.
@@ -86,7 +93,7 @@ class _KerasState:
 
     variables: tuple[tuple[str, str, tuple[int, ...], bytes, bool], ...]
     trainable: tuple[tuple[str, bool], ...]
-    call_attrs: tuple[Any, ...]  # per layer: its instance-level ``call`` or _MISSING
+    call_attrs: tuple[Any, ...]  # per layer: its instance-level ``call`` or none
 
 
 class KerasAdapter(Adapter):
@@ -100,31 +107,13 @@ class KerasAdapter(Adapter):
         self._objects: dict[str, keras.layers.Layer] = {}
 
     @classmethod
-    def create(
-        cls,
-        model: Any,
-        shape: tuple[int, int | None, int | None] | None,
-        preprocess: Preprocess,
-        labels: tuple[str, ...] | None,
-    ) -> KerasAdapter:
-        """Check ``model`` and work out its input spec.
-
-        Parameters
-        ----------
-        model:
-            A Keras 3 ``keras.Model``: Sequential, functional or subclassed, channels_last.
-        shape:
-            ``(C, H, W)`` from the user, or None. Needed for a subclassed model that has not
-            been built; fills in ``H``/``W`` where the model accepts any size.
-        preprocess:
-            None, a :class:`Normalization` (applied on NHWC, channels last) or a callable on
-            an NHWC tensor.
-        labels:
-            Class names, or None.
-
-        Returns
-        -------
-        KerasAdapter
+    def _input_shape(
+        cls, model: Any, shape: Shape | None, preprocess: Preprocess
+    ) -> tuple[int, int | None, int | None]:
+        """Check a Keras 3 model (Sequential, functional or subclassed, channels_last) and
+        work out its ``(C, H, W)``: the model's own, with ``shape`` filling in a size the
+        model leaves open; ``shape`` is needed for a subclassed model that was never built.
+        ``preprocess`` is applied to NHWC tensors.
 
         Raises
         ------
@@ -132,7 +121,8 @@ class KerasAdapter(Adapter):
             ``model`` is not a Keras 3 ``keras.Model``.
         ValueError
             The input shape cannot be found or contradicts ``shape``, the model takes several
-            inputs or non-image input, or a layer is channels_first.
+            inputs or non-image input, a layer is channels_first, or a Normalization does not
+            fit the channel count.
         """
         if not isinstance(model, keras.Model):
             hint = (
@@ -144,7 +134,7 @@ class KerasAdapter(Adapter):
                 f"expected a Keras 3 keras.Model, got {type(model).__module__}."
                 f"{type(model).__name__}.{hint}"
             )
-        for name, layer in _walk(model):
+        for name, layer in walk(model):
             if getattr(layer, "data_format", None) == "channels_first":
                 raise ValueError(
                     f"layer {name!r} ({type(layer).__name__}) uses data_format='channels_first'; "
@@ -153,23 +143,30 @@ class KerasAdapter(Adapter):
         spec_shape = _resolve_input_shape(model, shape)
         if isinstance(preprocess, Normalization):
             _check_normalization(preprocess, spec_shape[0])
-        return cls(model, InputSpec(shape=spec_shape, preprocess=preprocess, labels=labels))
+        return spec_shape
+
 
     # -- discovery -------------------------------------------------------------------------
     def _discover_layers(self) -> list[LayerInfo]:
-        entries = _walk(self.model)
+        entries = walk(self.model)
         h, w = self.spec.spatial or FALLBACK_SPATIAL
         dummy = np.zeros((1, self.spec.channels, h, w), np.float32)
         first_shape: dict[str, tuple[int, ...]] = {}
         calls: dict[str, int] = dict.fromkeys((n for n, _ in entries), 0)
+        finder = OutputFinder()
 
         def on_output(name: str, output: Any, inputs: tuple[Any, ...] = ()) -> None:
             calls[name] += 1
+            tensor = first_tensor(output)
+            finder.saw(name, calls[name] == 1, tensor)
             if name not in first_shape:
-                first_shape[name] = _channels_first_shape(_first_tensor(output).shape[1:])
+                first_shape[name] = _channels_first_shape(tensor.shape[1:])
 
-        with _PASS_LOCK, _recording(entries, on_output):
-            self.model(self._model_input(dummy), training=False)
+        with self._recording(entries, on_output):
+            result = self.model(self._model_input(dummy), training=False)
+        # The layer that returned the model's output tensor (a subclassed model may list an
+        # unused layer after it); None falls back to the last layer that ran.
+        self._output_name = finder.producer(first_tensor(result))
 
         ran = list(first_shape)  # insertion order = order of first calls
         rest = [n for n, _ in entries if n not in first_shape]
@@ -234,37 +231,64 @@ class KerasAdapter(Adapter):
 
     # -- activations -----------------------------------------------------------------------
     def _activations(self, batch: np.ndarray, names: Sequence[str]) -> dict[str, np.ndarray]:
+        def output(name: str, result: Any, args: tuple[Any, ...]) -> np.ndarray:
+            array = _to_channels_first(_to_float32(first_tensor(result)))
+            if isinstance(self._objects[name], keras.layers.Flatten) and args:
+                array = _flatten_channels_first(array, args[0])
+            return array
+
+        return self._recorded_pass(batch, names, output, "activations")
+
+    def _recorded_pass(
+        self,
+        batch: np.ndarray,
+        names: Sequence[str],
+        pick: Any,
+        what: str,
+    ) -> dict[str, np.ndarray]:
+        """One eager forward pass of ``batch`` that records ``pick(name, output, args)`` at
+        each named layer's first call and stops once all are recorded."""
         if batch.ndim != 4 or batch.shape[1] != self.spec.channels:
             raise ValueError(
                 f"expected a batch of shape (N, {self.spec.channels}, H, W), got {batch.shape}"
             )
         wanted = list(dict.fromkeys(names))
-        entries = [(n, self._objects[n]) for n in wanted]
-        outputs: dict[str, np.ndarray] = {}
+        if not self._objects:
+            self.layers()
+        recorded: dict[str, np.ndarray] = {}
 
-        def on_output(name: str, output: Any, inputs: tuple[Any, ...] = ()) -> None:
-            if name in outputs:
-                return
-            array = _to_channels_first(_to_float32(_first_tensor(output)))
-            if isinstance(self._objects[name], keras.layers.Flatten) and inputs:
-                array = _flatten_channels_first(array, inputs[0])
-            outputs[name] = array
-            if len(outputs) == len(wanted):
+        def on_call(name: str, result: Any, args: tuple[Any, ...] = ()) -> None:
+            if name in recorded:
+                return  # a layer called again: its first call is the one shown
+            recorded[name] = pick(name, result, args)
+            if len(recorded) == len(wanted):
                 raise _StopForward  # the rest of the network is not needed
 
-        with _PASS_LOCK, _recording(entries, on_output), suppress(_StopForward):
+        entries = [(n, self._objects[n]) for n in wanted]
+        with self._recording(entries, on_call), suppress(_StopForward):
             self.model(self._model_input(batch), training=False)
-        missing = [n for n in wanted if n not in outputs]
+        missing = [n for n in wanted if n not in recorded]
         if missing:
             raise ValueError(
                 f"layer(s) {', '.join(repr(n) for n in missing)} did not run in the forward "
-                "pass, so they have no activations"
+                f"pass, so they have no {what}"
             )
-        return outputs
+        return recorded
+
+    def _recording(self, entries: Sequence[tuple[str, Any]], on_call: Any) -> Any:
+        """Wrap each layer's ``call`` so ``on_call(name, output, args)`` sees its eager calls."""
+        return self.swapped(
+            (layer, "call", _recording_call(name, layer.call, on_call)) for name, layer in entries
+        )
 
     def _model_input(self, batch: np.ndarray) -> Any:
         """``(N, C, H, W)`` [0, 1] numpy -> the preprocessed NHWC tensor the model takes."""
         x = keras.ops.convert_to_tensor(np.ascontiguousarray(batch.transpose(0, 2, 3, 1)))
+        return self.preprocess(x)
+
+    def preprocess(self, x: Any) -> Any:
+        """The spec's preprocessing of an NHWC tensor of [0, 1] images, as tensor ops (so
+        gradients flow through it)."""
         pre = self.spec.preprocess
         if pre is None:
             return x
@@ -276,7 +300,7 @@ class KerasAdapter(Adapter):
 
     # -- never harm the model --------------------------------------------------------------
     def snapshot(self) -> _KerasState:
-        layers = _all_layers(self.model)
+        layers = all_layers(self.model)
         variables = tuple(
             (
                 v.path,
@@ -285,7 +309,7 @@ class KerasAdapter(Adapter):
                 np.ascontiguousarray(_numpy(v)).tobytes(),
                 bool(v.trainable),
             )
-            for v in _unique(self.model.variables)
+            for v in unique(self.model.variables)
         )
         trainable = tuple((layer.name, bool(layer.trainable)) for layer in layers)
         call_attrs = tuple(layer.__dict__.get("call", _MISSING) for layer in layers)
@@ -302,29 +326,47 @@ class KerasAdapter(Adapter):
 
     @contextmanager
     def protect(self) -> Iterator[None]:
-        """Run a block and restore every ``trainable`` flag (layers and variables) and every
-        layer's ``call`` attribute afterwards, also when the block raises."""
-        layers = _all_layers(self.model)  # pre-order: a container comes before its sublayers
-        flags = [(layer, layer.trainable) for layer in layers]
-        var_flags = [(v, v.trainable) for v in _unique(self.model.variables)]
-        # Under the pass lock, so that another thread's live recording wrapper is neither
-        # taken for the original here nor torn out from under its pass below.
-        with _PASS_LOCK:
+        """Run a block, holding the model lock, and restore every ``trainable`` flag (layers
+        and variables) and every layer's ``call`` attribute afterwards, also when it raises."""
+        with self._lock:
+            layers = all_layers(self.model)  # pre-order: a container before its sublayers
+            flags = [(layer, layer.trainable) for layer in layers]
+            var_flags = [(v, v.trainable) for v in unique(self.model.variables)]
             call_attrs = [(layer, layer.__dict__.get("call", _MISSING)) for layer in layers]
-        try:
-            yield
-        finally:
-            # Setting a container's flag cascades to its sublayers, so go outer to inner and
-            # touch only what changed; then repair variables a cascade may have flipped.
-            for layer, flag in flags:
-                if layer.trainable != flag:
-                    layer.trainable = flag
-            for variable, flag in var_flags:
-                if variable.trainable != flag:
-                    variable.trainable = flag
-            with _PASS_LOCK:
+            try:
+                yield
+            finally:
+                # Setting a container's flag cascades to its sublayers, so go outer to inner
+                # and touch only what changed; then repair variables a cascade may have flipped.
+                for layer, flag in flags:
+                    if layer.trainable != flag:
+                        layer.trainable = flag
+                for variable, flag in var_flags:
+                    if variable.trainable != flag:
+                        variable.trainable = flag
                 for layer, attr in call_attrs:
-                    _restore_call(layer, attr)
+                    restore_attribute(layer, "call", attr)
+
+    @contextmanager
+    def swapped(self, changes: Iterable[tuple[Any, str, Any]]) -> Iterator[None]:
+        """Give layers other instance attributes (their ``call``, their ``activation``) for
+        the block, holding the model lock, and put back exactly what was there afterwards.
+
+        ``changes`` holds ``(layer, attribute name, value)``; it is read lazily, so a value
+        may wrap what an earlier change put in place. For code that runs its own passes on
+        the model (feature visualization); see :func:`.keras_layers.swapped_attributes`.
+        """
+        with self._lock, swapped_attributes(changes):
+            yield
+
+    def all_layers(self) -> list[Any]:
+        """The model and every layer under it (containers, InputLayers, built-in internals),
+        pre-order, each once."""
+        return all_layers(self.model)
+
+    def layer_object(self, layer: LayerKey | LayerInfo) -> Any:
+        """The live ``keras.layers.Layer`` of a listed layer (name, index or LayerInfo)."""
+        return self._object(self.layer(layer))
 
     # -- helpers ---------------------------------------------------------------------------
     def _object(self, info: LayerInfo) -> keras.layers.Layer:
@@ -336,37 +378,16 @@ class KerasAdapter(Adapter):
     def _layer_inputs(self, batch: np.ndarray, names: Sequence[str]) -> dict[str, np.ndarray]:
         """Each named layer's first positional input at its first eager call, channels-first
         (the recording wrapper sees the arguments ``call`` gets)."""
-        if batch.ndim != 4 or batch.shape[1] != self.spec.channels:
-            raise ValueError(
-                f"expected a batch of shape (N, {self.spec.channels}, H, W), got {batch.shape}"
-            )
-        wanted = list(dict.fromkeys(names))
-        if not self._objects:
-            self.layers()
-        entries = [(n, self._objects[n]) for n in wanted]
-        inputs: dict[str, np.ndarray] = {}
 
-        def on_output(name: str, output: Any, args: tuple[Any, ...] = ()) -> None:
-            if name in inputs:
-                return
+        def first_input(name: str, result: Any, args: tuple[Any, ...]) -> np.ndarray:
             if not args:
                 raise ValueError(
                     f"layer {name!r} was called with its input as a keyword argument, "
                     "which this backend cannot see"
                 )
-            inputs[name] = _to_channels_first(_to_float32(_first_tensor(args[0])))
-            if len(inputs) == len(wanted):
-                raise _StopForward
+            return _to_channels_first(_to_float32(first_tensor(args[0])))
 
-        with _PASS_LOCK, _recording(entries, on_output), suppress(_StopForward):
-            self.model(self._model_input(batch), training=False)
-        missing = [n for n in wanted if n not in inputs]
-        if missing:
-            raise ValueError(
-                f"layer(s) {', '.join(repr(n) for n in missing)} did not run in the forward "
-                "pass, so they have no inputs"
-            )
-        return inputs
+        return self._recorded_pass(batch, names, first_input, "inputs")
 
     def conv_bias(self, layer: LayerKey) -> np.ndarray | None:
         """The layer's ``bias`` as float32, or None without one. ``SeparableConv2D`` gives
@@ -376,208 +397,6 @@ class KerasAdapter(Adapter):
         if not config.has_bias:
             return None
         return _to_float32(self._object(self.layer(layer)).bias)
-
-
-# -- layer tree ----------------------------------------------------------------------------
-def _children(layer: keras.layers.Layer) -> list[keras.layers.Layer]:
-    """Sublayers worth opening: a model's layers, or those of a user-defined composite layer.
-
-    Built-in Keras layers with internal sublayers (MultiHeadAttention, Bidirectional, ...)
-    stay whole: their parts are implementation details.
-    """
-    if isinstance(layer, keras.Model):
-        return list(layer.layers)
-    if not type(layer).__module__.startswith("keras."):
-        return list(getattr(layer, "_layers", ()))
-    return []
-
-
-def _walk(model: keras.Model) -> list[tuple[str, keras.layers.Layer]]:
-    """Every listed layer with its flattened name, in definition order, each object once."""
-    entries: list[tuple[str, keras.layers.Layer]] = []
-    seen: set[int] = set()
-    taken: set[str] = set()
-
-    def visit(layer: keras.layers.Layer, prefix: str) -> None:
-        for child in _children(layer):
-            if id(child) in seen or isinstance(child, keras.layers.InputLayer):
-                continue
-            seen.add(id(child))
-            name = prefix + child.name
-            if name in taken:  # only subclassed models allow duplicate names
-                k = 2
-                while f"{name}#{k}" in taken:
-                    k += 1
-                name = f"{name}#{k}"
-            inner = _children(child)
-            if inner:
-                visit(child, name + "/")
-            if not isinstance(child, keras.Model):
-                taken.add(name)
-                entries.append((name, child))
-
-    visit(model, "")
-    return entries
-
-
-def _all_layers(model: keras.Model) -> list[keras.layers.Layer]:
-    """The model and every layer under it (containers, InputLayers, built-in internals),
-    pre-order, each once: what snapshot and protect look after."""
-    out: list[keras.layers.Layer] = []
-    seen: set[int] = set()
-    stack = [model]
-    while stack:
-        layer = stack.pop()
-        if id(layer) in seen:
-            continue
-        seen.add(id(layer))
-        out.append(layer)
-        stack.extend(reversed(list(getattr(layer, "_layers", ()))))
-    return out
-
-
-def _unique(items: Sequence[Any]) -> list[Any]:
-    seen: set[int] = set()
-    return [x for x in items if not (id(x) in seen or seen.add(id(x)))]
-
-
-# -- recording ------------------------------------------------------------------------------
-@contextmanager
-def _recording(entries: Sequence[tuple[str, keras.layers.Layer]], on_output: Any) -> Iterator[None]:
-    """Wrap each layer's ``call`` so ``on_output(name, output)`` sees every eager call;
-    restore exactly the previous ``call`` attribute afterwards."""
-    previous: list[tuple[keras.layers.Layer, Any]] = []
-    try:
-        for name, layer in entries:
-            previous.append((layer, layer.__dict__.get("call", _MISSING)))
-            object.__setattr__(layer, "call", _recording_call(name, layer.call, on_output))
-        yield
-    finally:
-        for layer, attr in reversed(previous):
-            _restore_call(layer, attr)
-
-
-def _recording_call(name: str, inner: Any, on_output: Any) -> Any:
-    def call(*args: Any, **kwargs: Any) -> Any:
-        output = inner(*args, **kwargs)
-        # Building a model traces layers symbolically; only concrete (eager) calls count.
-        if _is_concrete(output):
-            on_output(name, output, args)
-        return output
-
-    return call
-
-
-def _restore_call(layer: keras.layers.Layer, attr: Any) -> None:
-    current = layer.__dict__.get("call", _MISSING)
-    if current is attr:
-        return
-    if attr is _MISSING:
-        object.__delattr__(layer, "call")
-    else:
-        object.__setattr__(layer, "call", attr)
-
-
-def _is_concrete(output: Any) -> bool:
-    leaves = keras.tree.flatten(output)
-    if not leaves or keras.backend.is_keras_tensor(leaves[0]):
-        return False
-    if keras.backend.backend() == "tensorflow":
-        import tensorflow as tf  # already imported by Keras on this backend
-
-        return bool(tf.executing_eagerly())
-    return True
-
-
-def _first_tensor(output: Any) -> Any:
-    """A layer's output, or the first tensor of a multi-output layer."""
-    if hasattr(output, "shape"):
-        return output
-    return keras.tree.flatten(output)[0]
-
-
-# -- layout conversions ---------------------------------------------------------------------
-def _channels_first_shape(shape: Sequence[int | None]) -> tuple[int, ...]:
-    dims = tuple(int(d) for d in shape)
-    return dims[-1:] + dims[:-1] if len(dims) >= 2 else dims
-
-
-def _to_channels_first(array: np.ndarray) -> np.ndarray:
-    """Batch kept: ``(N, ..., C) -> (N, C, ...)``; ``(N, F)`` unchanged."""
-    return np.ascontiguousarray(np.moveaxis(array, -1, 1)) if array.ndim >= 3 else array
-
-
-def _flatten_channels_first(flat: np.ndarray, flatten_input: Any) -> np.ndarray:
-    """A Flatten of an ``(N, H, W, C)`` tensor lists values channel-last; reorder them to the
-    ``(C, H, W)`` order torch's flatten uses, so a vector means the same in both frameworks."""
-    shape = tuple(int(d) for d in getattr(flatten_input, "shape", ()))
-    if len(shape) < 3 or flat.ndim != 2 or int(np.prod(shape[1:])) != flat.shape[1]:
-        return flat
-    return np.ascontiguousarray(np.moveaxis(flat.reshape(shape), -1, 1).reshape(flat.shape))
-
-
-def _to_float32(tensor: Any) -> np.ndarray:
-    return np.array(_numpy(tensor), dtype=np.float32)  # always a copy
-
-
-def _numpy(tensor: Any) -> np.ndarray:
-    # ``.numpy()`` first: keras.ops.convert_to_numpy goes through ``np.array(x)``, which makes
-    # numpy 2 warn (DeprecationWarning) about TensorFlow's ``__array__`` signature.
-    to_numpy = getattr(tensor, "numpy", None)
-    return np.asarray(to_numpy() if callable(to_numpy) else keras.ops.convert_to_numpy(tensor))
-
-
-def _depthwise_oihw(kernel: Any) -> np.ndarray:
-    """``(kh, kw, in, mult)`` -> ``(in * mult, 1, kh, kw)``; output ``c * mult + m`` is input
-    channel ``c``'s ``m``-th kernel, the order Keras concatenates depthwise outputs in."""
-    k = _to_float32(kernel)
-    kh, kw, cin, mult = k.shape
-    return np.ascontiguousarray(k.reshape(kh, kw, cin * mult).transpose(2, 0, 1)[:, None])
-
-
-def _pair(value: Any) -> tuple[int, int]:
-    values = tuple(int(v) for v in (value if isinstance(value, (tuple, list)) else (value,)))
-    return (values[0], values[0]) if len(values) == 1 else (values[0], values[1])
-
-
-# -- layer facts ------------------------------------------------------------------------------
-def _kind(layer: keras.layers.Layer) -> str:
-    if isinstance(layer, _CONV2D):
-        return "conv2d"
-    if isinstance(layer, _CONV1D):
-        return "conv1d"
-    if isinstance(layer, _CONV3D):
-        return "conv3d"
-    if isinstance(layer, keras.layers.Dense):
-        return "dense"
-    return "other"
-
-
-def _param_shapes(layer: keras.layers.Layer) -> dict[str, tuple[int, ...]]:
-    """Variable name -> shape (Keras layout). A composite layer we open counts only the
-    variables its sublayers do not own (those are listed under the sublayers)."""
-    weights = _unique(layer.weights)
-    children = _children(layer)
-    if children:
-        inner = {id(v) for child in children for v in child.weights}
-        weights = [v for v in weights if id(v) not in inner]
-    shapes: dict[str, tuple[int, ...]] = {}
-    for v in weights:
-        key = _relative_name(v, layer.name)
-        base, k = key, 2
-        while key in shapes:
-            key, k = f"{base}_{k}", k + 1
-        shapes[key] = tuple(int(d) for d in v.shape)
-    return shapes
-
-
-def _relative_name(variable: Any, layer_name: str) -> str:
-    """``"model/conv1/kernel"`` -> ``"kernel"``; keeps sublayer parts (``"query/kernel"``)."""
-    parts = str(getattr(variable, "path", variable.name)).split("/")
-    for i in range(len(parts) - 2, -1, -1):
-        if parts[i] == layer_name:
-            return "/".join(parts[i + 1 :])
-    return str(variable.name)
 
 
 # -- input spec ---------------------------------------------------------------------------

@@ -12,44 +12,41 @@ importing ``cnn_widgets`` never imports torch.
 from __future__ import annotations
 
 import functools
-import itertools
 from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
-from dataclasses import dataclass, fields
-from typing import Any, NamedTuple
+from typing import Any
 
 import numpy as np
 import torch
 from torch import nn
 
-from .base import Adapter, ConvConfig, InputSpec, LayerInfo, LayerKey, Normalization, Preprocess
+from .base import (
+    Adapter,
+    ConvConfig,
+    InputSpec,
+    LayerInfo,
+    LayerKey,
+    Normalization,
+    OutputFinder,
+    Preprocess,
+    Shape,
+)
+from .torch_layers import (
+    _CONV_2D,
+    _device_and_dtype,
+    _dummy_forward_failure,
+    _infer_channels,
+    _layer_info,
+    _pair,
+    _to_numpy,
+    first_tensor,
+)
+from .torch_snapshot import TorchSnapshot, take_snapshot
 
-__all__ = ["TorchAdapter", "TorchSnapshot"]
+__all__ = ["TorchAdapter", "TorchSnapshot", "first_tensor"]
 
 # Used for the dummy forward pass when the model accepts any spatial size and nobody said one.
 DEFAULT_SPATIAL = (64, 64)
-
-_CONV_2D = (nn.Conv2d, nn.ConvTranspose2d)
-_CONV_1D = (nn.Conv1d, nn.ConvTranspose1d)
-_CONV_3D = (nn.Conv3d, nn.ConvTranspose3d)
-_ANY_CONV = _CONV_1D + _CONV_2D + _CONV_3D
-
-# Per-module hook registries; read with getattr because their set changes between releases.
-_MODULE_HOOK_DICTS = (
-    "_forward_hooks",
-    "_forward_hooks_with_kwargs",
-    "_forward_hooks_always_called",
-    "_forward_pre_hooks",
-    "_forward_pre_hooks_with_kwargs",
-    "_backward_hooks",
-    "_backward_pre_hooks",
-    "_state_dict_hooks",
-    "_state_dict_pre_hooks",
-    "_load_state_dict_pre_hooks",
-    "_load_state_dict_post_hooks",
-)
-_TENSOR_HOOK_DICTS = ("_backward_hooks", "_post_accumulate_grad_hooks")
-
 
 class _StopForward(Exception):
     """Raised by our own hook once every requested output is captured: layers past the last
@@ -77,37 +74,25 @@ class TorchAdapter(Adapter):
         self._modules_by_name: dict[str, nn.Module] | None = None
 
     @classmethod
-    def create(
-        cls,
-        model: nn.Module,
-        shape: tuple[int, int | None, int | None] | None,
-        preprocess: Preprocess,
-        labels: tuple[str, ...] | None,
-    ) -> TorchAdapter:
-        """Wrap ``model``; called by :func:`cnn_widgets.adapt` with already parsed arguments.
+    def _input_shape(
+        cls, model: Any, shape: Shape | None, preprocess: Preprocess
+    ) -> tuple[int, int | None, int | None]:
+        """``shape``, or when None ``(C, None, None)`` with ``C`` the ``in_channels`` of the
+        first convolution in ``model.modules()`` (the spatial size then follows the image).
 
-        Parameters
-        ----------
-        model:
-            The module to show. It is never copied: the adapter reads the live weights.
-        shape:
-            ``(C, H, W)`` (``H``/``W`` may be None) or None, in which case ``C`` is the
-            ``in_channels`` of the first convolution in ``model.modules()``.
-        preprocess:
-            None, a :class:`Normalization`, or a callable on an NCHW tensor.
-        labels:
-            Class names for the output layer, or None.
+        The module is never copied: the adapter reads the live weights. ``preprocess`` is
+        applied to NCHW tensors.
 
         Raises
         ------
+        TypeError
+            ``model`` is not a ``torch.nn.Module``.
         ValueError
             When ``shape`` is None and the model has no convolution to read channels from.
         """
         if not isinstance(model, nn.Module):
             raise TypeError(f"expected a torch.nn.Module, got {type(model).__name__}")
-        if shape is None:
-            shape = (_infer_channels(model), None, None)
-        return cls(model, InputSpec(shape=shape, preprocess=preprocess, labels=labels))
+        return shape if shape is not None else (_infer_channels(model), None, None)
 
     # -- layers --------------------------------------------------------------------------
     def _leaf_modules(self) -> dict[str, nn.Module]:
@@ -124,8 +109,14 @@ class TorchAdapter(Adapter):
             self._modules_by_name = leaves
         return self._modules_by_name
 
-    def _module(self, name: str) -> nn.Module:
-        return self._leaf_modules()[name]
+    def module(self, layer: LayerKey | LayerInfo) -> nn.Module:
+        """The ``nn.Module`` of a layer (name, index or LayerInfo): the live object, not a
+        copy. For code that runs its own passes on the model (feature visualization)."""
+        return self._leaf_modules()[self.layer(layer).name]
+
+    def placement(self) -> tuple[torch.device, torch.dtype]:
+        """The device and floating dtype of the model's parameters (CPU float32 without)."""
+        return _device_and_dtype(self.model)
 
     def _discover_layers(self) -> list[LayerInfo]:
         modules = self._leaf_modules()
@@ -136,13 +127,15 @@ class TorchAdapter(Adapter):
         order: list[str] = []
         calls: dict[str, int] = {}
         shapes: dict[str, tuple[int, ...] | None] = {}
+        finder = OutputFinder()
 
         def recorder(name: str) -> Callable[[nn.Module, Any, Any], None]:
             def hook(module: nn.Module, args: Any, output: Any) -> None:
                 calls[name] = calls.get(name, 0) + 1
+                tensor = first_tensor(output)
+                finder.saw(name, calls[name] == 1, tensor)
                 if calls[name] == 1:
                     order.append(name)
-                    tensor = _first_tensor(output)
                     shapes[name] = (
                         tuple(int(s) for s in tensor.shape[1:]) if tensor is not None else None
                     )
@@ -157,13 +150,16 @@ class TorchAdapter(Adapter):
             dummy = torch.zeros((1, channels, *size), device=device, dtype=dtype)
             try:
                 with torch.no_grad():
-                    self.model(self._preprocess(dummy))
+                    result = self.model(self.preprocess(dummy))
             except Exception as err:
                 raise ValueError(_dummy_forward_failure(self.spec.shape, size, err)) from err
         finally:
             for handle in handles:
                 handle.remove()
         self.assumed_spatial = size if assumed else None
+        # Which module returned the very tensor the model returned: the output layer, even
+        # when modules that never ran (stochastic depth, unused branches) are listed after it.
+        self._output_name = finder.producer(first_tensor(result))
 
         never_ran = [name for name in modules if name not in calls]
         return [
@@ -181,7 +177,7 @@ class TorchAdapter(Adapter):
         channel of ``o``'s group. The kernel is not flipped: it is what the layer stamps onto
         its output for each input pixel.
         """
-        module = self._module(info.name)
+        module = self.module(info.name)
         if not isinstance(module, _CONV_2D):
             self._refuse_no_filters(info)
         weights = _to_numpy(module.weight)
@@ -210,7 +206,7 @@ class TorchAdapter(Adapter):
             padding act on the output, so no plain convolution of an image reproduces it.
         """
         info = self.layer(layer)
-        module = self._module(info.name)
+        module = self.module(info.name)
         if isinstance(module, nn.ConvTranspose2d):
             raise ValueError(
                 f"layer {info.name!r} is a transposed convolution (ConvTranspose2d); its "
@@ -230,14 +226,14 @@ class TorchAdapter(Adapter):
     # -- activations ---------------------------------------------------------------------
     def _activations(self, batch: np.ndarray, names: Sequence[str]) -> dict[str, np.ndarray]:
         wanted = list(dict.fromkeys(names))
-        modules = {name: self._module(name) for name in wanted}
+        modules = {name: self.module(name) for name in wanted}
         captured: dict[str, np.ndarray] = {}
 
         def capturer(name: str) -> Callable[[nn.Module, Any, Any], None]:
             def hook(module: nn.Module, args: Any, output: Any) -> None:
                 if name in captured:
                     return  # a module called again: its first call is the one shown
-                tensor = _first_tensor(output)
+                tensor = first_tensor(output)
                 if tensor is None:
                     raise ValueError(
                         f"layer {name!r} returned {type(output).__name__}, not a tensor"
@@ -272,7 +268,7 @@ class TorchAdapter(Adapter):
             # no_grad, not inference_mode: tensors a model caches during the pass (lazy
             # buffers, position tables) must stay usable for training afterwards.
             with torch.no_grad():
-                self.model(self._preprocess(inputs))
+                self.model(self.preprocess(inputs))
         except _StopForward:
             pass
         except RuntimeError as err:
@@ -292,7 +288,9 @@ class TorchAdapter(Adapter):
             )
         return {name: captured[name] for name in register}
 
-    def _preprocess(self, inputs: torch.Tensor) -> torch.Tensor:
+    def preprocess(self, inputs: torch.Tensor) -> torch.Tensor:
+        """The spec's preprocessing of an NCHW tensor of [0, 1] images, as tensor ops (so
+        gradients flow through it)."""
         preprocess = self.spec.preprocess
         if preprocess is None:
             return inputs
@@ -324,63 +322,24 @@ class TorchAdapter(Adapter):
         pass inside the block (gradients with respect to an image) cannot add to any
         parameter's ``.grad``, which is never touched.
         """
-        modes = [(module, module.training) for module in self.model.modules()]
-        grad_flags = [(param, param.requires_grad) for param in self.model.parameters()]
-        try:
-            self.model.eval()
-            for param, _ in grad_flags:
-                param.requires_grad_(False)
-            yield
-        finally:
-            for module, training in modes:
-                module.training = training
-            for param, requires_grad in grad_flags:
-                param.requires_grad_(requires_grad)
+        with self._lock:  # two blocks at once could restore each other's half-changed state
+            modes = [(module, module.training) for module in self.model.modules()]
+            grad_flags = [(param, param.requires_grad) for param in self.model.parameters()]
+            try:
+                self.model.eval()
+                for param, _ in grad_flags:
+                    param.requires_grad_(False)
+                yield
+            finally:
+                for module, training in modes:
+                    module.training = training
+                for param, requires_grad in grad_flags:
+                    param.requires_grad_(requires_grad)
 
     def snapshot(self) -> TorchSnapshot:
-        """Copy of everything :meth:`protect` promises to keep, bit for bit.
-
-        Weights and buffers (bytes, dtype, shape, device and object identity), each module's
-        ``training`` flag, each parameter's ``requires_grad`` and ``.grad``, the hook
-        registries of every module and parameter, and torch's global module hooks.
-        """
-        import torch.nn.modules.module as module_mod
-
-        model = self.model
-        tensors: dict[str, _TensorCopy] = {}
-        identities: dict[str, int] = {}
-        grads: dict[str, _TensorCopy | None] = {}
-        requires_grad: dict[str, bool] = {}
-        hooks: dict[str, tuple[tuple[Any, int], ...]] = {}
-        for name, param in model.named_parameters():
-            tensors[f"parameter {name}"] = _copy_tensor(param)
-            identities[f"parameter {name}"] = id(param)
-            grads[name] = None if param.grad is None else _copy_tensor(param.grad)
-            requires_grad[name] = param.requires_grad
-            for attr in _TENSOR_HOOK_DICTS:
-                hooks[f"parameter {name} {attr}"] = _hook_keys(getattr(param, attr, None))
-        for name, buffer in model.named_buffers():
-            tensors[f"buffer {name}"] = _copy_tensor(buffer)
-            identities[f"buffer {name}"] = id(buffer)
-        training: dict[str, bool] = {}
-        for name, module in model.named_modules():
-            training[name] = module.training
-            for attr in _MODULE_HOOK_DICTS:
-                hooks[f"module {name!r} {attr}"] = _hook_keys(getattr(module, attr, None))
-        global_hooks = {
-            attr: _hook_keys(value)
-            for attr, value in vars(module_mod).items()
-            if attr.startswith("_global_") and isinstance(value, dict)
-        }
-        return TorchSnapshot(
-            tensors=tensors,
-            identities=identities,
-            grads=grads,
-            requires_grad=requires_grad,
-            training=training,
-            hooks=hooks,
-            global_hooks=global_hooks,
-        )
+        """Copy of everything :meth:`protect` promises to keep, bit for bit (see
+        :func:`~cnn_widgets.backends.torch_snapshot.take_snapshot`)."""
+        return take_snapshot(self.model)
 
     def same_state(self, before: Any, after: Any) -> bool:
         """True when two :meth:`snapshot` results are bit-identical (NaN equals NaN at the
@@ -398,9 +357,9 @@ class TorchAdapter(Adapter):
             def hook(module: nn.Module, args: Any, kwargs: Any) -> None:
                 if name in captured:
                     return
-                tensor = _first_tensor(args)
+                tensor = first_tensor(args)
                 if tensor is None:  # called as module(input=x)
-                    tensor = _first_tensor(kwargs)
+                    tensor = first_tensor(kwargs)
                 if tensor is None:
                     raise ValueError(f"layer {name!r} was called without a tensor input")
                 captured[name] = _to_numpy(tensor)
@@ -410,14 +369,14 @@ class TorchAdapter(Adapter):
             return hook
 
         register = {
-            name: functools.partial(self._module(name).register_forward_pre_hook, with_kwargs=True)
+            name: functools.partial(self.module(name).register_forward_pre_hook, with_kwargs=True)
             for name in wanted
         }
         return self._hooked_pass(batch, register, capturer, captured, "inputs")
 
     def _plain_conv(self, layer: LayerKey) -> nn.Conv2d:
         self.conv_config(layer)  # refuses everything but a plain Conv2d, with the reason
-        return self._module(self.layer(layer).name)  # type: ignore[return-value]
+        return self.module(layer)  # type: ignore[return-value]
 
     def conv_bias(self, layer: LayerKey) -> np.ndarray | None:
         """``Conv2d.bias`` as a float32 copy, or None for ``bias=False``."""
@@ -428,179 +387,3 @@ class TorchAdapter(Adapter):
         """``Conv2d.padding_mode``: ``"zeros"``, ``"reflect"``, ``"replicate"`` or
         ``"circular"``."""
         return str(self._plain_conv(layer).padding_mode)
-
-
-# -- snapshots ---------------------------------------------------------------------------
-class _TensorCopy(NamedTuple):
-    dtype: str
-    shape: tuple[int, ...]
-    device: str
-    data: Any  # np.ndarray of raw bytes, or a cloned tensor for layouts without raw bytes
-
-
-def _copy_tensor(tensor: torch.Tensor) -> _TensorCopy:
-    detached = tensor.detach()
-    try:
-        # Raw bytes compare bit-exactly: NaN == NaN, -0.0 != 0.0, and any dtype (bfloat16 too).
-        data: Any = detached.contiguous().reshape(-1).view(torch.uint8).cpu().numpy().copy()
-    except (RuntimeError, TypeError):  # sparse, quantized, meta: fall back to a clone
-        data = detached.clone()
-    return _TensorCopy(str(tensor.dtype), tuple(tensor.shape), str(tensor.device), data)
-
-
-def _same_copy(a: _TensorCopy | None, b: _TensorCopy | None) -> bool:
-    if a is None or b is None:
-        return a is b
-    if a[:3] != b[:3] or type(a.data) is not type(b.data):
-        return False
-    if isinstance(a.data, np.ndarray):
-        return bool(np.array_equal(a.data, b.data))
-    return bool(torch.equal(a.data, b.data))
-
-
-def _hook_keys(registry: Any) -> tuple[tuple[Any, int], ...]:
-    if not registry:
-        return ()
-    return tuple((key, id(value)) for key, value in registry.items())
-
-
-@dataclass(frozen=True, eq=False)
-class TorchSnapshot:
-    """What :meth:`TorchAdapter.snapshot` captured; compare with :meth:`differences`."""
-
-    tensors: dict[str, _TensorCopy]
-    identities: dict[str, int]
-    grads: dict[str, _TensorCopy | None]
-    requires_grad: dict[str, bool]
-    training: dict[str, bool]
-    hooks: dict[str, tuple[tuple[Any, int], ...]]
-    global_hooks: dict[str, tuple[tuple[Any, int], ...]]
-
-    def differences(self, other: TorchSnapshot) -> list[str]:
-        """Human-readable list of what differs between two snapshots (empty: same state)."""
-        found: list[str] = []
-        for spec in fields(self):
-            mine, theirs = getattr(self, spec.name), getattr(other, spec.name)
-            for key in sorted(set(mine) | set(theirs)):
-                if key not in mine or key not in theirs:
-                    found.append(f"{spec.name}: {key} only in one snapshot")
-                    continue
-                a, b = mine[key], theirs[key]
-                same = _same_copy(a, b) if spec.name in ("tensors", "grads") else a == b
-                if not same:
-                    found.append(f"{spec.name}: {key} changed")
-        return found
-
-
-# -- helpers -----------------------------------------------------------------------------
-def _infer_channels(model: nn.Module) -> int:
-    first_linear: tuple[str, nn.Linear] | None = None
-    for name, module in model.named_modules():
-        if isinstance(module, _ANY_CONV):
-            if module.in_channels > 0:
-                return int(module.in_channels)
-            # A lazy conv learns its channel count from the first input it sees.
-            raise ValueError(
-                f"the first convolution of {type(model).__name__} ({name!r}) is lazy and does "
-                "not know its channel count yet: pass input_shape=(C, H, W) to cnn_widgets.adapt"
-            )
-        if first_linear is None and isinstance(module, nn.Linear):
-            first_linear = (name or type(module).__name__, module)
-    model_name = type(model).__name__
-    if first_linear is not None:
-        name, linear = first_linear
-        raise ValueError(
-            f"{model_name} has no convolution to read the input's channel count from; its "
-            f"first Linear layer {name!r} takes {linear.in_features} values, so pass "
-            f"input_shape=(C, H, W) with C*H*W == {linear.in_features} to cnn_widgets.adapt"
-        )
-    raise ValueError(
-        f"cannot tell what input {model_name} expects (no convolution or Linear layer to read "
-        "it from): pass input_shape=(C, H, W) to cnn_widgets.adapt"
-    )
-
-
-def _dummy_forward_failure(
-    shape: tuple[int, int | None, int | None], size: tuple[int, int], err: Exception
-) -> str:
-    channels = shape[0]
-    problem = f"{type(err).__name__}: {err}"
-    if shape[1] is None or shape[2] is None:
-        return (
-            f"no image size is known for this model, and a trial forward pass on a "
-            f"{channels}x{size[0]}x{size[1]} zero image failed ({problem}); "
-            "pass input_shape=(C, H, W) to cnn_widgets.adapt"
-        )
-    return (
-        f"a trial forward pass on a {channels}x{size[0]}x{size[1]} zero image failed "
-        f"({problem}); check input_shape, or pass input_shape=(C, H, W) to cnn_widgets.adapt "
-        "if it was inferred"
-    )
-
-
-def _device_and_dtype(model: nn.Module) -> tuple[torch.device, torch.dtype]:
-    tensors = list(itertools.chain(model.parameters(), model.buffers()))
-    device = tensors[0].device if tensors else torch.device("cpu")
-    dtype = next((t.dtype for t in tensors if t.is_floating_point()), torch.float32)
-    return device, dtype
-
-
-def _first_tensor(output: Any) -> torch.Tensor | None:
-    """The output itself, or the first tensor inside a tuple/list/dict (LSTM, attention)."""
-    if isinstance(output, torch.Tensor):
-        return output
-    if isinstance(output, dict):
-        output = list(output.values())
-    if isinstance(output, (tuple, list)):
-        for item in output:
-            found = _first_tensor(item)
-            if found is not None:
-                return found
-    return None
-
-
-def _to_numpy(tensor: torch.Tensor) -> np.ndarray:
-    # copy=True: the array must never alias a parameter or a tensor the model reuses.
-    return tensor.detach().to(device="cpu", dtype=torch.float32, copy=True).numpy()
-
-
-def _pair(value: Any) -> tuple[int, int]:
-    if isinstance(value, int):
-        return (value, value)
-    first, second = value
-    return (int(first), int(second))
-
-
-def _layer_info(
-    name: str,
-    module: nn.Module,
-    output_shape: tuple[int, ...] | None,
-    index: int,
-    calls: int,
-) -> LayerInfo:
-    params = [
-        (param_name, param)
-        for param_name, param in module.named_parameters(recurse=False)
-        if not nn.parameter.is_lazy(param)
-    ]
-    if isinstance(module, _CONV_2D):
-        kind = "conv2d"
-    elif isinstance(module, _CONV_1D):
-        kind = "conv1d"
-    elif isinstance(module, _CONV_3D):
-        kind = "conv3d"
-    elif isinstance(module, nn.Linear):
-        kind = "dense"
-    else:
-        kind = "other"
-    return LayerInfo(
-        name=name,
-        type=type(module).__name__,
-        output_shape=output_shape,
-        param_shapes={param_name: tuple(param.shape) for param_name, param in params},
-        num_params=sum(param.numel() for _, param in params),
-        has_filters=kind == "conv2d",
-        index=index,
-        kind=kind,
-        calls=calls,
-    )

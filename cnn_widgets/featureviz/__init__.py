@@ -228,9 +228,8 @@ def _channel_list(
     kind: str,
 ) -> list[int]:
     if channels is None:
-        if info is None:  # class objective on the last layer
-            ran = [i for i in adapter.layers() if i.output_shape is not None]
-            info = ran[-1]
+        if info is None:  # class objective on the model's output layer
+            info = adapter.output_layer()
         if not info.output_shape:
             raise ValueError(f"layer {info.name!r} has no known output shape")
         return list(range(info.output_shape[0]))

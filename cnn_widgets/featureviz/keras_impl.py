@@ -17,10 +17,10 @@
   ``tf.custom_gradient`` that redirects blocked gradients. Two graphs rather than one with a
   switch: after the warm-up a step pays nothing for it.
 * Wrappers and swapped activations exist only while a pass is traced (or run eagerly: the
-  size probe, and models that cannot be traced), under the Keras adapter's pass lock, and are
-  restored in ``finally`` blocks; the compiled graph runs without them. A model that cannot
-  be traced (Python control flow on tensors in a subclassed ``call``) runs the same step
-  eagerly.
+  size probe, and models that cannot be traced), through the adapter's ``swapped`` (under
+  the model lock, restored in ``finally`` blocks); the compiled graph runs without them.
+  A model that cannot be traced (Python control flow on tensors in a subclassed ``call``)
+  runs the same step eagerly.
 
 A model whose declared input size differs from the image size is run through ``model.call``
 (inside a name scope): ``Model.__call__`` checks the declared input shape, although the
@@ -29,6 +29,7 @@ layers up to the target accept any size.
 
 from __future__ import annotations
 
+import inspect
 import logging
 import math
 from collections.abc import Iterator
@@ -40,15 +41,7 @@ import keras
 import numpy as np
 import tensorflow as tf
 
-from ..backends.base import Normalization
-from ..backends.keras import (
-    _MISSING,
-    _PASS_LOCK,
-    KerasAdapter,
-    _all_layers,
-    _first_tensor,
-    _restore_call,
-)
+from ..backends.keras import KerasAdapter, first_tensor
 from .objectives import Capture
 from .spec import ChunkSpec, ForwardError, LucidParams, RunSpec
 
@@ -121,11 +114,11 @@ class Session:
         self.captures = captures
         self._targets: list[tuple[Any, str]] = []
         for capture in captures:
-            layer = adapter._object(adapter.layer(capture.layer))
+            layer = adapter.layer_object(capture.layer)
             self._targets.append((layer, self._mode(layer, capture)))
         self._relu_layers = []
         self._relu_activations = []
-        for layer in _all_layers(self.model):
+        for layer in adapter.all_layers():
             if isinstance(layer, keras.layers.ReLU):
                 if layer.negative_slope == 0 and layer.threshold == 0:
                     self._relu_layers.append(layer)
@@ -135,6 +128,9 @@ class Session:
         self._functions: dict[bool, Any] = {}
         self._eager = False
         self._bypass = False
+        # Model.__call__ passes training= only to a call() that takes it; a bypassing pass
+        # calls call() itself, so it must ask the same (a subclassed call(self, x) does not).
+        self._call_kwargs = {"training": False} if _takes_training(self.model.call) else {}
 
     @staticmethod
     def _mode(layer: Any, capture: Capture) -> str:
@@ -165,7 +161,7 @@ class Session:
         def record(i: int, value: Any) -> None:
             if recorded[i] is not None:
                 return  # a layer called twice: its first call counts
-            recorded[i] = _first_tensor(value)
+            recorded[i] = first_tensor(value)
             remaining[0] -= 1
             if remaining[0] == 0:
                 raise _Captured
@@ -192,27 +188,20 @@ class Session:
         def relu_activation(upper: float | None) -> Any:
             return lambda x, *args, **kwargs: _redirected(x, upper)
 
-        calls: list[tuple[Any, Any]] = []
-        activations: list[tuple[Any, Any]] = []
-        with _PASS_LOCK:
-            try:
-                if redirect:
-                    for layer in self._relu_layers:
-                        calls.append((layer, layer.__dict__.get("call", _MISSING)))
-                        object.__setattr__(layer, "call", relu_call(layer.max_value))
-                    for layer in self._relu_activations:
-                        activations.append((layer, layer.activation))
-                        upper = _RELU_NAMES[layer.activation.__name__]
-                        object.__setattr__(layer, "activation", relu_activation(upper))
-                for i, (layer, mode) in enumerate(self._targets):
-                    calls.append((layer, layer.__dict__.get("call", _MISSING)))
-                    object.__setattr__(layer, "call", capture_call(i, layer, mode, layer.call))
-                yield
-            finally:
-                for layer, attr in reversed(calls):
-                    _restore_call(layer, attr)
-                for layer, activation in reversed(activations):
-                    object.__setattr__(layer, "activation", activation)
+        redirects: list[tuple[Any, str, Any]] = []
+        if redirect:
+            redirects += [(r, "call", relu_call(r.max_value)) for r in self._relu_layers]
+            redirects += [
+                (layer, "activation", relu_activation(_RELU_NAMES[layer.activation.__name__]))
+                for layer in self._relu_activations
+            ]
+        # Two swaps, the second inside the first: a captured ReLU wraps the redirected call.
+        captures = (
+            (layer, "call", capture_call(i, layer, mode, layer.call))
+            for i, (layer, mode) in enumerate(self._targets)
+        )
+        with self.adapter.swapped(redirects), self.adapter.swapped(captures):
+            yield
 
     def _forward(self, x: tf.Tensor, redirect: bool) -> list[tf.Tensor]:
         recorded: list[Any] = [None] * len(self._targets)
@@ -222,7 +211,7 @@ class Session:
                 # TensorFlow refuses root scopes starting with "_" (EfficientNet's layers).
                 with tf.name_scope("cnn_widgets_featureviz"):
                     if self._bypass:
-                        self.model.call(x, training=False)
+                        self.model.call(x, **self._call_kwargs)
                     else:
                         self.model(x, training=False)
             except _Captured:
@@ -235,14 +224,7 @@ class Session:
         return recorded
 
     def _preprocess(self, view: tf.Tensor) -> tf.Tensor:
-        pre = self.adapter.spec.preprocess
-        if pre is None:
-            return view
-        if isinstance(pre, Normalization):
-            mean = np.asarray(pre.mean, np.float32)
-            std = np.asarray(pre.std, np.float32)
-            return (view * np.float32(pre.scale) - mean) / std  # NHWC: over the last axis
-        return pre(view)
+        return self.adapter.preprocess(view)
 
     # -- the loop's interface --------------------------------------------------------------
     def probe(self, size: tuple[int, int]) -> list[tuple[int, ...]]:
@@ -472,3 +454,14 @@ def _affine_sample(image: tf.Tensor, theta: tf.Tensor) -> tf.Tensor:
 
 def _channels_first(shape: tuple[int, ...]) -> tuple[int, ...]:
     return shape[-1:] + shape[:-1] if len(shape) >= 2 else shape
+
+
+def _takes_training(call: Any) -> bool:
+    """True when ``call`` accepts a ``training`` keyword (by name or through ``**kwargs``)."""
+    try:
+        parameters = inspect.signature(call).parameters.values()
+    except (TypeError, ValueError):  # no signature to read: pass nothing it may refuse
+        return False
+    return any(
+        p.name == "training" or p.kind is inspect.Parameter.VAR_KEYWORD for p in parameters
+    )

@@ -86,7 +86,7 @@ def optimize(
     """Run the optimization for already parsed arguments; see :func:`feature_viz`."""
     steps = _capped_steps(steps)
     infos = adapter.layers()
-    captures, bound = _captures(adapter, infos, objectives)
+    captures, bound = _captures(adapter, objectives)
     backend = _backend(adapter)
     channels = adapter.spec.channels
     with adapter.protect():
@@ -149,7 +149,7 @@ def _loop(
 
 # -- objectives -> captures ----------------------------------------------------------------
 def _captures(
-    adapter: Adapter, infos: list[LayerInfo], objectives: Sequence[Objective]
+    adapter: Adapter, objectives: Sequence[Objective]
 ) -> tuple[tuple[Capture, ...], list[list[tuple[Term, int]]]]:
     """The captures every objective needs, in forward order, and each image's terms bound to
     a capture index."""
@@ -158,7 +158,7 @@ def _captures(
     for objective in objectives:
         terms = []
         for term in objective.terms:
-            info = _term_layer(adapter, infos, term)
+            info = _term_layer(adapter, term)
             if info.output_shape is None:
                 raise ValueError(
                     f"layer {info.name!r} ({info.type}) did not run in a forward pass of this "
@@ -175,13 +175,10 @@ def _captures(
     return tuple(ordered), bound
 
 
-def _term_layer(adapter: Adapter, infos: list[LayerInfo], term: Term) -> LayerInfo:
+def _term_layer(adapter: Adapter, term: Term) -> LayerInfo:
     if term.layer is not None:
         return adapter.layer(term.layer)
-    ran = [info for info in infos if info.output_shape is not None]
-    if not ran:
-        raise ValueError("no layer of this model ran in a forward pass")
-    return ran[-1]  # class objectives: the model's last layer
+    return adapter.output_layer()  # class objectives: the layer that gives the model's output
 
 
 # -- sizes ---------------------------------------------------------------------------------

@@ -12,9 +12,9 @@
   handles, so between steps (and after any error) the model carries none of ours. Parameters
   are frozen by :meth:`TorchAdapter.protect`, so gradients flow to the image only.
 
-The session reaches into two private helpers of the torch adapter (``_module`` to find a
-layer by name, ``_preprocess`` for the model's own preprocessing as tensor ops): both live in
-this package and this keeps one definition of each.
+The session uses the torch adapter's public pieces: ``module`` (a layer's live module),
+``preprocess`` (the model's own preprocessing as tensor ops), ``placement`` (device and
+dtype) and ``first_tensor`` (what a layer's output means), so each has one definition.
 """
 
 from __future__ import annotations
@@ -28,7 +28,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from ..backends.torch import TorchAdapter, _device_and_dtype, _first_tensor
+from ..backends.torch import TorchAdapter, first_tensor
 from .objectives import Capture
 from .spec import ChunkSpec, ForwardError, LucidParams, RunSpec
 
@@ -98,10 +98,10 @@ class Session:
         self.adapter = adapter
         self.model: nn.Module = adapter.model
         self.captures = captures
-        self.device, self.dtype = _device_and_dtype(self.model)
+        self.device, self.dtype = adapter.placement()
         self._targets: list[tuple[nn.Module, bool]] = []
         for capture in captures:
-            module = adapter._module(capture.layer)
+            module = adapter.module(capture.layer)
             # A class logit of a model that ends in a softmax module is that module's input.
             self._targets.append((module, capture.logits and isinstance(module, _SOFTMAX)))
         self._relus = [m for m in self.model.modules() if isinstance(m, (nn.ReLU, nn.ReLU6))]
@@ -115,7 +115,7 @@ class Session:
         def record(i: int, value: Any) -> None:
             if recorded[i] is not None:
                 return  # a module called twice: its first call counts
-            tensor = _first_tensor(value)
+            tensor = first_tensor(value)
             if tensor is None:
                 raise ForwardError(
                     f"layer {self.captures[i].layer!r} returned {type(value).__name__}, "
@@ -178,7 +178,7 @@ class Session:
         return handles
 
     def _preprocess(self, view: torch.Tensor) -> torch.Tensor:
-        return self.adapter._preprocess(view.to(self.dtype))
+        return self.adapter.preprocess(view.to(self.dtype))
 
     @staticmethod
     def _layout(x: torch.Tensor, channels_last: bool) -> torch.Tensor:

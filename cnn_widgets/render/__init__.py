@@ -1,34 +1,40 @@
-"""Rendering: normalize -> colormap -> tile -> encode, with numpy and Pillow only.
+"""Rendering: normalize -> colormap -> tile -> pixels -> encode, with numpy and Pillow only.
 
-Pictures are produced at their natural size and never upscaled; the browser enlarges them with
-``image-rendering: pixelated``. See :mod:`cnn_widgets.render.views` for the ready-made views.
+Views (:mod:`~cnn_widgets.render.views`, :mod:`~cnn_widgets.render.plots`) draw pictures at
+their natural size for the widget's wire, where the browser enlarges them with
+``image-rendering: pixelated``. Saved files and notebook outputs go through
+:func:`readable_png`, which enlarges small pictures by a whole number so people can see them.
+:mod:`~cnn_widgets.render.pixels` is the one place floats become bytes and tile gaps become
+transparent.
 """
 
-from .colormaps import COLORMAPS, NONFINITE_COLOR, apply_colormap, lut, mark_nonfinite
-from .encode import (
-    WIRE_FORMATS,
-    decode_image_size,
-    encode_jpeg,
-    encode_png,
-    encode_wire,
+from .colormaps import COLORMAPS, NONFINITE_COLOR, apply_colormap, lut
+from .encode import WIRE_FORMATS, encode_jpeg, encode_png, encode_wire
+from .normalize import MODES, normalize
+from .pixels import (
+    READABLE_SIDE,
+    readable_scale,
+    tile_rgba,
+    to_uint8,
+    transparent_gaps,
+    upscale,
 )
-from .normalize import MODES, normalize, normalize_with_mask
+from .plots import dense_plot, topk_bars
+from .rendered import Rendered, readable_png
 from .tile import TileLayout, tile, tile_layout
 from .views import (
-    Rendered,
     activation_grid,
     activation_single,
     activation_sum,
-    dense_plot,
     filter_grid,
     filter_single,
-    topk_bars,
 )
 
 __all__ = [
     "COLORMAPS",
     "MODES",
     "NONFINITE_COLOR",
+    "READABLE_SIDE",
     "WIRE_FORMATS",
     "Rendered",
     "TileLayout",
@@ -36,7 +42,6 @@ __all__ = [
     "activation_single",
     "activation_sum",
     "apply_colormap",
-    "decode_image_size",
     "dense_plot",
     "encode_jpeg",
     "encode_png",
@@ -44,10 +49,14 @@ __all__ = [
     "filter_grid",
     "filter_single",
     "lut",
-    "mark_nonfinite",
     "normalize",
-    "normalize_with_mask",
+    "readable_png",
+    "readable_scale",
     "tile",
     "tile_layout",
+    "tile_rgba",
+    "to_uint8",
     "topk_bars",
+    "transparent_gaps",
+    "upscale",
 ]

@@ -16,7 +16,10 @@ from functools import cache
 
 import numpy as np
 
-COLORMAPS = ("gray", "viridis", "diverging")
+from .. import choices
+from .pixels import to_uint8
+
+COLORMAPS = choices.values(choices.COLORMAPS)
 
 #: Loud on every colormap here (none of them contains magenta): NaN / Inf pixels.
 NONFINITE_COLOR = (255, 0, 255)
@@ -73,8 +76,8 @@ def apply_colormap(x01: np.ndarray, name: str = "gray") -> np.ndarray:
     ----------
     x01:
         Any shape, values in ``[0, 1]`` (what :func:`normalize` returns); values outside are
-        clipped and NaN takes the first colour, so mark NaN positions afterwards with
-        :func:`mark_nonfinite`.
+        clipped, NaN and -Inf take the first colour and +Inf the last (views mark them in
+        magenta instead, from the mask the normalizer returns).
     name:
         One of :data:`COLORMAPS`.
 
@@ -83,34 +86,8 @@ def apply_colormap(x01: np.ndarray, name: str = "gray") -> np.ndarray:
     numpy.ndarray
         uint8 of shape ``x01.shape + (3,)``.
     """
-    table = lut(name)
-    scaled = np.multiply(x01, 255.0, dtype=np.float32)
-    scaled += 0.5
-    # NaN would make the uint8 cast below undefined (and warn); Inf is clipped like any value.
-    np.nan_to_num(scaled, copy=False, nan=0.0, posinf=255.0, neginf=0.0)
-    np.clip(scaled, 0.0, 255.0, out=scaled)
     # np.take is several times faster than fancy indexing table[idx] for this gather.
-    return np.take(table, scaled.astype(np.uint8), axis=0)
-
-
-def mark_nonfinite(rgb: np.ndarray, mask: np.ndarray | None) -> np.ndarray:
-    """Paint the pixels flagged in ``mask`` magenta, in place.
-
-    Parameters
-    ----------
-    rgb:
-        ``(..., 3)`` uint8 picture.
-    mask:
-        bool of shape ``rgb.shape[:-1]`` (as :func:`normalize_with_mask` returns), or None.
-
-    Returns
-    -------
-    numpy.ndarray
-        ``rgb`` itself.
-    """
-    if mask is not None and mask.any():
-        rgb[mask] = NONFINITE_COLOR
-    return rgb
+    return np.take(lut(name), to_uint8(x01), axis=0)
 
 
 def indexed_palette(name: str, gap_color: tuple[int, int, int] = GAP_COLOR) -> np.ndarray:

@@ -127,12 +127,6 @@ def encode_wire(
     raise ValueError(f"fmt must be one of {WIRE_FORMATS}; got {fmt!r}")
 
 
-def decode_image_size(data: bytes) -> tuple[int, int]:
-    """Read ``(width, height)`` from PNG or JPEG bytes without decoding the pixels."""
-    with Image.open(io.BytesIO(data)) as pil:
-        return pil.size
-
-
 def _png_unfiltered(
     image: np.ndarray,
     palette: np.ndarray | None,

@@ -12,7 +12,9 @@ import warnings
 
 import numpy as np
 
-MODES = ("layer", "channel", "symmetric", "std", "none")
+from .. import choices
+
+MODES = (*choices.values(choices.NORMALIZATIONS), choices.RAW)
 
 #: ``std`` mode, the Keras ``deprocess_image`` recipe: ``(x - mean) / (std + eps) * 0.1 + 0.5``.
 STD_EPS = 1e-5
@@ -63,35 +65,6 @@ def normalize(
     ``"symmetric"`` keeps the sign: all zeros give 0.5, a positive constant 1, a negative one 0.
     """
     return _normalized(arrays, mode, axis_channels=axis_channels, reference=reference)[0]
-
-
-def normalize_with_mask(
-    arrays: np.ndarray,
-    mode: str = "layer",
-    *,
-    axis_channels: bool = True,
-    reference: np.ndarray | None = None,
-) -> tuple[np.ndarray, np.ndarray]:
-    """Like :func:`normalize`, and also say which pixels were NaN or infinite.
-
-    Parameters
-    ----------
-    arrays, mode, axis_channels, reference:
-        As in :func:`normalize`.
-
-    Returns
-    -------
-    values: numpy.ndarray
-        float32 in ``[0, 1]``, same shape as ``arrays``; 0 where the input was not finite.
-    mask: numpy.ndarray
-        bool, True at non-finite pixels. Colour pictures give one flag per pixel (any of its
-        components), so the mask is ``arrays.shape[:-1]`` for them.
-    """
-    x = _as_real(arrays)
-    values, mask = _normalized(x, mode, axis_channels=axis_channels, reference=reference)
-    if mask is None:
-        mask = np.zeros(_pixel_shape(x, axis_channels), dtype=bool)
-    return values, mask
 
 
 def _normalized(
@@ -210,7 +183,3 @@ def _as_real(arrays: np.ndarray) -> np.ndarray:
 
 def _is_colour(x: np.ndarray, axis_channels: bool) -> bool:
     return x.ndim == (4 if axis_channels else 3)
-
-
-def _pixel_shape(x: np.ndarray, axis_channels: bool) -> tuple[int, ...]:
-    return x.shape[:-1] if _is_colour(x, axis_channels) else x.shape

@@ -21,7 +21,7 @@ import numpy as np
 
 @dataclass(frozen=True)
 class TileLayout:
-    """Where each tile of a grid sits, so a click can be mapped back to a channel.
+    """Where each tile of a grid sits; the browser maps a click to a channel with it.
 
     Attributes
     ----------
@@ -62,24 +62,6 @@ class TileLayout:
             self.tile_h,
         )
 
-    def index_at(self, x: float, y: float) -> int | None:
-        """Tile under canvas pixel ``(x, y)``; None on a gap, an empty slot or outside."""
-        if not (0 <= x < self.width and 0 <= y < self.height):
-            return None
-        col, in_x = divmod(int(x), self.tile_w + self.pad)
-        row, in_y = divmod(int(y), self.tile_h + self.pad)
-        if in_x >= self.tile_w or in_y >= self.tile_h:
-            return None
-        i = row * self.ncols + col
-        return i if i < self.count else None
-
-    def channel_at(self, x: float, y: float) -> int | None:
-        """Channel under canvas pixel ``(x, y)`` (through :attr:`channels`), or None."""
-        i = self.index_at(x, y)
-        if i is None or self.channels is None:
-            return i
-        return self.channels[i]
-
     def to_dict(self) -> dict[str, Any]:
         """Plain ints and lists, ready for JSON and a traitlet."""
         return {
@@ -116,7 +98,7 @@ def tile_layout(
     ncols:
         Tiles per row; default ``ceil(sqrt(n))`` for a near-square picture.
     channels:
-        Optional channel id of each tile, stored on the layout for :meth:`TileLayout.channel_at`.
+        Optional channel id of each tile, stored on the layout (and sent to the browser).
 
     Returns
     -------

@@ -16,8 +16,10 @@ from pathlib import Path
 from typing import Any, ClassVar
 
 import anywidget
+import numpy as np
 import traitlets
 
+from ..render import Rendered, readable_png
 from .lane import Lane
 
 __all__ = ["STATIC", "WAIT_TIMEOUT", "WidgetBase"]
@@ -29,24 +31,6 @@ STATIC = Path(__file__).resolve().parent.parent / "static"
 
 WAIT_TIMEOUT = 120.0
 """Seconds :meth:`WidgetBase.wait` waits by default."""
-
-
-def readable_png(png: bytes, scale: int | None = None) -> bytes:
-    """``png`` enlarged by a whole factor with sharp pixels (long side >= 512 px by default).
-
-    Provisional: replaced by the renderer's own rule once it lands.
-    """
-    import io
-
-    from PIL import Image
-
-    with Image.open(io.BytesIO(png)) as img:
-        factor = scale or max(1, -(-512 // max(img.size)))
-        if factor == 1:
-            return png
-        out = io.BytesIO()
-        img.resize((img.width * factor, img.height * factor), Image.NEAREST).save(out, "PNG")
-        return out.getvalue()
 
 
 class WidgetBase(anywidget.AnyWidget):
@@ -147,10 +131,10 @@ class WidgetBase(anywidget.AnyWidget):
         super().close()
 
     # -- the picture outside the browser -------------------------------------------------------
-    def _picture_png(self) -> bytes:
-        """The current picture as a natural-size PNG (b"" when there is none); panels that
-        draw pictures override it."""
-        return b""
+    def _picture(self) -> Rendered | np.ndarray | None:
+        """The current picture at its natural size (a :class:`Rendered` or uint8 pixels), or
+        None; panels that draw pictures override it."""
+        return None
 
     def save_png(self, path: str | Path, *, scale: int | None = None) -> Path:
         """Write the current picture as a PNG file, enlarged by a whole factor with sharp
@@ -164,12 +148,12 @@ class WidgetBase(anywidget.AnyWidget):
             The file written.
         """
         self.wait()
-        png = self._picture_png()
-        if not png:
+        picture = self._picture()
+        if picture is None:
             reason = f": {self.error}" if self.error else ""
             raise RuntimeError(f"{type(self).__name__} has no picture to save{reason}")
         target = Path(path)
-        target.write_bytes(readable_png(png, scale=scale))
+        target.write_bytes(readable_png(picture, scale=scale))
         return target
 
     def _repr_mimebundle_(self, **kwargs: Any) -> tuple[dict, dict] | None:
@@ -177,11 +161,12 @@ class WidgetBase(anywidget.AnyWidget):
         if bundle is None:
             return None
         data, metadata = bundle
-        png = self._picture_png()
-        if png:
+        picture = self._picture()
+        if picture is not None:
             # A notebook saved or exported without widget state still shows the picture,
             # enlarged with sharp pixels as the live widget shows it.
-            data = {**data, "image/png": base64.b64encode(readable_png(png)).decode("ascii")}
+            png = readable_png(picture)
+            data = {**data, "image/png": base64.b64encode(png).decode("ascii")}
         return data, metadata
 
     # -- input from the browser ----------------------------------------------------------------

@@ -20,7 +20,6 @@ from __future__ import annotations
 from typing import Any
 
 from ..backends import LayerInfo
-from ..images import ImageLike
 from .featureviz import FV_PAGE_SIZE, FeatureVizPanel
 from .health import HealthPanel
 from .inputs import ImagePanel
@@ -66,71 +65,34 @@ class Explorer(ImagePanel, PicturePanel, FeatureVizPanel, HealthPanel, TopImages
     _VIEWS = ("filters", "activations", "featureviz", "table")
     _options = ("view", *_PICTURE, *_FILTER_OPTIONS, *_ACTIVATION_OPTIONS, *_FV_OPTIONS)
 
-    def __init__(
-        self,
-        model: Any,
-        image: ImageLike | None = None,
-        layer: str | int | LayerInfo | None = None,
-        **options: Any,
-    ) -> None:
-        self._setup(model, image, layer, options)
-
 
 class FilterViewer(PicturePanel, HealthPanel, TopImagesPanel):
     """The learned filters (kernels) of a model's convolutions, one layer at a time.
 
-    Parameters
-    ----------
-    model:
-        A ``torch.nn.Module``, a ``keras.Model`` or a model from :func:`cnn_widgets.adapt`.
-    layer:
-        Layer name or index; default: the first convolution.
-    **options:
-        Initial values of ``channel``, ``normalization``, ``colormap``, ``input_channel`` or
-        ``page_size``; anything else raises :class:`TypeError`.
+    ``FilterViewer(model, layer=None, **options)``: ``model`` and ``layer`` as for
+    :class:`Explorer`; ``options`` are initial values of ``channel``, ``normalization``,
+    ``colormap``, ``input_channel`` or ``page_size`` (anything else raises
+    :class:`TypeError`).
     """
 
     _VIEWS = ("filters",)
     _DEFAULT_COLORMAP = "gray"
     _options = (*_PICTURE, *_FILTER_OPTIONS)
 
-    def __init__(
-        self, model: Any, layer: str | int | LayerInfo | None = None, **options: Any
-    ) -> None:
-        self._setup(model, None, layer, options)
-
 
 class ActivationViewer(ImagePanel, PicturePanel, HealthPanel, TopImagesPanel):
     """What each layer of a model outputs for an image: feature maps, or the vector of a
     dense layer (values, or top-k class probabilities).
 
-    Parameters
-    ----------
-    model:
-        A ``torch.nn.Module``, a ``keras.Model`` or a model from :func:`cnn_widgets.adapt`.
-    image:
-        numpy array, PIL image, path or file bytes; default: a bundled sample image that suits
-        the model. Change it later with ``viewer.image = ...``, ``viewer.sample = name`` or by
-        dropping a file on the widget.
-    layer:
-        Layer name or index; default: the first convolution.
-    **options:
-        Initial values of ``channel``, ``normalization``, ``colormap``, ``activation_mode``,
-        ``vector_mode``, ``top_k``, ``page_size`` or ``sample``; anything else raises
-        :class:`TypeError`.
+    ``ActivationViewer(model, image=None, layer=None, **options)``: the arguments of
+    :class:`Explorer`. Change the image later with ``viewer.image = ...``, ``viewer.sample =
+    name`` or by dropping a file on the widget. ``options`` are initial values of ``channel``,
+    ``normalization``, ``colormap``, ``activation_mode``, ``vector_mode``, ``top_k``,
+    ``page_size`` or ``sample`` (anything else raises :class:`TypeError`).
     """
 
     _VIEWS = ("activations",)
     _options = (*_PICTURE, *_ACTIVATION_OPTIONS)
-
-    def __init__(
-        self,
-        model: Any,
-        image: ImageLike | None = None,
-        layer: str | int | LayerInfo | None = None,
-        **options: Any,
-    ) -> None:
-        self._setup(model, image, layer, options)
 
 
 class FeatureVisualizer(FeatureVizPanel, HealthPanel, TopImagesPanel):
@@ -142,16 +104,10 @@ class FeatureVisualizer(FeatureVizPanel, HealthPanel, TopImagesPanel):
     :meth:`stop_feature_viz`) ends it and keeps the last images. Finished runs are cached per
     layer, channels and settings, so returning to them is instant.
 
-    Parameters
-    ----------
-    model:
-        A ``torch.nn.Module``, a ``keras.Model`` or a model from :func:`cnn_widgets.adapt`.
-    layer:
-        Layer name or index; default: the first convolution.
-    **options:
-        Initial values of ``channel``, ``page_size`` (channels per run, default 16),
-        ``fv_steps``, ``fv_size``, ``fv_recipe`` or ``fv_objective``; anything else raises
-        :class:`TypeError`.
+    ``FeatureVisualizer(model, layer=None, **options)``: ``model`` and ``layer`` as for
+    :class:`Explorer`; ``options`` are initial values of ``channel``, ``page_size`` (channels
+    per run, default 16), ``fv_steps``, ``fv_size``, ``fv_recipe`` or ``fv_objective``
+    (anything else raises :class:`TypeError`).
 
     See Also
     --------

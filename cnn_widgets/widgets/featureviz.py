@@ -24,7 +24,7 @@ from .fvframes import (
     FvRequest,
     Throttle,
     effective_steps,
-    fv_file_png,
+    fv_file_picture,
     fv_picture,
     fv_single_png,
 )
@@ -93,16 +93,7 @@ class FeatureVizPanel(SelectionPanel):
         self.featureviz_lane = self._lane("featureviz", on_fail=self._fv_failed)
         """The lane that runs optimizations (its counters are public)."""
 
-    def _start(self) -> None:
-        super()._start()
-        self.observe(self._on_fv_setting, names=list(_SETTINGS))
-        self.observe(self._on_fv_button, names=["fv_run", "fv_stop"])
-
-    # -- validation ----------------------------------------------------------------------------
-    @traitlets.validate("fv_steps")
-    def _validate_fv_steps(self, proposal: Any) -> int:
-        return self._in_limits(proposal, "fv_steps")
-
+    # -- validation (steps, recipe, objective: SelectionPanel's choice and range rules) -----
     @traitlets.validate("fv_size")
     def _validate_fv_size(self, proposal: Any) -> int:
         low, high = choices.LIMITS["fv_size"]
@@ -112,14 +103,6 @@ class FeatureVizPanel(SelectionPanel):
                 f"fv_size must be 0 (automatic) or in {low}..{high} pixels; got {value}"
             )
         return value
-
-    @traitlets.validate("fv_recipe")
-    def _validate_fv_recipe(self, proposal: Any) -> str:
-        return self._choice(proposal, choices.FV_RECIPES)
-
-    @traitlets.validate("fv_objective")
-    def _validate_fv_objective(self, proposal: Any) -> str:
-        return self._choice(proposal, choices.FV_OBJECTIVES)
 
     # -- public ------------------------------------------------------------------------------
     def run_feature_viz(self, channels: Sequence[int] | None = None) -> None:
@@ -236,19 +219,19 @@ class FeatureVizPanel(SelectionPanel):
             if step < total and throttle.ready():
                 self._fv_publish(ticket, request, images, values, step, total, "running")
 
-        with self._adapter.lock:
-            images = _featureviz.feature_viz(
-                self._adapter,
-                request.layer,
-                None if request.objective == "layer" else list(request.channels),
-                objective=request.objective,
-                steps=request.steps,
-                size=request.size or None,
-                recipe=request.recipe,
-                callback=on_step,
-                callback_every=max(1, total // 200),
-                stop=ticket.stop,
-            )
+        # feature_viz holds the model lock (adapter.protect) for the whole run.
+        images = _featureviz.feature_viz(
+            self._adapter,
+            request.layer,
+            None if request.objective == "layer" else list(request.channels),
+            objective=request.objective,
+            steps=request.steps,
+            size=request.size or None,
+            recipe=request.recipe,
+            callback=on_step,
+            callback_every=max(1, total // 200),
+            stop=ticket.stop,
+        )
         complete = last["step"] >= total
         state = "done" if complete else "stopped"
         meta = self._fv_publish(ticket, request, images, last["values"], last["step"], total, state)
@@ -368,23 +351,25 @@ class FeatureVizPanel(SelectionPanel):
                         self.status = "idle"
                 self.busy = False
 
+    @traitlets.observe(*_SETTINGS)
     def _on_fv_setting(self, change: dict[str, Any]) -> None:
-        if change["old"] == change["new"]:
+        if self._quiet or change["old"] == change["new"]:
             return
         self._new_action()
         if self.view == "featureviz":
             self._fv_show()
 
+    @traitlets.observe("fv_run", "fv_stop")
     def _on_fv_button(self, change: dict[str, Any]) -> None:
-        if change["old"] == change["new"]:
+        if self._quiet or change["old"] == change["new"]:
             return
         if change["name"] == "fv_run":
             self.run_feature_viz()
         else:
             self.stop_feature_viz()
 
-    def _picture_png(self) -> bytes:
+    def _picture(self) -> Any:
         if self.view != "featureviz":
-            return super()._picture_png()
+            return super()._picture()
         shown = self._fv_shown
-        return fv_file_png(shown[1]) if shown is not None else b""
+        return fv_file_picture(shown[1]) if shown is not None else None

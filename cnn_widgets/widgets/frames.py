@@ -22,6 +22,7 @@ from ..api import to_probabilities
 from ..choices import KERNEL_MODE
 from ..render import views
 from ..render.encode import encode_png
+from ..render.pixels import to_uint8
 from ..render.views import Rendered
 from .runner import Cancelled
 
@@ -100,8 +101,6 @@ class Frame:
     detail_wire: tuple[str, bytes]
     detail_stats: dict[str, Any]
     predictions: list[dict[str, Any]] = field(default_factory=list)
-    #: The grid as a PNG file (for save_png and the static fallback), encoded when first asked.
-    file_png: bytes | None = None
 
 
 def render(
@@ -162,6 +161,8 @@ def _render_activations(
 ) -> Frame:
     total = int(acts.shape[0])
     channel = min(request.channel, total - 1)
+    if request.is_vector and acts.ndim == 3:
+        acts = acts[:, 0, 0]  # (C, 1, 1): a global pooling or a conv classifier's scores
     if acts.ndim == 1:
         return _render_vector(request, acts, channel)
     if acts.ndim != 3:
@@ -349,12 +350,7 @@ def stats(array: np.ndarray) -> dict[str, Any]:
 def image_png(chw: np.ndarray) -> bytes:
     """The model's view of an input as PNG: gray for one channel, RGB for three, else the
     channel mean (values outside [0, 1] are clipped for display only)."""
-    shown = np.nan_to_num(np.asarray(chw, np.float32), nan=0.0, posinf=1.0, neginf=0.0)
-    if shown.shape[0] == 3:
-        shown = np.moveaxis(shown, 0, -1)
-    else:
-        shown = shown[0] if shown.shape[0] == 1 else shown.mean(axis=0)
-    return encode_png((np.clip(shown, 0.0, 1.0) * 255.0 + 0.5).astype(np.uint8), 6)
+    return encode_png(to_uint8(chw, channel_axis=0), 6)
 
 
 def image_key(chw: np.ndarray) -> str:

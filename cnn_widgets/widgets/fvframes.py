@@ -17,12 +17,14 @@ import numpy as np
 
 from ..featureviz import MAX_STEPS_ENV
 from ..render.encode import WIRE_COMPRESS_LEVEL, encode_jpeg, encode_png
+from ..render.pixels import tile_rgba, to_uint8
 from ..render.tile import tile, tile_layout
 
 __all__ = [
     "FvRequest",
     "Throttle",
     "effective_steps",
+    "fv_file_picture",
     "fv_picture",
     "fv_single_png",
 ]
@@ -85,14 +87,10 @@ class Throttle:
 
 def _to_uint8(images: np.ndarray) -> np.ndarray:
     """``(n, H, W, C)`` floats in [0, 1] -> ``(n, H, W)`` gray or ``(n, H, W, 3)`` uint8."""
-    array = np.nan_to_num(np.asarray(images, np.float32), nan=0.0, posinf=1.0, neginf=0.0)
+    array = np.asarray(images, np.float32)
     if array.ndim != 4:
         raise ValueError(f"expected (n, H, W, C) images, got shape {array.shape}")
-    if array.shape[-1] == 1:
-        array = array[..., 0]
-    elif array.shape[-1] != 3:  # a model with another channel count: show the mean
-        array = array.mean(axis=-1)
-    return (np.clip(array, 0.0, 1.0) * 255.0 + 0.5).astype(np.uint8)
+    return to_uint8(array, channel_axis=-1)
 
 
 def fv_picture(
@@ -125,14 +123,7 @@ def fv_picture(
         return "jpeg", encode_jpeg(canvas, 85), layout.to_dict()
     if fmt != "png":
         raise ValueError(f"fmt must be 'png' or 'jpeg'; got {fmt!r}")
-    canvas = tile(pixels, pad=1, pad_value=0)
-    if canvas.ndim == 2:
-        canvas = np.repeat(canvas[..., None], 3, axis=-1)
-    alpha = np.zeros(canvas.shape[:2], np.uint8)
-    for i in range(layout.count):
-        x, y, tw, th = layout.box(i)
-        alpha[y : y + th, x : x + tw] = 255
-    rgba = np.dstack([canvas, alpha])
+    rgba = tile_rgba(pixels, pad=1)
     return "png", encode_png(rgba, WIRE_COMPRESS_LEVEL), layout.to_dict()
 
 
@@ -141,6 +132,6 @@ def fv_single_png(images: np.ndarray, index: int) -> bytes:
     return encode_png(_to_uint8(images[index : index + 1])[0], WIRE_COMPRESS_LEVEL)
 
 
-def fv_file_png(images: np.ndarray) -> bytes:
-    """The tiled images as a PNG file (white gaps, as saved grids have)."""
-    return encode_png(tile(_to_uint8(images), pad=1), 6)
+def fv_file_picture(images: np.ndarray) -> np.ndarray:
+    """The tiled images for a file or a notebook output (white gaps, as saved grids have)."""
+    return tile(_to_uint8(images), pad=1)

@@ -61,10 +61,6 @@ class HealthPanel(ImageSetPanel):
         self.health_lane = self._lane("health", on_fail=self._health_failed)
         """The lane that runs health checks (its counters are public)."""
 
-    def _start(self) -> None:
-        super()._start()
-        self.observe(self._on_health_button, names="health_run")
-
     def check_health(self) -> None:
         """Check every conv layer for dead, constant and non-finite channels, in the background.
 
@@ -91,8 +87,7 @@ class HealthPanel(ImageSetPanel):
     def _check(self, images: Any, source: str, ticket: Ticket) -> None:
         """Runs on the health lane."""
         ticket.check()
-        with self._adapter.lock:
-            report = health_report(self._adapter, images)
+        report = health_report(self._adapter, images)  # each pass holds the model lock
 
         def apply() -> None:
             self._health = (report, source)
@@ -105,8 +100,9 @@ class HealthPanel(ImageSetPanel):
         self.health_running = False
         self.health_summary = "the health check failed (see the error)"
 
+    @traitlets.observe("health_run")
     def _on_health_button(self, change: dict[str, Any]) -> None:
-        if change["old"] != change["new"]:
+        if not self._quiet and change["old"] != change["new"]:
             self.check_health()
 
     def _images_changed(self) -> None:

@@ -21,7 +21,7 @@ from PIL import Image
 
 from ..analysis.top_images import ImageSet
 from ..api import prepare_image
-from ..backends import Adapter
+from ..backends import Adapter, LayerInfo
 from ..images import ImageLike
 from .frames import image_key, image_png
 from .selection import SelectionPanel, zoo
@@ -49,13 +49,16 @@ class ImagePanel(SelectionPanel):
     upload_name = traitlets.Unicode("").tag(sync=True)
     """File name of the last upload (for messages)."""
 
-    def _prepare(
+    def __init__(
         self,
-        adapter: Adapter,
-        image: ImageLike | None,
-        options: dict[str, Any],
-        state: dict[str, Any],
+        model: Any,
+        image: ImageLike | None = None,
+        layer: str | int | LayerInfo | None = None,
+        **options: Any,
     ) -> None:
+        self._setup(model, image, layer, options)
+
+    def _prepare(self, adapter: Adapter, image: Any, options: dict, state: dict) -> None:
         super()._prepare(adapter, image, options, state)
         self._input: np.ndarray | None = None
         self._input_key = ""
@@ -74,11 +77,6 @@ class ImagePanel(SelectionPanel):
             samples=self._sample_names(),
             sample=sample,
         )
-
-    def _start(self) -> None:
-        super()._start()
-        self.observe(self._on_sample, names="sample")
-        self.observe(self._on_upload, names="upload")
 
     def _default_view(self) -> str:
         if "activations" in self._VIEWS and self._input is not None:
@@ -138,6 +136,7 @@ class ImagePanel(SelectionPanel):
                 self.sample = sample  # an image from elsewhere is no sample
         self._refresh()
 
+    @traitlets.observe("sample")
     def _on_sample(self, change: dict[str, Any]) -> None:
         name, previous = change["new"], change["old"]
         if self._quiet or not name or name == previous:
@@ -152,6 +151,7 @@ class ImagePanel(SelectionPanel):
             return
         self._take(array, sample=name)
 
+    @traitlets.observe("upload")
     def _on_upload(self, change: dict[str, Any]) -> None:
         data = bytes(change["new"] or b"")
         if not data or self._quiet:
@@ -174,13 +174,7 @@ class ImageSetPanel(SelectionPanel):
     images_count = traitlets.Int(0).tag(sync=True)
     """How many images :attr:`images` holds; 0 when none were given (read-only)."""
 
-    def _prepare(
-        self,
-        adapter: Adapter,
-        image: ImageLike | None,
-        options: dict[str, Any],
-        state: dict[str, Any],
-    ) -> None:
+    def _prepare(self, adapter: Adapter, image: Any, options: dict, state: dict) -> None:
         super()._prepare(adapter, image, options, state)
         self._images: ImageSet | None = None
 

@@ -22,7 +22,7 @@ from ..analysis import filter_responses
 from ..backends import LayerInfo
 from .frames import Frame, Request, render
 from .lane import LRU, Ticket
-from .selection import SelectionPanel
+from .selection import SelectionPanel, is_vector
 
 __all__ = ["CACHE_SIZE", "PicturePanel"]
 
@@ -101,33 +101,10 @@ class PicturePanel(SelectionPanel):
         self.picture_lane = self._lane("picture", on_fail=self._picture_failed)
         """The lane that computes pictures in the background (its counters are public)."""
 
-    def _start(self) -> None:
-        super()._start()
-        self.observe(self._on_setting, names=list(_SETTINGS))
-
-    # -- validation ----------------------------------------------------------------------------
-    @traitlets.validate("normalization")
-    def _validate_normalization(self, proposal: Any) -> str:
-        return self._choice(proposal, choices.NORMALIZATIONS)
-
-    @traitlets.validate("colormap")
-    def _validate_colormap(self, proposal: Any) -> str:
-        return self._choice(proposal, choices.COLORMAPS)
-
-    @traitlets.validate("activation_mode")
-    def _validate_activation_mode(self, proposal: Any) -> str:
-        return self._choice(proposal, choices.ACTIVATION_MODES)
-
-    @traitlets.validate("vector_mode")
-    def _validate_vector_mode(self, proposal: Any) -> str:
-        return self._choice(proposal, choices.VECTOR_MODES)
-
-    @traitlets.validate("top_k")
-    def _validate_top_k(self, proposal: Any) -> int:
-        return self._in_limits(proposal, "top_k")
-
+    # -- validation (the choice lists: SelectionPanel._validate_choice) -------------------
     @traitlets.validate("input_channel")
     def _validate_input_channel(self, proposal: Any) -> str:
+        # Overrides the choice-list rule: a channel index is valid too.
         value = proposal["value"].strip().lower()
         if value in choices.values(choices.INPUT_CHANNEL_WORDS) or value.isdigit():
             return value
@@ -137,6 +114,7 @@ class PicturePanel(SelectionPanel):
         )
 
     # -- observers -----------------------------------------------------------------------------
+    @traitlets.observe(*_SETTINGS)
     def _on_setting(self, change: dict[str, Any]) -> None:
         if self._quiet or change["old"] == change["new"]:
             return
@@ -154,7 +132,7 @@ class PicturePanel(SelectionPanel):
         image, key = self._current_input()
         return Request(
             is_output=info.name == self._output_name,
-            is_vector=info.output_shape is not None and len(info.output_shape) == 1,
+            is_vector=is_vector(info),
             labels=self._adapter.spec.labels,
             view=self.view,
             layer=self.layer,
@@ -206,13 +184,13 @@ class PicturePanel(SelectionPanel):
             # Cached data (or weights, which need no forward pass) draw in milliseconds: no
             # thread hop, and the caller sees the result as soon as the setter returns.
             try:
-                data = cached if cached is not None else self._fetch(request)
-                frame = render(request, data, previous=previous, detail_only=detail_only)
+                frame = self._draw_now(request, cached, previous, detail_only, wait=inline)
             except Exception as exc:
                 ticket.fail(exc)
                 return
-            self._publish(ticket, frame)
-            return
+            if frame is not None:
+                self._publish(ticket, frame)
+                return
         what = "filters" if request.view == "filters" else "feature maps"
         if responses:
             what = f"kernel x image responses of filter {request.channel}"
@@ -221,6 +199,28 @@ class PicturePanel(SelectionPanel):
             self.busy = True
             self.status = f"busy: computing the {what} of {request.layer!r}"
         lane.run(ticket, lambda t: self._draw(request, t))
+
+    def _draw_now(
+        self,
+        request: Request,
+        cached: Any,
+        previous: Frame | None,
+        detail_only: bool,
+        *,
+        wait: bool,
+    ) -> Frame | None:
+        """The frame drawn on the calling thread; None when the data needs the model and
+        the model is busy in the background (the caller then uses the lane)."""
+        if cached is None:
+            self._model_needed()
+            lock = self._adapter.lock
+            if not lock.acquire(blocking=wait):  # never block the kernel on a long job
+                return None
+            try:
+                cached = self._fetch(request)
+            finally:
+                lock.release()
+        return render(request, cached, previous=previous, detail_only=detail_only)
 
     def _draw(self, request: Request, ticket: Ticket) -> None:
         """Runs on the picture lane."""
@@ -238,8 +238,7 @@ class PicturePanel(SelectionPanel):
             assert request.image is not None
             # HWC floats in [0, 1] are read back unchanged (CHW of one channel is not).
             image = np.moveaxis(request.image, 0, -1)
-            with adapter.lock:
-                data = filter_responses(adapter, image, request.layer, request.channel)
+            data = filter_responses(adapter, image, request.layer, request.channel)
         else:
             assert request.image is not None
             data = adapter.activations(request.image[None], [request.layer])[request.layer][0]
@@ -288,13 +287,8 @@ class PicturePanel(SelectionPanel):
             self._report(message)
             self._render_error = True
 
-    def _picture_png(self) -> bytes:
+    def _picture(self) -> Any:
         if self.view not in (*_VIEWS, "table"):
-            return super()._picture_png()
+            return super()._picture()
         # The last picture drawn, also in the table view (which draws none).
-        frame = self._frame
-        if frame is None or frame.grid is None:
-            return b""
-        if frame.file_png is None:
-            frame.file_png = frame.grid.png()
-        return frame.file_png
+        return self._frame.grid if self._frame is not None else None

@@ -94,12 +94,6 @@ class Runner:
             return self._running or self._pending is not None
 
     @property
-    def has_pending(self) -> bool:
-        """True when a job waits behind the running one."""
-        with self._cond:
-            return self._pending is not None
-
-    @property
     def thread(self) -> threading.Thread | None:
         """The worker thread once started (None before the first job)."""
         return self._thread

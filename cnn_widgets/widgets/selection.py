@@ -9,8 +9,6 @@ cooperative hooks, each of which a panel extends with ``super()``:
 ``_prepare(adapter, image, options, state)``
     before the traits exist: take the panel's options, set its private state, put the
     initial trait values into ``state``;
-``_start()``
-    after: register the panel's observers;
 ``_update(detail_only=..., inline=...)``
     the selection or a setting changed: show what the panel knows for it (or start work);
 ``_on_new_layer()``
@@ -29,29 +27,31 @@ from typing import Any, ClassVar
 
 import traitlets
 
-from .. import choices
+from .. import choices as _choices  # (``choices`` is also a trait of the widget)
 from ..backends import Adapter, LayerInfo, adapt
 from ..images import ImageLike
 from .base import WidgetBase
 
-__all__ = ["SelectionPanel", "layer_entry", "table_row"]
+__all__ = ["SelectionPanel", "accepts", "is_vector", "layer_entry", "table_row"]
 
 log = logging.getLogger(__name__)
 
 
-def _ran(info: LayerInfo) -> bool:
-    # LayerInfo.calls is 0 for a module that never ran in the discovery pass.
-    return info.calls > 0
-
-
 def accepts(view: str, info: LayerInfo) -> bool:
-    """Whether ``view`` can show layer ``info`` (the rule of :func:`choices.view_accepts`)."""
-    return choices.view_accepts(
+    """Whether ``view`` can show layer ``info`` (:func:`cnn_widgets.choices.view_accepts`)."""
+    return _choices.view_accepts(
         view,
         has_filters=bool(info.has_filters),
-        ran=_ran(info),
+        ran=info.ran,
         has_output=info.output_shape is not None,
     )
+
+
+def is_vector(info: LayerInfo) -> bool:
+    """A layer whose output is one value per channel: ``(N,)``, or ``(C, 1, 1)`` (a global
+    pooling or a conv classifier), drawn as values or class probabilities, not as maps."""
+    shape = info.output_shape
+    return shape is not None and (len(shape) == 1 or tuple(shape[1:]) == (1, 1))
 
 
 def _shape_text(shape: tuple[int, ...] | None) -> str:
@@ -67,7 +67,8 @@ def layer_entry(info: LayerInfo, views: tuple[str, ...]) -> dict[str, Any]:
         "shape": None if info.output_shape is None else list(info.output_shape),
         "kind": info.kind,
         "has_filters": bool(info.has_filters),
-        "ran": _ran(info),
+        "ran": info.ran,
+        "vector": is_vector(info),
         "views": [view for view in views if accepts(view, info)],
     }
 
@@ -103,8 +104,9 @@ class SelectionPanel(WidgetBase):
     (:func:`cnn_widgets.choices.for_frontend`; read-only)."""
     layers = traitlets.List(traitlets.Dict()).tag(sync=True)
     """Every layer for the layer menu: ``{name, type, shape, kind, has_filters, index, ran,
-    views}``; ``ran`` is False for a module that never ran in the forward pass (listed, but
-    never a default), ``views`` the views that can show the layer."""
+    vector, views}``; ``ran`` is False for a module that never ran in the forward pass
+    (listed, but never a default), ``vector`` True for one value per channel (drawn as values
+    or probabilities), ``views`` the views that can show the layer."""
     layer = traitlets.Unicode("").tag(sync=True)
     """Name of the layer shown. A name the model does not have is refused: ``error`` says so
     and ``layer`` keeps its value."""
@@ -127,6 +129,11 @@ class SelectionPanel(WidgetBase):
     """True while the picture is computed in the background."""
 
     # -- construction ----------------------------------------------------------------------
+    def __init__(
+        self, model: Any, layer: str | int | LayerInfo | None = None, **options: Any
+    ) -> None:
+        self._setup(model, None, layer, options)
+
     def _setup(
         self,
         model: Any,
@@ -138,14 +145,12 @@ class SelectionPanel(WidgetBase):
         and the first picture is drawn before the constructor returns."""
         self._check_options(options)
         adapter = model if isinstance(model, Adapter) else adapt(model)
-        with adapter.lock:
-            infos = adapter.layers()
+        infos = adapter.layers()
         self._adapter = adapter
         self._infos = {info.name: info for info in infos}
         self._order = infos
-        # The model's output: the last layer that ran (modules that never ran come after it).
-        self._output_name = [i for i in infos if _ran(i)][-1].name if infos else ""
-        self._quiet = False
+        self._output_name = adapter.output_layer().name
+        self._quiet = True  # observers wait until every panel is set up
         self._accepted: dict[str, Any] = {"layer": "", "channel": 0}
         self._init_lanes()
         state: dict[str, Any] = {}
@@ -156,7 +161,7 @@ class SelectionPanel(WidgetBase):
         name = adapter.layer(layer).name if layer is not None else self._default_layer(view)
         super().__init__(
             views=list(self._VIEWS),
-            choices=choices.for_frontend(self._VIEWS),
+            choices=_choices.for_frontend(self._VIEWS),
             layers=[layer_entry(i, self._VIEWS) for i in infos],
             table=[table_row(i, self._VIEWS) for i in infos],
             view=view,
@@ -164,7 +169,7 @@ class SelectionPanel(WidgetBase):
             **state,
             **options,
         )
-        self._start()
+        self._quiet = False
         self._refresh(inline=True)
 
     def _prepare(
@@ -176,17 +181,13 @@ class SelectionPanel(WidgetBase):
     ) -> None:
         """Hook: take this panel's options, set its private state, fill ``state``."""
 
-    def _start(self) -> None:
-        """Hook: register this panel's observers (the traits exist now)."""
-        self.observe(self._on_selection, names=["view", "layer", "channel", "page", "page_size"])
-
     def _default_view(self) -> str:
         return self._VIEWS[0]
 
     def _default_layer(self, view: str) -> str:
         """The first convolution that ran, else the first layer the view can show, else the
         first that ran. A module that never ran is never a default."""
-        ran = [i for i in self._order if _ran(i)]
+        ran = [i for i in self._order if i.ran]
         convs = [i for i in ran if i.has_filters]
         shown = [i for i in ran if accepts(view, i)]
         return (convs or shown or ran or self._order)[0].name
@@ -206,28 +207,33 @@ class SelectionPanel(WidgetBase):
         )
 
     # -- validation ----------------------------------------------------------------------------
-    def _choice(self, proposal: Any, options: tuple[tuple[str, str], ...]) -> str:
-        """A validator's check against a choice list: a TraitError naming the valid values."""
-        try:
-            return choices.check(options, proposal["value"], proposal["trait"].name)
-        except ValueError as exc:
-            raise traitlets.TraitError(f"{type(self).__name__}.{exc}") from None
+    # One rule for every setting with a choice list or a range, whichever panel owns it: the
+    # lists and ranges of cnn_widgets.choices, under the setting's name (traits a widget does
+    # not have are never validated).
+    @traitlets.validate(*(n for n in _choices.LISTS if n not in ("view", "zoom", "input_channel")))
+    def _validate_choice(self, proposal: Any) -> str:
+        return self._choice(proposal, _choices.LISTS[proposal["trait"].name])
 
-    def _in_limits(self, proposal: Any, name: str) -> int:
-        low, high = choices.LIMITS[name]
+    @traitlets.validate("page_size", "top_k", "fv_steps")
+    def _validate_range(self, proposal: Any) -> int:
+        name = proposal["trait"].name
+        low, high = _choices.LIMITS[name]
         value = proposal["value"]
         if not low <= value <= high:
             raise traitlets.TraitError(f"{name} must be in {low}..{high}; got {value}")
         return value
 
+    def _choice(self, proposal: Any, options: tuple[tuple[str, str], ...]) -> str:
+        """A validator's check against a choice list: a TraitError naming the valid values."""
+        try:
+            return _choices.check(options, proposal["value"], proposal["trait"].name)
+        except ValueError as exc:
+            raise traitlets.TraitError(f"{type(self).__name__}.{exc}") from None
+
     @traitlets.validate("view")
     def _validate_view(self, proposal: Any) -> str:
-        offered = tuple(pair for pair in choices.VIEWS if pair[0] in (self.views or self._VIEWS))
+        offered = tuple(pair for pair in _choices.VIEWS if pair[0] in (self.views or self._VIEWS))
         return self._choice(proposal, offered)
-
-    @traitlets.validate("page_size")
-    def _validate_page_size(self, proposal: Any) -> int:
-        return self._in_limits(proposal, "page_size")
 
     @traitlets.validate("page")
     def _validate_page(self, proposal: Any) -> int:
@@ -274,6 +280,7 @@ class SelectionPanel(WidgetBase):
         finally:
             self._quiet = previous
 
+    @traitlets.observe("view", "layer", "channel", "page", "page_size")
     def _on_selection(self, change: dict[str, Any]) -> None:
         if self._quiet or change["old"] == change["new"]:
             return
@@ -301,7 +308,7 @@ class SelectionPanel(WidgetBase):
         info = self._infos[self.layer]
         if accepts(self.view, info):
             return
-        fitting = [i for i in self._order if accepts(self.view, i) and _ran(i)]
+        fitting = [i for i in self._order if accepts(self.view, i) and i.ran]
         if not fitting:
             return
         before = [i for i in fitting if i.index <= info.index]
@@ -341,6 +348,3 @@ class SelectionPanel(WidgetBase):
     def _current_input(self) -> tuple[Any, str]:
         """The input image ``(C, H, W)`` float32 and its digest, or ``(None, "")``."""
         return None, ""
-
-    def _set_status(self, text: str) -> None:
-        self.status = text

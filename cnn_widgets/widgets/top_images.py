@@ -8,13 +8,13 @@ from __future__ import annotations
 import os
 from typing import Any
 
-import numpy as np
 import traitlets
 
 from ..analysis import top_images
 from ..analysis.top_images import ImageSet, TopImages
 from ..render.encode import WIRE_COMPRESS_LEVEL, encode_png
-from ..render.tile import tile, tile_layout
+from ..render.pixels import tile_rgba, to_uint8
+from ..render.tile import tile_layout
 from .frames import jsonable
 from .inputs import ImageSetPanel
 from .lane import LRU, Ticket
@@ -100,8 +100,7 @@ class TopImagesPanel(ImageSetPanel):
         """Runs on the top-images lane."""
         _, layer, channel = key
         try:
-            with self._adapter.lock:
-                result = top_images(self._adapter, layer, channel, chosen, k=k, progress=False)
+            result = top_images(self._adapter, layer, channel, chosen, k=k, progress=False)
             wire = top_strip(result, int(chosen.count or 0))
         except Exception as exc:
             failed = {"state": "error", "layer": layer, "channel": channel}
@@ -124,13 +123,8 @@ def top_strip(result: TopImages, count: int) -> tuple[str, bytes, dict[str, Any]
     ``meta`` holds the tile geometry (``count`` is the number of tiles, ``images`` the size
     of the set), the ``scores``, ``indices`` and file names.
     """
-    pixels = np.clip(np.nan_to_num(result.images, nan=0.0), 0.0, 1.0)
-    if pixels.shape[-1] == 1:
-        pixels = np.repeat(pixels, 3, axis=-1)
-    opaque = np.ones((*pixels.shape[:3], 1), pixels.dtype)
-    rgba = (np.concatenate([pixels, opaque], axis=-1) * 255.0 + 0.5).astype(np.uint8)
-    k, height, width = rgba.shape[:3]
-    strip = tile(rgba, pad=STRIP_PAD, pad_value=(0, 0, 0, 0), ncols=k)
+    k, height, width = result.images.shape[:3]
+    strip = tile_rgba(to_uint8(result.images, channel_axis=-1), pad=STRIP_PAD, ncols=k)
     layout = tile_layout(k, height, width, pad=STRIP_PAD, ncols=k).to_dict()
     names = [None if s is None else os.path.basename(s) for s in result.sources]
     meta = {

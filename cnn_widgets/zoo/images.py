@@ -88,10 +88,3 @@ def _digits() -> np.ndarray:
     images = images.astype(np.uint8)
     images.setflags(write=False)
     return images
-
-
-def digit_label(name: str) -> int:
-    """The class of a ``digitN`` sample (``N``); ValueError for any other name."""
-    if name not in DIGIT_IMAGES:
-        raise ValueError(f"{name!r} is not a digit sample; digits: {', '.join(DIGIT_IMAGES)}")
-    return int(name.removeprefix("digit"))

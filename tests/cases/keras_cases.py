@@ -4,7 +4,8 @@ Each factory returns ``(model, (C, H, W))``: a small, built Keras 3 model (chann
 seeded random weights. The keys, the conv filter shapes (in forward order, as
 ``(out, in_per_group, kh, kw)``) and the channels-first conv output shapes match the torch
 twins in ``torch_cases.py``; ``padding="same"`` stands in for torch's ``padding=k // 2``.
-Keras-only cases: ``subclassed``.
+Keras-only cases: ``subclassed``. ``never_runs`` is subclassed too: only a subclassed
+Keras model can hold a layer its forward pass never calls.
 """
 
 from __future__ import annotations
@@ -183,6 +184,33 @@ def subclassed() -> tuple[keras.Model, Shape]:
         return model, (3, 32, 32)
 
 
+class NeverRuns(keras.Model):
+    """Twin of the torch case: a layer defined before the head and a conv defined after it
+    that ``call`` never uses."""
+
+    def __init__(self) -> None:
+        super().__init__(name="never_runs")
+        self.conv1 = L.Conv2D(8, 3, padding="same", name="conv1")
+        self.skipped = L.Identity(name="skipped")
+        self.relu = L.ReLU(name="relu")
+        self.gap = L.GlobalAveragePooling2D(name="gap")
+        self.fc = L.Dense(10, name="fc")
+        self.unused = L.Conv2D(4, 3, padding="same", name="unused")
+
+    def call(self, x: keras.KerasTensor) -> keras.KerasTensor:
+        return self.fc(self.gap(self.relu(self.conv1(x))))
+
+
+def never_runs() -> tuple[keras.Model, Shape]:
+    with _seeded():
+        model = NeverRuns()
+        # Weights to show, though call never uses it; built first, so that the model's own
+        # build by the call below finds no unbuilt layer to warn about.
+        model.unused.build((None, 32, 32, 8))
+        model(np.zeros((1, 32, 32, 3), np.float32))
+        return model, (3, 32, 32)
+
+
 def conv1d_conv3d() -> tuple[keras.Model, Shape]:
     """A Conv2D, then the same features seen as a 1-D signal and as a 3-D volume."""
     with _seeded():
@@ -238,4 +266,5 @@ CASES: dict[str, Case] = {
     "conv1d_conv3d": conv1d_conv3d,
     "no_conv": no_conv,
     "nan_weights": nan_weights,
+    "never_runs": never_runs,
 }

@@ -298,6 +298,29 @@ def nan_weights() -> tuple[nn.Module, Shape]:
     return model, shape
 
 
+class NeverRuns(nn.Module):
+    """Modules that never run in the forward pass, as in torchvision's EfficientNet (the
+    ``stochastic_depth`` of a block without a residual) and ShuffleNetV2 (the empty
+    ``branch1`` of a stride-1 block): one defined before the head, one after it."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.conv1 = nn.Conv2d(3, 8, 3, padding=1)
+        self.skipped = nn.Identity()
+        self.relu = nn.ReLU()
+        self.gap = nn.AdaptiveAvgPool2d(1)
+        self.flatten = nn.Flatten()
+        self.fc = nn.Linear(8, 10)
+        self.unused = nn.Conv2d(8, 4, 3, padding=1)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.fc(self.flatten(self.gap(self.relu(self.conv1(x)))))
+
+
+def never_runs() -> tuple[nn.Module, Shape]:
+    return _seeded(NeverRuns), (3, 32, 32)
+
+
 CASES: dict[str, Callable[[], tuple[nn.Module, Shape]]] = {
     "sequential": sequential,
     "residual": residual,
@@ -312,4 +335,5 @@ CASES: dict[str, Callable[[], tuple[nn.Module, Shape]]] = {
     "conv1d_conv3d": conv1d_conv3d,
     "no_conv": no_conv,
     "nan_weights": nan_weights,
+    "never_runs": never_runs,
 }
