@@ -282,6 +282,8 @@ def _frame(
     predictions: list[dict[str, Any]] | None = None,
 ) -> Frame:
     detail_wire = detail.wire() if detail is not None else ("png", b"")
+    # The channel the detail shows: the browser tells a late detail from the current one.
+    detail_stats = {**detail_stats, "channel": request.channel}
     if grid is None:  # detail only: the grid on screen stays
         assert keep is not None
         return Frame(

@@ -320,6 +320,27 @@ class TestQuickstartExplorer:
         expect(role(page, "detail-stats")).to_contain_text("channel 19")
         expect(role(page, "highlight")).to_be_visible()
 
+    def test_a_channel_on_screen_is_previewed_from_its_tile_without_the_kernel(
+        self, page: Page
+    ) -> None:
+        # Hold the kernel busy: the slider's message waits in its queue, so whatever the
+        # detail shows meanwhile was drawn by the browser alone, from the grid's tile.
+        page.evaluate(
+            """() => window.jupyterapp.shell.currentWidget.sessionContext.session.kernel
+                .requestExecute({code: 'import time; time.sleep(3)', store_history: false})"""
+        )
+        role(page, "channel-slider").fill("21")  # on the first page: its tile is on screen
+        figure = role(page, "detail-figure")
+        expect(figure).to_have_attribute("data-state", "provisional", timeout=1500)
+        expect(role(page, "detail-preview")).to_be_visible()
+        expect(role(page, "detail-stats")).to_contain_text("channel 21 · preview")
+        # Once the kernel answers, its exact picture replaces the preview.
+        wait_for_python(page, "explorer.channel", "21")
+        wait_in_sync(page)
+        expect(figure).to_have_attribute("data-state", "exact")
+        expect(role(page, "detail-preview")).to_be_hidden()
+        expect(role(page, "detail-stats")).to_contain_text("channel 21")
+
     def test_clicking_a_grid_tile_selects_its_channel(self, page: Page) -> None:
         layout = grid_layout(page)
         channel = 10  # row 1, column 4 of the 6-column grid
