@@ -34,9 +34,15 @@ from .render import tile
 if TYPE_CHECKING:
     from . import zoo
     from .plot import plot_activations, plot_filters
-    from .widgets import ActivationViewer, Explorer, FeatureVisualizer, FilterViewer
+    from .widgets import (
+        ActivationViewer,
+        Explorer,
+        FeatureVisualizer,
+        FilterViewer,
+        TrainingMonitor,
+    )
 
-_WIDGETS = ("ActivationViewer", "Explorer", "FeatureVisualizer", "FilterViewer")
+_WIDGETS = ("ActivationViewer", "Explorer", "FeatureVisualizer", "FilterViewer", "TrainingMonitor")
 
 __version__ = "0.1.0"
 
@@ -49,6 +55,7 @@ __all__ = [
     "InputSpec",
     "LayerInfo",
     "Normalization",
+    "TrainingMonitor",
     "activations",
     "adapt",
     "channel_stats",

@@ -98,6 +98,7 @@ VIEWS: Choices = (
     ("activations", "Feature maps"),
     ("featureviz", "Feature viz"),
     ("table", "Layer table"),
+    ("monitor", "Training"),
 )
 """The widget views, in the order of the view switch."""
 

@@ -312,21 +312,52 @@ before = cw.filters(net, "conv1")
 cw.render_filters(net, "conv1")
 """
     ),
-    md("## 2. Train for 30 epochs (about half a minute)"),
+    md(
+        """
+## 2. Train for 30 epochs (about half a minute), and watch it happen
+The monitor below shows conv1's filters and the feature maps of four digits every 20 steps
+while the next cell trains; pick conv2 in its layer menu, and drag its step slider back in
+time whenever you like — during training too.
+"""
+    ),
     code(
         """
 optimizer = torch.optim.Adam(model.parameters(), lr=2e-3)
+monitor = cw.TrainingMonitor(net, every=20)
+monitor
+"""
+    ),
+    code(
+        """
 model.train()
-for epoch in range(1, EPOCHS + 1):
-    for batch in train[torch.randperm(len(train))].split(64):
-        optimizer.zero_grad()
-        loss = torch.nn.functional.cross_entropy(model(x[batch]), y[batch])
-        loss.backward()
-        optimizer.step()
+with monitor.watch(optimizer):
+    for epoch in range(1, EPOCHS + 1):
+        for batch in train[torch.randperm(len(train))].split(64):
+            optimizer.zero_grad()
+            loss = torch.nn.functional.cross_entropy(model(x[batch]), y[batch])
+            loss.backward()
+            optimizer.step()
+            monitor.record(loss=loss)
 model.eval()
 with torch.no_grad():
     test_accuracy = (model(x[test]).argmax(1) == y[test]).float().mean().item()
 print(f"{epoch} epochs, test accuracy {test_accuracy:.3f}")
+"""
+    ),
+    md(
+        """
+**Question:** which conv2 channels died during training, and when? A channel is dead on the
+probe when none of its values is above zero (the monitor's "share of units ≤ 0" reaches 1).
+"""
+    ),
+    code(
+        """
+history = monitor.frames("conv2")
+died = {int(c): int(history["steps"][history["dead"][:, c].argmax()])
+        for c in range(history["dead"].shape[1]) if history["dead"][-1, c] == 1.0}
+answer_died = died  # channel -> the first snapshot step at which it was dead
+print(died or "no conv2 channel is dead on the probe digits")
+monitor.save_gif("conv1_filters.gif", "conv1")
 """
     ),
     md(
@@ -398,6 +429,7 @@ assert test_accuracy > 0.5
 assert answer_roughness["after"] < answer_roughness["before"]
 assert set(answer_activation) == {"naive", "lucid"}
 assert all(isinstance(layer, str) and isinstance(ch, int) for layer, ch in answer_dead)
+assert all(isinstance(step, int) for step in answer_died.values())
 """
     ),
 ]

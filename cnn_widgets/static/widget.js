@@ -119,6 +119,7 @@ export const VIEW_PARTS = {
   ],
   featureviz: ["layer", "featureviz", "channel", "picture", "examples", "pager", "health"],
   table: ["table"],
+  monitor: ["layer", "monitor"],
 };
 const DEFAULT_PARTS = ["layer", "channel", "picture"];
 
@@ -152,6 +153,7 @@ const LOCAL = {
   layerFilter: "@layer-filter",
   error: "@error",
   gridLoaded: "@grid-loaded",
+  monitor: "@monitor",
 };
 
 let instances = 0;
@@ -640,6 +642,88 @@ function readBytes(file) {
     reader.onerror = () => reject(reader.error);
     reader.readAsArrayBuffer(file);
   });
+}
+
+// --------------------------------------------------------------------------- training monitor
+
+/**
+ * A frame of the training monitor: its facts (`monitor_meta`) and its packed pictures.
+ * @typedef {{step: number, meta: Record<string, any>, bytes: Uint8Array}} MonitorFrame
+ */
+
+/**
+ * The history with `frame` in its place by step (a frame of the same step is replaced), the
+ * oldest dropped beyond `limit`.
+ * @param {MonitorFrame[]} history
+ * @param {MonitorFrame} frame
+ * @param {number} limit
+ * @returns {MonitorFrame[]}
+ */
+export function addFrame(history, frame, limit) {
+  const kept = history.filter((old) => old.step !== frame.step);
+  kept.push(frame);
+  kept.sort((a, b) => a.step - b.step);
+  return kept.slice(Math.max(0, kept.length - Math.max(1, limit)));
+}
+
+/**
+ * One line per channel through the frames: `[[step, value], ...]` of `key` ("mean", "dead").
+ * @param {MonitorFrame[]} history
+ * @param {string} layer
+ * @param {string} key
+ * @returns {number[][][]}
+ */
+export function channelSeries(history, layer, key) {
+  /** @type {number[][][]} */
+  const lines = [];
+  for (const frame of history) {
+    const values = frame.meta.layers?.[layer]?.[key];
+    if (!Array.isArray(values)) continue;
+    values.forEach((value, channel) => {
+      (lines[channel] ??= []).push([frame.step, Number(value)]);
+    });
+  }
+  return lines;
+}
+
+/**
+ * The logged numbers of every frame, merged by name and step: `{loss: [[step, value], ...]}`.
+ * @param {MonitorFrame[]} history
+ * @returns {Record<string, number[][]>}
+ */
+export function loggedNumbers(history) {
+  /** @type {Record<string, Map<number, number>>} */
+  const merged = {};
+  for (const frame of history) {
+    for (const [name, pairs] of Object.entries(frame.meta.numbers ?? {})) {
+      const points = (merged[name] ??= new Map());
+      for (const [step, value] of /** @type {number[][]} */ (pairs)) points.set(step, value);
+    }
+  }
+  return Object.fromEntries(
+    Object.entries(merged).map(([name, points]) => [name, [...points].sort((a, b) => a[0] - b[0])]),
+  );
+}
+
+/**
+ * An SVG path through `[x, y]` points scaled into a `width` x `height` box (y up).
+ * @param {number[][]} points
+ * @param {{x: [number, number], y: [number, number]}} range
+ * @param {number} width
+ * @param {number} height
+ * @returns {string}
+ */
+export function chartPath(points, range, width, height) {
+  const spanX = range.x[1] - range.x[0] || 1;
+  const spanY = range.y[1] - range.y[0] || 1;
+  return points
+    .filter(([x, y]) => Number.isFinite(x) && Number.isFinite(y))
+    .map(([x, y], i) => {
+      const px = ((x - range.x[0]) / spanX) * width;
+      const py = height - ((y - range.y[0]) / spanY) * height;
+      return `${i ? "L" : "M"}${px.toFixed(1)} ${py.toFixed(1)}`;
+    })
+    .join(" ");
 }
 
 // --------------------------------------------------------------------------- scheduling
@@ -2045,6 +2129,192 @@ function errorPanel(ctx) {
   };
 }
 
+/**
+ * A small line chart (SVG): one line per series, a cursor at a step, marked lines drawn on
+ * top in the accent colour of trouble.
+ * @param {Context} ctx
+ * @param {string} role
+ * @param {string} title
+ */
+function lineChart(ctx, role, title) {
+  const ns = "http://www.w3.org/2000/svg";
+  const [width, height] = [240, 90];
+  const svg = ctx.doc.createElementNS(ns, "svg");
+  svg.setAttribute("viewBox", `0 0 ${width} ${height}`);
+  svg.setAttribute("class", "cnnw-chart");
+  svg.setAttribute("role", "img");
+  const caption = ctx.make("figcaption", { className: "cnnw-muted", text: title });
+  const figure = ctx.make("figure", { className: "cnnw-chart-figure", role }, [svg, caption]);
+  return {
+    el: figure,
+    /**
+     * @param {number[][][]} lines
+     * @param {{cursor?: number, marked?: Set<number>, text?: string}} [options]
+     */
+    draw(lines, options = {}) {
+      const points = lines.flat();
+      const xs = points.map((p) => p[0]);
+      const ys = points.map((p) => p[1]).filter(Number.isFinite);
+      const range = {
+        /** @type {[number, number]} */ x: [Math.min(...xs, 0), Math.max(...xs, 1)],
+        /** @type {[number, number]} */ y: [Math.min(...ys, 0), Math.max(...ys, 1e-9)],
+      };
+      const paths = lines.map((line, index) => {
+        const path = ctx.doc.createElementNS(ns, "path");
+        path.setAttribute("d", chartPath(line, range, width, height));
+        path.setAttribute(
+          "class",
+          options.marked?.has(index) ? "cnnw-line cnnw-marked" : "cnnw-line",
+        );
+        return path;
+      });
+      paths.sort(
+        (a, b) =>
+          Number(a.classList.contains("cnnw-marked")) - Number(b.classList.contains("cnnw-marked")),
+      );
+      const cursor = ctx.doc.createElementNS(ns, "line");
+      const x = (((options.cursor ?? 0) - range.x[0]) / (range.x[1] - range.x[0] || 1)) * width;
+      for (const [name, value] of [
+        ["x1", x],
+        ["x2", x],
+        ["y1", 0],
+        ["y2", height],
+      ])
+        cursor.setAttribute(String(name), String(value));
+      cursor.setAttribute("class", "cnnw-cursor");
+      svg.replaceChildren(...paths, cursor);
+      const span = points.length
+        ? ` · ${formatNumber(range.y[0])} … ${formatNumber(range.y[1])}`
+        : "";
+      caption.textContent = `${title}${options.text ? ` (${options.text})` : ""}${span}`;
+    },
+  };
+}
+
+/**
+ * The training monitor: the frames the kernel sends while a model trains are kept here, so
+ * the timeline scrubs through them while the kernel is busy (it could answer nothing).
+ * @param {Context} ctx
+ * @returns {Panel}
+ */
+function monitorPanel(ctx) {
+  const { model, make } = ctx;
+  /** @type {MonitorFrame[]} */
+  let history = [];
+  let index = -1; // the frame shown; -1: follow the newest
+  const slider = focusable(
+    make("input", {
+      className: "cnnw-slider",
+      role: "monitor-timeline",
+      attrs: { id: `${ctx.prefix}-timeline`, type: "range", min: "0", max: "0", step: "1" },
+    }),
+  );
+  const stepText = make("span", { className: "cnnw-muted", role: "monitor-step" });
+  const filters = make("img", { className: "cnnw-pixelated", role: "monitor-filters" });
+  const maps = make("img", { className: "cnnw-pixelated", role: "monitor-maps" });
+  const mapsText = make("figcaption", { className: "cnnw-muted", role: "monitor-maps-text" });
+  const [mean, dead, numbers] = [
+    lineChart(ctx, "monitor-mean", "mean activation per channel"),
+    lineChart(ctx, "monitor-dead", "share of units ≤ 0 per channel"),
+    lineChart(ctx, "monitor-numbers", "logged numbers"),
+  ];
+  const deadText = make("div", { className: "cnnw-muted", role: "monitor-dead-list" });
+  slider.addEventListener(
+    "input",
+    () => {
+      const chosen = Number(slider.value);
+      index = chosen >= history.length - 1 ? -1 : chosen;
+      ctx.touch(LOCAL.monitor);
+    },
+    ctx.listen,
+  );
+  /** @param {Record<string, any>} meta @param {DataView | ArrayBuffer | null | undefined} data */
+  function keep(meta, data) {
+    if (!meta || typeof meta.step !== "number" || !data) return;
+    const bytes =
+      data instanceof ArrayBuffer
+        ? new Uint8Array(data)
+        : new Uint8Array(data.buffer, data.byteOffset, data.byteLength);
+    history = addFrame(
+      history,
+      { step: meta.step, meta, bytes: bytes.slice() },
+      Number(model.get("monitor_history") ?? 200),
+    );
+    ctx.touch(LOCAL.monitor);
+  }
+  /** @param {any} message @param {DataView[]} [buffers] */
+  function onMessage(message, buffers) {
+    if (message?.type === "frame") keep(message.meta, buffers?.[0]);
+  }
+  // Every frame is kept as it arrives: several may come within one animation frame.
+  const arrived = () => keep(model.get("monitor_meta"), model.get("monitor_frame"));
+  if (model.get("views")?.includes("monitor")) {
+    model.on("msg:custom", onMessage);
+    model.on("change:monitor_frame", arrived);
+    ctx.onClose(() => {
+      model.off("msg:custom", onMessage);
+      model.off("change:monitor_frame", arrived);
+    });
+    arrived();
+    /** @type {any} */ (model).send?.({ type: "history" });
+  }
+  /**
+   * @param {HTMLImageElement} img
+   * @param {MonitorFrame} frame
+   * @param {number[] | null} where  [offset, length, width, height] in the frame's bytes
+   * @param {number} target
+   */
+  function showPart(img, frame, where, target) {
+    const data = where ? frame.bytes.subarray(where[0], where[0] + where[1]) : null;
+    ctx.show(img, data, "png");
+    if (where) sizePicture(img, where[2], where[3], target, "fit");
+  }
+  return {
+    el: make("div", { className: "cnnw-monitor", attrs: { "data-part": "monitor" } }, [
+      make("div", { className: "cnnw-row" }, [field(ctx, "Step", slider), stepText]),
+      make("div", { className: "cnnw-pictures" }, [
+        make("figure", {}, [
+          filters,
+          make("figcaption", { className: "cnnw-muted", text: "filters" }),
+        ]),
+        make("figure", {}, [maps, mapsText]),
+      ]),
+      make("div", { className: "cnnw-row cnnw-charts" }, [mean.el, dead.el, numbers.el]),
+      deadText,
+    ]),
+    traits: ["monitor_frame", "monitor_meta", "monitor_history", "layer", LOCAL.monitor],
+    paint() {
+      if (!history.length) return;
+      const shown = index < 0 ? history.length - 1 : Math.min(index, history.length - 1);
+      const frame = history[shown];
+      const layer = String(model.get("layer") ?? "");
+      const facts = frame.meta.layers?.[layer] ?? {};
+      slider.max = String(history.length - 1);
+      slider.value = String(shown);
+      stepText.textContent = `step ${frame.step} · frame ${shown + 1} of ${history.length}${index < 0 ? " · live" : ""}`;
+      showPart(filters, frame, facts.filters ?? null, DETAIL_TARGET);
+      showPart(maps, frame, facts.maps ?? null, GRID_TARGET);
+      mapsText.textContent = facts.maps_text ? `probe feature maps · ${facts.maps_text}` : "";
+      const deadNow = new Set(
+        (facts.dead ?? []).flatMap((/** @type {number} */ v, /** @type {number} */ c) =>
+          v >= 1 ? [c] : [],
+        ),
+      );
+      mean.draw(channelSeries(history, layer, "mean"), { cursor: frame.step, marked: deadNow });
+      dead.draw(channelSeries(history, layer, "dead"), { cursor: frame.step, marked: deadNow });
+      const logged = loggedNumbers(history);
+      const names = Object.keys(logged);
+      numbers.draw(
+        names.map((name) => logged[name]),
+        { cursor: frame.step, text: names.join(", ") },
+      );
+      deadText.textContent = deadNow.size
+        ? `dead on the probe at step ${frame.step}: channel ${[...deadNow].join(", ")}`
+        : "";
+    },
+  };
+}
+
 // --------------------------------------------------------------------------- render
 
 /**
@@ -2069,6 +2339,7 @@ function render({ model, el, signal }) {
     pager: pagerPanel(ctx),
     health: healthPanel(ctx),
     table: tablePanel(ctx),
+    monitor: monitorPanel(ctx),
     status: statusPanel(ctx),
     error: errorPanel(ctx),
   };
@@ -2081,7 +2352,7 @@ function render({ model, el, signal }) {
   ctx.root.append(
     ...[views, layer, drawing, image, featureViz, channel].map((panel) => panel.el),
     pictures,
-    ...[pager, health, table, panels.status, panels.error].map((panel) => panel.el),
+    ...[pager, health, table, panels.monitor, panels.status, panels.error].map((p) => p.el),
   );
   el.append(ctx.root);
 

@@ -2,10 +2,12 @@
 
 :class:`FilterViewer` shows a layer's learned filters, :class:`ActivationViewer` what layers
 output for an image, :class:`FeatureVisualizer` runs feature visualization live, and
-:class:`Explorer` has them all plus the layer table. See ``docs/architecture.md`` for how the
+:class:`Explorer` has them all plus the layer table; :class:`TrainingMonitor` shows a model
+while it trains. See ``docs/architecture.md`` for how the
 panels fit together and how to add a view.
 """
 
 from .explorer import ActivationViewer, Explorer, FeatureVisualizer, FilterViewer
+from .monitor import TrainingMonitor
 
-__all__ = ["ActivationViewer", "Explorer", "FeatureVisualizer", "FilterViewer"]
+__all__ = ["ActivationViewer", "Explorer", "FeatureVisualizer", "FilterViewer", "TrainingMonitor"]

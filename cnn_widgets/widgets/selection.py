@@ -21,7 +21,7 @@ from __future__ import annotations
 
 import importlib
 import logging
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from typing import Any, ClassVar
 
@@ -58,8 +58,11 @@ def _shape_text(shape: tuple[int, ...] | None) -> str:
     return "—" if shape is None else "(" + ", ".join(str(s) for s in shape) + ")"
 
 
-def layer_entry(info: LayerInfo, views: tuple[str, ...]) -> dict[str, Any]:
-    """One entry of the ``layers`` trait (the layer menu)."""
+def layer_entry(
+    info: LayerInfo, views: tuple[str, ...], fits: Callable[[str, LayerInfo], bool] = accepts
+) -> dict[str, Any]:
+    """One entry of the ``layers`` trait (the layer menu); ``fits(view, info)`` says which
+    views can show the layer."""
     return {
         "index": info.index,
         "name": info.name,
@@ -69,14 +72,16 @@ def layer_entry(info: LayerInfo, views: tuple[str, ...]) -> dict[str, Any]:
         "has_filters": bool(info.has_filters),
         "ran": info.ran,
         "vector": is_vector(info),
-        "views": [view for view in views if accepts(view, info)],
+        "views": [view for view in views if fits(view, info)],
     }
 
 
-def table_row(info: LayerInfo, views: tuple[str, ...]) -> dict[str, Any]:
+def table_row(
+    info: LayerInfo, views: tuple[str, ...], fits: Callable[[str, LayerInfo], bool] = accepts
+) -> dict[str, Any]:
     """One row of the layer table: the menu entry plus parameter shapes and counts."""
     return {
-        **layer_entry(info, views),
+        **layer_entry(info, views, fits),
         "shape_text": _shape_text(info.output_shape),
         "params": " ".join(f"{k}{_shape_text(v)}" for k, v in info.param_shapes.items()),
         "num_params": int(info.num_params),
@@ -162,8 +167,8 @@ class SelectionPanel(WidgetBase):
         super().__init__(
             views=list(self._VIEWS),
             choices=_choices.for_frontend(self._VIEWS),
-            layers=[layer_entry(i, self._VIEWS) for i in infos],
-            table=[table_row(i, self._VIEWS) for i in infos],
+            layers=[layer_entry(i, self._VIEWS, self._accepts) for i in infos],
+            table=[table_row(i, self._VIEWS, self._accepts) for i in infos],
             view=view,
             layer=name,
             **state,
@@ -181,6 +186,11 @@ class SelectionPanel(WidgetBase):
     ) -> None:
         """Hook: take this panel's options, set its private state, fill ``state``."""
 
+    def _accepts(self, view: str, info: LayerInfo) -> bool:
+        """Whether ``view`` of this widget can show layer ``info`` (a panel with its own rule
+        overrides it)."""
+        return accepts(view, info)
+
     def _default_view(self) -> str:
         return self._VIEWS[0]
 
@@ -189,7 +199,7 @@ class SelectionPanel(WidgetBase):
         first that ran. A module that never ran is never a default."""
         ran = [i for i in self._order if i.ran]
         convs = [i for i in ran if i.has_filters]
-        shown = [i for i in ran if accepts(view, i)]
+        shown = [i for i in ran if self._accepts(view, i)]
         return (convs or shown or ran or self._order)[0].name
 
     # -- public ------------------------------------------------------------------------------
@@ -306,9 +316,9 @@ class SelectionPanel(WidgetBase):
     def _fit_layer_to_view(self) -> None:
         """A view that cannot show the current layer moves to the nearest one it can."""
         info = self._infos[self.layer]
-        if accepts(self.view, info):
+        if self._accepts(self.view, info):
             return
-        fitting = [i for i in self._order if accepts(self.view, i) and i.ran]
+        fitting = [i for i in self._order if self._accepts(self.view, i) and i.ran]
         if not fitting:
             return
         before = [i for i in fitting if i.index <= info.index]

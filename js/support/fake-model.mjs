@@ -49,6 +49,7 @@ export const CHOICES = Object.freeze({
     ["activations", "Feature maps"],
     ["featureviz", "Feature viz"],
     ["table", "Layer table"],
+    ["monitor", "Training"],
   ],
   zoom: [
     ["fit", "fit"],
@@ -114,6 +115,14 @@ export class FakeModel {
   }
   fire(name) {
     for (const callback of this.handlers.get(`change:${name}`) ?? []) callback();
+  }
+  /** A custom message to the kernel (`model.send`). */
+  send(content) {
+    this.calls.push(["send", content]);
+  }
+  /** A custom message arriving from Python. */
+  message(content, buffers = []) {
+    for (const callback of this.handlers.get("msg:custom") ?? []) callback(content, buffers);
   }
   sets() {
     return this.calls.filter((call) => call[0] === "set").map((call) => [call[1], call[2]]);
