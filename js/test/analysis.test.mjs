@@ -1,12 +1,12 @@
 // Unit tests of the analysis parts of widget.js (health marks and list, the top-images strip,
 // the kernel x image mode): node --test + jsdom and a hand-made model.
 import assert from "node:assert/strict";
-import { afterEach, beforeEach, describe, test } from "node:test";
-import { JSDOM } from "jsdom";
+import { beforeEach, describe, test } from "node:test";
 
-import { FakeModel, choicesFor, nextFrame } from "../support/fake-model.mjs";
+import { choicesFor, nextFrame } from "../support/fake-model.mjs";
+import { useWidgetDom } from "../support/dom.mjs";
 
-import widget, { flagBoxes, healthLine, topCaption } from "../../cnn_widgets/static/widget.js";
+import { flagBoxes, healthLine, topCaption } from "../../cnn_widgets/static/widget.js";
 
 const HOSTILE = "<img src=x onerror=alert(1)>";
 const PNG_BYTES = new Uint8Array([0x89, 0x50, 0x4e, 0x47, 0x0d, 0x0a, 0x1a, 0x0a]);
@@ -92,23 +92,10 @@ function conv2State(overrides = {}) {
   };
 }
 
+const env = useWidgetDom();
 let dom;
 let urls;
-
-beforeEach(() => {
-  dom = new JSDOM("<!doctype html><html><body></body></html>", { pretendToBeVisual: true });
-  globalThis.AbortController = dom.window.AbortController;
-  urls = { created: [], revoked: [] };
-  let next = 0;
-  URL.createObjectURL = (blob) => {
-    const url = `blob:fake/${next++}`;
-    urls.created.push({ url, blob });
-    return url;
-  };
-  URL.revokeObjectURL = (url) => urls.revoked.push(url);
-});
-
-afterEach(() => dom.window.close());
+beforeEach(() => ({ dom, urls } = env));
 
 /** Play a change from Python and let the widget repaint. */
 async function emit(model, name, value) {
@@ -117,13 +104,7 @@ async function emit(model, name, value) {
 }
 
 function mount(state = conv2State()) {
-  const model = new FakeModel(state);
-  const el = dom.window.document.createElement("div");
-  dom.window.document.body.append(el);
-  const cleanup = widget.render({ model, el });
-  const byRole = (role) => el.querySelector(`[data-role="${role}"]`);
-  const allByRole = (role) => [...el.querySelectorAll(`[data-role="${role}"]`)];
-  return { model, el, cleanup, byRole, allByRole };
+  return env.mount(state);
 }
 
 describe("health marks", () => {

@@ -1,12 +1,12 @@
 // Unit tests of the feature-visualization view of widget.js: node --test + jsdom and a
 // hand-made model that records what the widget writes.
 import assert from "node:assert/strict";
-import { afterEach, beforeEach, describe, test } from "node:test";
-import { JSDOM } from "jsdom";
+import { beforeEach, describe, test } from "node:test";
 
-import { FakeModel, choicesFor, nextFrame } from "../support/fake-model.mjs";
+import { choicesFor, nextFrame } from "../support/fake-model.mjs";
+import { useWidgetDom } from "../support/dom.mjs";
 
-import widget, { fvProgressText, parseWhole } from "../../cnn_widgets/static/widget.js";
+import { fvProgressText, parseWhole } from "../../cnn_widgets/static/widget.js";
 
 const HOSTILE = "<img src=x onerror=alert(1)>";
 const PNG_BYTES = new Uint8Array([0x89, 0x50, 0x4e, 0x47, 0x0d, 0x0a, 0x1a, 0x0a]);
@@ -82,31 +82,13 @@ function fvState(overrides = {}) {
   };
 }
 
+const env = useWidgetDom();
 let dom;
 let urls;
-
-beforeEach(() => {
-  dom = new JSDOM("<!doctype html><html><body></body></html>", { pretendToBeVisual: true });
-  globalThis.AbortController = dom.window.AbortController;
-  urls = { created: [], revoked: [] };
-  let next = 0;
-  URL.createObjectURL = (blob) => {
-    const url = `blob:fake/${next++}`;
-    urls.created.push({ url, blob });
-    return url;
-  };
-  URL.revokeObjectURL = (url) => urls.revoked.push(url);
-});
-
-afterEach(() => dom.window.close());
+beforeEach(() => ({ dom, urls } = env));
 
 function mount(state = fvState()) {
-  const model = new FakeModel(state);
-  const el = dom.window.document.createElement("div");
-  dom.window.document.body.append(el);
-  const cleanup = widget.render({ model, el });
-  const byRole = (role) => el.querySelector(`[data-role="${role}"]`);
-  return { model, el, cleanup, byRole };
+  return env.mount(state);
 }
 
 const frame = () => nextFrame(dom.window);

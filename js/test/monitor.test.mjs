@@ -1,12 +1,12 @@
 // The training monitor's front end: the frames Python sends are kept in the browser, so the
 // timeline scrubs through them while the kernel is busy training. node --test + jsdom.
 import assert from "node:assert/strict";
-import { afterEach, beforeEach, describe, test } from "node:test";
-import { JSDOM } from "jsdom";
+import { beforeEach, describe, test } from "node:test";
 
-import { FakeModel, choicesFor, nextFrame } from "../support/fake-model.mjs";
+import { choicesFor, nextFrame } from "../support/fake-model.mjs";
+import { useWidgetDom } from "../support/dom.mjs";
 
-import widget, {
+import {
   addFrame,
   channelSeries,
   chartPath,
@@ -137,19 +137,11 @@ describe("monitor helpers", () => {
 });
 
 describe("the monitor panel", () => {
-  let dom, model, el, cleanup;
+  const env = useWidgetDom();
+  let dom, model, el;
   beforeEach(() => {
-    dom = new JSDOM("<!doctype html><div id=root></div>", { pretendToBeVisual: true });
-    globalThis.AbortController = dom.window.AbortController;
-    globalThis.URL.createObjectURL ??= () => "blob:test";
-    globalThis.URL.revokeObjectURL ??= () => {};
-    model = new FakeModel(state());
-    el = dom.window.document.getElementById("root");
-    cleanup = widget.render({ model, el });
-  });
-  afterEach(() => {
-    cleanup();
-    dom.window.close();
+    dom = env.dom;
+    ({ model, el } = env.mount(state()));
   });
   const role = (name) => el.querySelector(`[data-role="${name}"]`);
 

@@ -2,12 +2,12 @@
 // selects built from the `choices` trait, the detail of an on-screen channel shown without a
 // round trip to the kernel, and layers that never ran. node --test + jsdom and a fake model.
 import assert from "node:assert/strict";
-import { afterEach, beforeEach, describe, test } from "node:test";
-import { JSDOM } from "jsdom";
+import { beforeEach, describe, test } from "node:test";
 
-import { CHOICES, FakeModel, choicesFor, nextFrame } from "../support/fake-model.mjs";
+import { CHOICES, choicesFor, nextFrame } from "../support/fake-model.mjs";
+import { useWidgetDom } from "../support/dom.mjs";
 
-import widget, {
+import {
   createScheduler,
   inputChannelChoices,
   shownParts,
@@ -111,31 +111,13 @@ function state(overrides = {}) {
   };
 }
 
+const env = useWidgetDom();
 let dom;
 let urls;
-
-beforeEach(() => {
-  dom = new JSDOM("<!doctype html><html><body></body></html>", { pretendToBeVisual: true });
-  globalThis.AbortController = dom.window.AbortController;
-  urls = { created: [], revoked: [] };
-  let next = 0;
-  URL.createObjectURL = (blob) => {
-    const url = `blob:fake/${next++}`;
-    urls.created.push({ url, blob });
-    return url;
-  };
-  URL.revokeObjectURL = (url) => urls.revoked.push(url);
-});
-
-afterEach(() => dom.window.close());
+beforeEach(() => ({ dom, urls } = env));
 
 function mount(initial = state()) {
-  const model = new FakeModel(initial);
-  const el = dom.window.document.createElement("div");
-  dom.window.document.body.append(el);
-  const cleanup = widget.render({ model, el });
-  const byRole = (role) => el.querySelector(`[data-role="${role}"]`);
-  return { model, el, cleanup, byRole };
+  return env.mount(initial);
 }
 
 const frame = () => nextFrame(dom.window);

@@ -1,10 +1,10 @@
 // Unit tests of cnn_widgets/static/widget.js without a browser: node --test + jsdom and a
 // hand-made model that records what the widget asks of it.
 import assert from "node:assert/strict";
-import { afterEach, beforeEach, describe, test } from "node:test";
-import { JSDOM } from "jsdom";
+import { beforeEach, describe, test } from "node:test";
 
 import { FakeModel, choicesFor, nextFrame } from "../support/fake-model.mjs";
+import { useWidgetDom } from "../support/dom.mjs";
 
 import widget, {
   channelAt,
@@ -131,34 +131,13 @@ function lenetState(overrides = {}) {
   };
 }
 
+const env = useWidgetDom();
 let dom;
 let urls;
-
-beforeEach(() => {
-  // pretendToBeVisual: requestAnimationFrame, which the widget repaints in.
-  dom = new JSDOM("<!doctype html><html><body></body></html>", { pretendToBeVisual: true });
-  // jsdom only accepts its own AbortSignal in addEventListener.
-  globalThis.AbortController = dom.window.AbortController;
-  globalThis.FileReader = dom.window.FileReader;
-  urls = { created: [], revoked: [] };
-  let next = 0;
-  URL.createObjectURL = (blob) => {
-    const url = `blob:fake/${next++}`;
-    urls.created.push({ url, blob });
-    return url;
-  };
-  URL.revokeObjectURL = (url) => urls.revoked.push(url);
-});
-
-afterEach(() => dom.window.close());
+beforeEach(() => ({ dom, urls } = env));
 
 function mount(state = lenetState()) {
-  const model = new FakeModel(state);
-  const el = dom.window.document.createElement("div");
-  dom.window.document.body.append(el);
-  const cleanup = widget.render({ model, el });
-  const byRole = (role) => el.querySelector(`[data-role="${role}"]`);
-  return { model, el, cleanup, byRole };
+  return env.mount(state);
 }
 
 /** Resolve once `predicate()` holds (file reading is asynchronous); fail after 2 s. */
