@@ -15,6 +15,7 @@ from onnx import TensorProto, helper, numpy_helper
 from PIL import Image
 
 import cnn_widgets as cw
+from cnn_widgets.__main__ import main
 from cnn_widgets.formats.caffe import SUPPORTED
 from cnn_widgets.formats.caffe_proto import messages
 from tests.formats_cases import (
@@ -454,3 +455,22 @@ def test_without_torch_the_loaders_say_which_extra_to_install(monkeypatch) -> No
         cw.load_caffe(NSFW_PROTOTXT)
     with pytest.raises(ImportError, match=r"needs torch"):
         cw.load_onnx("model.onnx")
+
+
+# -- the command line ----------------------------------------------------------------------
+
+
+def test_the_cli_renders_a_caffe_model_and_lists_an_onnx_model(tmp_path, capsys) -> None:
+    out = tmp_path / "conv_1.png"
+    args = ["render", "--model", str(NSFW_PROTOTXT), "--weights", str(NSFW_WEIGHTS),
+            "--mean", "104,117,123", "--layer", "conv_1", "--out", str(out), "--scale", "1"]
+    assert main(args) == 0, capsys.readouterr().err
+    with Image.open(out) as picture:  # 64 kernels of 7x7 in an 8x8 grid with 1 px gaps
+        assert picture.size == (63, 63)
+    model = _onnx_model(13)
+    onnx.save(model, str(tmp_path / "ops.onnx"))
+    assert main(["layers", "--model", str(tmp_path / "ops.onnx")]) == 0
+    table = capsys.readouterr().out
+    assert "conv_asym" in table and "conv_dotted" in table and "HardSigmoid" in table
+    assert main(["layers", "--model", "demo:lenet", "--weights", "w.caffemodel"]) == 2
+    assert "for Caffe models" in capsys.readouterr().err
