@@ -73,6 +73,7 @@ bench-setup: setup
 bench: bench-setup browser
 	$(PY) benchmarks/render.py
 	$(PY) benchmarks/featureviz.py
+	$(PY) benchmarks/formats.py
 	$(PY) benchmarks/browser_latency.py
 
 clean:
