@@ -50,8 +50,8 @@ def randomized_light(name: str, size: int, seed: int = 0) -> onnx.ModelProto:
             continue
         shape = tuple(int(v) for v in shapes[node.input[0]])
         fan_in = int(np.prod(shape[1:])) if len(shape) > 1 else 0
-        std = np.sqrt(2.0 / fan_in) if fan_in else 0.1
-        value = (rng.standard_normal(shape) * std).astype(np.float32)
+        std = np.float32(np.sqrt(2.0 / fan_in) if fan_in else 0.1)
+        value = rng.standard_normal(shape, dtype=np.float32) * std
         weights.append(numpy_helper.from_array(value, node.output[0]))
     for node in nodes:
         if node.op_type in ("MaxPool", "AveragePool"):

@@ -110,6 +110,10 @@ def test_no_function_changes_the_loaded_caffe_model(nsfw) -> None:
     cw.feature_viz(nsfw, "conv_stage0_block0_branch2a", channels=[0, 1], steps=2, size=64)
     with pytest.raises(ValueError, match="no layer named"):
         cw.activations(nsfw, photo("coffee"), ["conv1"])
+    viewer = cw.Explorer(nsfw, photo("coffee"))  # the widget, through the same adapter
+    viewer.layer = "relu_1"
+    viewer.wait()
+    assert viewer.error == "" and len(viewer.grid) > 0
     assert nsfw.same_state(before, nsfw.snapshot())
     assert not nsfw.model.training
 
@@ -278,6 +282,34 @@ layer { name: "flat" type: "Flatten" bottom: "max" top: "flat" }
     assert got["split"].shape == (1, 4, 6, 6) and got["slice"].shape == (1, 1, 6, 6)
 
 
+def test_caffe_convolution_and_inner_product_settings_reach_torch(tmp_path) -> None:
+    net = """
+layer { name: "data" type: "Input" top: "data" input_param { shape { dim: 1 dim: 4 dim: 11 dim: 9 } } }
+layer { name: "conv" type: "Convolution" bottom: "data" top: "conv"
+        convolution_param { num_output: 6 group: 2 bias_term: false dilation: 2
+                            kernel_h: 3 kernel_w: 2 stride_h: 2 stride_w: 1 pad_h: 2 pad_w: 1 } }
+layer { name: "fc" type: "InnerProduct" bottom: "conv" top: "fc"
+        inner_product_param { num_output: 3 transpose: true } }
+"""  # noqa: E501
+    (tmp_path / "net.prototxt").write_text(net)
+    rng = np.random.default_rng(0)
+    kernel = rng.standard_normal((6, 2, 3, 2)).astype(np.float32)
+    fc_in_out = rng.standard_normal((6 * 6 * 9, 3)).astype(np.float32)  # transpose: (in, out)
+    blobs = {"conv": [kernel], "fc": [fc_in_out, rng.standard_normal(3).astype(np.float32)]}
+    weights = write_caffemodel(tmp_path / "w.caffemodel", blobs)
+    model = cw.load_caffe(tmp_path / "net.prototxt", weights, raw_scale=1.0)
+    x = torch.from_numpy(rng.standard_normal((1, 4, 11, 9)).astype(np.float32))
+    got = model.activations(x.numpy())
+    conv = torch.nn.functional.conv2d(x, torch.from_numpy(kernel), None, (2, 1), (2, 1), 2, 2)
+    np.testing.assert_allclose(got["conv"], conv.numpy(), rtol=1e-5, atol=1e-5)
+    fc = conv.flatten(1) @ torch.from_numpy(fc_in_out) + torch.from_numpy(blobs["fc"][1])
+    np.testing.assert_allclose(got["fc"], fc.numpy(), rtol=1e-5, atol=1e-5)
+    config = model.conv_config("conv")
+    assert (config.stride, config.padding, config.dilation, config.groups) == (
+        (2, 1), (2, 1), (2, 2), 2,
+    ) and not config.has_bias  # fmt: skip
+
+
 # -- ONNX operators beyond the classic nets, against onnxruntime ---------------------------
 
 
@@ -391,16 +423,24 @@ def test_an_unknown_caffe_layer_type_names_the_layer_and_the_supported_types(tmp
     assert "Convolution" in SUPPORTED and "Crop" not in SUPPORTED
 
 
-def test_an_unsupported_onnx_operator_names_it_the_node_and_the_opset(tmp_path) -> None:
+@pytest.mark.parametrize(("op", "inputs", "hint"), [
+    ("Erf", ["x"], "Supported operators: Constant, Add"),
+    ("ConvTranspose", ["x", "w"], "transposed convolutions are not supported"),
+])  # fmt: skip
+def test_an_unsupported_onnx_operator_names_it_the_node_and_the_opset(
+    tmp_path, op, inputs, hint
+) -> None:
+    weight = numpy_helper.from_array(np.ones((3, 2, 2, 2), np.float32), "w")
     graph = helper.make_graph(
-        [helper.make_node("Erf", ["x"], ["y"], name="the_erf")], "g",
+        [helper.make_node(op, inputs, ["y"], name="the_node")], "g",
         [helper.make_tensor_value_info("x", TensorProto.FLOAT, [1, 3, 8, 8])],
-        [helper.make_tensor_value_info("y", TensorProto.FLOAT, None)],
+        [helper.make_tensor_value_info("y", TensorProto.FLOAT, None)], [weight],
     )  # fmt: skip
-    path = tmp_path / "erf.onnx"
+    path = tmp_path / "model.onnx"
     onnx.save(helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)]), str(path))
-    with pytest.raises(ValueError, match=r"'Erf' \(node 'the_erf', opset 17\) is not supported"):
+    with pytest.raises(ValueError, match=rf"'{op}' \(node 'the_node', opset 17\) is not") as err:
         cw.load_onnx(path)
+    assert hint in str(err.value)
 
 
 def test_files_of_another_kind_are_refused_by_each_loader(tmp_path) -> None:

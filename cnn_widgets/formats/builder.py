@@ -101,9 +101,9 @@ def _store(tensors: dict[str, Any], outputs: Sequence[str], result: Any) -> None
 
 def _tensor(value: Any) -> torch.Tensor:
     array = np.asarray(value)
-    if array.dtype.kind == "f":
-        array = array.astype(np.float32)
-    return torch.from_numpy(np.array(array))  # a copy: the module never shares the reader's
+    dtype = np.float32 if array.dtype.kind == "f" else array.dtype
+    # One copy: the module never shares memory with what the reader holds.
+    return torch.from_numpy(np.array(array, dtype=dtype, copy=True))
 
 
 _OWN_ATTRIBUTES = ("file_format", "graph_name")
