@@ -186,9 +186,12 @@ def read_caffe(prototxt: str | Path, weights: str | Path | None = None) -> Graph
         inputs = tuple(current[b] for b in layer.bottom)
         outputs = []
         for top in layer.top:
+            # An in-place layer writes a new version of its blob: later layers read that,
+            # while the earlier layer's own output stays what its hooks report.
             tensor = top if top not in written else f"{top}@{layer.name}"
             written.add(tensor)
-            current[top] = outputs.append(tensor) or tensor
+            current[top] = tensor
+            outputs.append(tensor)
         if not outputs:
             raise ValueError(f"Caffe layer {layer.name!r} ({kind}) has no top blob")
         layer_blobs = _layer_blobs(layer.name, kind, blobs)
@@ -237,7 +240,11 @@ def _blobs_or_none(
     return dict(zip(wanted, blobs, strict=False))
 
 
-def _pair(repeated: Sequence[int], one: int, h: int, w: int, has_hw: bool, default: int) -> tuple[int, int]:  # noqa: E501
+def _pair(
+    repeated: Sequence[int], one: int | None, h: int, w: int, has_hw: bool, default: int
+) -> tuple[int, int]:
+    """A (height, width) setting: the ``_h``/``_w`` fields when given, else the repeated
+    field (one value for both, or two), else the single field, else ``default``."""
     if has_hw:
         return (int(h), int(w))
     if len(repeated) == 0 and one is None:
@@ -257,6 +264,10 @@ def _convolution(layer: Any, blobs: list[np.ndarray] | None) -> Converted:
     pad = _pair(p.pad, None, p.pad_h, p.pad_w, p.HasField("pad_h"), 0)
     stride = _pair(p.stride, None, p.stride_h, p.stride_w, p.HasField("stride_h"), 1)
     dilation = _pair(p.dilation, None, 1, 1, False, 1)
+    if 0 in kernel or not p.num_output:
+        raise ValueError(
+            f"Caffe layer {layer.name!r}: Convolution needs num_output and a kernel size"
+        )
     wanted = ("weight", "bias") if p.bias_term else ("weight",)
     attrs = {
         "out_channels": int(p.num_output), "kernel": kernel, "stride": stride,
@@ -272,6 +283,8 @@ def _pooling(layer: Any, blobs: list[np.ndarray] | None) -> Converted:
     kernel = None
     if not p.global_pooling:
         kernel = _pair((), p.kernel_size, p.kernel_h, p.kernel_w, p.HasField("kernel_h"), 0)
+        if 0 in kernel:
+            raise ValueError(f"Caffe layer {layer.name!r}: Pooling needs a kernel size")
     pad = _pair((), p.pad, p.pad_h, p.pad_w, p.HasField("pad_h"), 0)
     attrs = {
         "mode": "max" if p.pool == 0 else "avg", "kernel": kernel,
