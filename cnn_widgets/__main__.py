@@ -7,6 +7,8 @@ Small pictures are enlarged by a whole number (nearest neighbour) so the file is
     python -m cnn_widgets render --model demo:efficientnet_lite0 --layer blocks.1.0 \\
         --what activations --image chelsea --out maps.png
     python -m cnn_widgets layers --model my_model.keras
+    python -m cnn_widgets render --model deploy.prototxt --weights net.caffemodel \\
+        --mean 104,117,123 --layer conv1 --out conv1.png
 """
 
 from __future__ import annotations
@@ -27,11 +29,26 @@ os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 
 
 def load_model(spec: str, framework: str = "auto", input_shape: str | None = None,
-               preprocess: str | None = None) -> Any:
+               preprocess: str | None = None, weights: str | None = None,
+               mean: str | None = None) -> Any:
     """``demo:<name>`` for a bundled model, or a path to a ``.keras`` file, a torch.export
-    ``.pt2`` program or a TorchScript file (``.pt``/``.pth``/``.ts``)."""
+    ``.pt2`` program, a TorchScript file (``.pt``/``.pth``/``.ts``), an ONNX file, or a
+    Caffe ``.prototxt`` (with its ``.caffemodel`` as ``weights`` and the BGR ``mean`` as
+    ``"104,117,123"`` or a ``.binaryproto``/``.npy`` file)."""
     shape = tuple(int(s) for s in input_shape.split(",")) if input_shape else None
     pre = None if preprocess in (None, "none") else preprocess
+    suffix = Path(spec).suffix.lower()
+    if (weights is not None or mean is not None) and suffix != ".prototxt":
+        raise ValueError("--weights and --mean are for Caffe models (--model net.prototxt)")
+    if suffix in (".prototxt", ".onnx") and Path(spec).exists():
+        from . import formats
+
+        if suffix == ".onnx":
+            return formats.load_onnx(spec, input_shape=shape, preprocess=pre)
+        means = mean
+        if mean is not None and not Path(mean).suffix:
+            means = tuple(float(v) for v in mean.split(","))  # type: ignore[assignment]
+        return formats.load_caffe(spec, weights, mean=means)
     if spec.startswith("demo:"):
         from . import zoo
 
@@ -58,7 +75,7 @@ def load_model(spec: str, framework: str = "auto", input_shape: str | None = Non
     else:
         raise ValueError(
             f"unknown model file type {suffix!r}: use a .keras file, a torch.export .pt2 "
-            "file or a TorchScript .pt file"
+            "file, a TorchScript .pt file, an .onnx file or a Caffe .prototxt"
         )
     return adapt(raw, input_shape=shape, preprocess=pre)
 
@@ -74,7 +91,8 @@ def _image(value: str | None) -> Any:
 def _render(args: argparse.Namespace) -> int:
     if args.scale is not None:
         check_scale(args.scale)  # before the model loads: a typo fails at once
-    model = load_model(args.model, args.framework, args.input_shape, args.preprocess)
+    model = load_model(args.model, args.framework, args.input_shape, args.preprocess,
+                       args.weights, args.mean)
     if args.what == "filters":
         rendered = api.render_filters(
             model,
@@ -109,7 +127,8 @@ def _render(args: argparse.Namespace) -> int:
 
 
 def _layers(args: argparse.Namespace) -> int:
-    model = load_model(args.model, args.framework, args.input_shape, args.preprocess)
+    model = load_model(args.model, args.framework, args.input_shape, args.preprocess,
+                       args.weights, args.mean)
     print(repr(api.summary(model)))
     return 0
 
@@ -128,7 +147,11 @@ def build_parser() -> argparse.ArgumentParser:
     def model_options(p: argparse.ArgumentParser) -> None:
         p.add_argument("--model", required=True,
                        help="demo:<name> (demo:lenet, demo:efficientnet_lite0) or a model file "
-                            "(.keras, torch.export .pt2, TorchScript .pt)")
+                            "(.keras, torch.export .pt2, TorchScript .pt, .onnx, Caffe "
+                            ".prototxt)")
+        p.add_argument("--weights", help="a Caffe model's trained weights (.caffemodel)")
+        p.add_argument("--mean", help="a Caffe model's mean: B,G,R values (e.g. 104,117,123) "
+                                      "or a .binaryproto / .npy file")
         p.add_argument("--framework", default="auto", choices=("auto", "torch", "keras"),
                        help="for demo models: which framework's version (default: auto)")
         p.add_argument("--input-shape", help="C,H,W when the model cannot tell (e.g. 3,224,224)")

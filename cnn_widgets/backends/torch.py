@@ -214,6 +214,13 @@ class TorchAdapter(Adapter):
             )
         if not isinstance(module, nn.Conv2d):
             self._refuse_no_filters(info)
+        if getattr(module, "asymmetric_padding", None) is not None:
+            # A convolution read from a file with uneven padding (cnn_widgets.formats).
+            raise ValueError(
+                f"layer {info.name!r} pads unevenly (top, left, bottom, right = "
+                f"{module.asymmetric_padding}); its geometry is not that of a plain "
+                "convolution with one padding per side"
+            )
         padding = module.padding
         return ConvConfig(
             stride=_pair(module.stride),

@@ -122,9 +122,12 @@ def _layer_info(
         kind = "dense"
     else:
         kind = "other"
+    # A module built from a model file (cnn_widgets.formats) names the type its file gives
+    # the layer ("Convolution", "Gemm"): what its author knows it by.
+    source_type = getattr(module, "source_type", None)
     return LayerInfo(
         name=name,
-        type=type(module).__name__,
+        type=source_type if isinstance(source_type, str) else type(module).__name__,
         output_shape=output_shape,
         param_shapes={param_name: tuple(param.shape) for param_name, param in params},
         num_params=sum(param.numel() for _, param in params),
