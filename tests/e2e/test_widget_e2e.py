@@ -554,6 +554,12 @@ def test_hostile_layer_name_is_shown_as_text_and_never_run(
     # Let a wrongly inserted <img> fail to load and run its handler before looking.
     page.evaluate("() => new Promise(done => requestAnimationFrame(() => setTimeout(done, 300)))")
     assert page.locator("img[src='x']").count() == 0
-    # grid, detail, input image and the (hidden) strip of top-activating images
-    assert page.locator(".cnnw-root img").count() == 4
+    # Every <img> in the widget is one a panel made (it carries the panel's role) and shows
+    # only our own picture bytes (a blob: URL, or no src while hidden): none came from a name.
+    images = page.locator(".cnnw-root img").evaluate_all(
+        "els => els.map(e => [e.getAttribute('data-role'), e.getAttribute('src') || ''])"
+    )
+    assert images, "the widget shows no pictures at all"
+    assert all(role_name for role_name, _ in images), images
+    assert all(src == "" or src.startswith("blob:") for _, src in images), images
     assert dialogs == []
