@@ -298,6 +298,14 @@ class KerasAdapter(Adapter):
             return (x * np.float32(pre.scale) - mean) / std  # broadcasts over the last axis
         return pre(x)
 
+    def _gradients(
+        self, batch: np.ndarray, names: Sequence[str], target: Any, backward: bool
+    ) -> Any:
+        """See :meth:`Adapter.gradients` (:mod:`.keras_gradients`)."""
+        from .keras_gradients import keras_gradients  # imports TensorFlow itself
+
+        return keras_gradients(self, batch, names, target, backward)
+
     # -- never harm the model --------------------------------------------------------------
     def snapshot(self) -> _KerasState:
         layers = all_layers(self.model)

@@ -31,6 +31,7 @@ from .base import (
     Preprocess,
     Shape,
 )
+from .torch_gradients import torch_gradients
 from .torch_layers import (
     _CONV_2D,
     _device_and_dtype,
@@ -317,6 +318,12 @@ class TorchAdapter(Adapter):
                 1, -1, 1, 1
             )
         return preprocess(inputs)
+
+    def _gradients(
+        self, batch: np.ndarray, names: Sequence[str], target: Any, backward: bool
+    ) -> Any:
+        """See :meth:`Adapter.gradients` (:mod:`.torch_gradients`)."""
+        return torch_gradients(self, batch, names, target, backward)
 
     # -- never harm the model ------------------------------------------------------------
     @contextmanager
