@@ -15,8 +15,8 @@ from typing import Any
 
 __all__ = [
     "ACTIVATION_MODES",
-    "ATTRIBUTION_METHODS",
     "ACTIVATION_VIEWS",
+    "ATTRIBUTION_METHODS",
     "COLORMAPS",
     "FV_OBJECTIVES",
     "FV_RECIPES",

@@ -175,11 +175,16 @@ def _gradcam(acts: np.ndarray, grad: np.ndarray) -> np.ndarray:
 
 
 def _gradcam_pp(acts: np.ndarray, grad: np.ndarray) -> np.ndarray:
-    # Chattopadhay et al. 2018, eq. 19 with the exponential's derivatives written in G.
+    """Chattopadhay et al. 2018 as in the authors' code: ``alpha = G² / (2 G² + G³ ΣA)``,
+    normalized to sum 1 over positions, weights ``Σ alpha · relu(G)``. The code's factor
+    ``exp(score)`` is left out: a positive constant per image, it scales the whole map (and
+    overflows float32 for logits above ~88)."""
     g2, g3 = grad**2, grad**3
     denominator = 2 * g2 + acts.sum(axis=(2, 3), keepdims=True) * g3
-    safe = np.where(denominator != 0, denominator, 1)
-    alpha = np.where(denominator != 0, g2 / safe, 0)
+    usable = (g2 != 0) & (denominator != 0)
+    alpha = np.where(usable, g2 / np.where(usable, denominator, 1), 0)
+    total = alpha.sum(axis=(2, 3), keepdims=True)
+    alpha = alpha / np.where(total != 0, total, 1)
     weights = (alpha * np.maximum(grad, 0)).sum(axis=(2, 3), keepdims=True)
     return np.maximum((weights * acts).sum(axis=1), 0)
 
