@@ -16,15 +16,19 @@ from ..backends import Adapter, adapt
 from ..images import load_image
 from .methods import CAM_METHODS, DEFAULTS, cam_layers, compute
 from .result import Attribution, overlay
+from .sanity import SanityReport, sanity_check, spearman
 
 __all__ = [
     "CAM_METHODS",
     "DEFAULTS",
     "Attribution",
+    "SanityReport",
     "attribution",
     "cam_layers",
     "overlay",
     "plot_attribution",
+    "sanity_check",
+    "spearman",
 ]
 
 _BATCH = 16  # images per pass for CAM methods and saliency over a list of images

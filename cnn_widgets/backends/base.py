@@ -371,6 +371,39 @@ class Adapter(ABC):
     ) -> Gradients:
         raise NotImplementedError(f"{type(self).__name__} cannot compute gradients")
 
+    @contextmanager
+    def randomized(self, layers: Sequence[LayerKey], seed: int = 0) -> Iterator[None]:
+        """Inside the block, the learned weights of ``layers`` are replaced by random values
+        (normal, zero mean, each tensor's own standard deviation; 0.01 where that is 0);
+        afterwards, also when the block raises, every value is put back bit for bit. Running
+        statistics of batch norms are kept. Holds the model lock throughout. For Adebayo et
+        al.'s sanity check (:func:`cnn_widgets.sanity_check`)."""
+        names = list(dict.fromkeys(self.layer(k).name for k in layers))
+        rng = np.random.default_rng(seed)
+        with self._lock:
+            saved: list[tuple[Any, np.ndarray]] = []
+            try:
+                for name in names:
+                    for handle in self._weight_handles(name):
+                        original = self._read_weight(handle)
+                        saved.append((handle, original))
+                        std = float(np.std(original.astype(np.float64))) or 0.01
+                        noise = rng.normal(0.0, std, original.shape).astype(original.dtype)
+                        self._write_weight(handle, noise)
+                yield
+            finally:
+                for handle, original in reversed(saved):
+                    self._write_weight(handle, original)
+
+    def _weight_handles(self, name: str) -> list[Any]:
+        raise NotImplementedError(f"{type(self).__name__} cannot randomize weights")
+
+    def _read_weight(self, handle: Any) -> np.ndarray:
+        raise NotImplementedError
+
+    def _write_weight(self, handle: Any, values: np.ndarray) -> None:
+        raise NotImplementedError
+
     def _refuse_no_filters(self, info: LayerInfo) -> None:
         convs = [i.name for i in self.conv_layers()]
         if info.kind in ("conv1d", "conv3d"):

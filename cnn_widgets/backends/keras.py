@@ -306,6 +306,17 @@ class KerasAdapter(Adapter):
 
         return keras_gradients(self, batch, names, target, backward)
 
+    def _weight_handles(self, name: str) -> list[Any]:
+        layer = self.layer_object(name)
+        stats = {id(getattr(layer, a, None)) for a in ("moving_mean", "moving_variance")}
+        return [v for v in unique(layer.weights) if id(v) not in stats]
+
+    def _read_weight(self, handle: Any) -> np.ndarray:
+        return np.array(_numpy(handle))
+
+    def _write_weight(self, handle: Any, values: np.ndarray) -> None:
+        handle.assign(values)
+
     # -- never harm the model --------------------------------------------------------------
     def snapshot(self) -> _KerasState:
         layers = all_layers(self.model)

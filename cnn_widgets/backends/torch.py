@@ -325,6 +325,16 @@ class TorchAdapter(Adapter):
         """See :meth:`Adapter.gradients` (:mod:`.torch_gradients`)."""
         return torch_gradients(self, batch, names, target, backward)
 
+    def _weight_handles(self, name: str) -> list[Any]:
+        return list(self.module(name).parameters())  # buffers (running stats) are no weights
+
+    def _read_weight(self, handle: Any) -> np.ndarray:
+        return handle.detach().cpu().numpy().copy()
+
+    def _write_weight(self, handle: Any, values: np.ndarray) -> None:
+        with torch.no_grad():
+            handle.copy_(torch.from_numpy(np.ascontiguousarray(values)))
+
     # -- never harm the model ------------------------------------------------------------
     @contextmanager
     def protect(self) -> Iterator[None]:
