@@ -40,13 +40,21 @@ if TYPE_CHECKING:
     from .plot import plot_activations, plot_filters
     from .widgets import (
         ActivationViewer,
+        AttributionViewer,
         Explorer,
         FeatureVisualizer,
         FilterViewer,
         TrainingMonitor,
     )
 
-_WIDGETS = ("ActivationViewer", "Explorer", "FeatureVisualizer", "FilterViewer", "TrainingMonitor")
+_WIDGETS = (
+    "ActivationViewer",
+    "AttributionViewer",
+    "Explorer",
+    "FeatureVisualizer",
+    "FilterViewer",
+    "TrainingMonitor",
+)
 
 __version__ = "0.1.0"
 
@@ -54,6 +62,7 @@ __all__ = [
     "ActivationViewer",
     "Adapter",
     "Attribution",
+    "AttributionViewer",
     "Explorer",
     "FeatureVisualizer",
     "FilterViewer",

@@ -98,6 +98,7 @@ VIEWS: Choices = (
     ("filters", "Filters"),
     ("activations", "Feature maps"),
     ("featureviz", "Feature viz"),
+    ("attribution", "Attribution"),
     ("table", "Layer table"),
     ("monitor", "Training"),
 )
