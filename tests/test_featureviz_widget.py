@@ -319,7 +319,7 @@ def test_explorer_has_a_feature_viz_view_run_from_the_browser(
     make: Callable, lenet_torch: Adapter, tmp_path: Any
 ) -> None:
     explorer = make(Explorer, lenet_torch, zoo.sample_image("digit3"))
-    assert explorer.views == ["filters", "activations", "featureviz", "table"]
+    assert explorer.views == ["filters", "activations", "featureviz", "attribution", "table"]
     from_browser(explorer, view="featureviz", fv_objective="layer")
     assert explorer.fv_image == b"" and explorer.status == "idle"
     from_browser(explorer, fv_run=1)

@@ -206,7 +206,7 @@ def test_each_widget_offers_its_views_and_a_sensible_start(make: Callable, lenet
     acts = make(ActivationViewer, lenet, digit(7))
     assert (acts.views, acts.view, acts.layer) == (["activations"], "activations", "conv1")
     explorer = make(Explorer, lenet, digit(7), layer="conv2")
-    assert explorer.views == ["filters", "activations", "featureviz", "table"]
+    assert explorer.views == ["filters", "activations", "featureviz", "attribution", "table"]
     assert (explorer.view, explorer.layer) == ("activations", "conv2")
     for widget in (filters, acts, explorer):
         assert widget.error == ""
@@ -237,7 +237,7 @@ def test_layers_and_table_describe_every_layer(make: Callable, lenet_torch: Adap
         "has_filters": True,
         "ran": True,
         "vector": False,
-        "views": ["filters", "activations", "featureviz", "table"],
+        "views": ["filters", "activations", "featureviz", "attribution", "table"],
     }
     row = viewer.table[0]
     assert row["shape_text"] == "(8, 28, 28)"

@@ -19,6 +19,8 @@ from typing import Any
 
 import numpy as np
 
+from .gradients import Gradients, Target, resolve_target
+
 LayerKey = str | int
 
 IMAGENET_MEAN = (0.485, 0.456, 0.406)
@@ -328,6 +330,80 @@ class Adapter(ABC):
             out = self._activations(np.ascontiguousarray(batch, dtype=np.float32), names)
         return {n: np.asarray(out[n], dtype=np.float32) for n in names}
 
+    def gradients(
+        self,
+        batch: np.ndarray,
+        layers: Sequence[LayerKey] = (),
+        target: int | Sequence[int] | np.ndarray | Callable[[Any], Any] | None = None,
+        *,
+        backward: bool = True,
+    ) -> Gradients:
+        """The chosen layers' outputs and the gradients of a target with respect to them and
+        to the image, from one forward and one backward pass of ``batch`` (``(N, C, H, W)``,
+        [0, 1]), under :meth:`protect` (the model is left exactly as it was).
+
+        The target is computed from the model's *logits*: when the output layer is a softmax
+        (torch ``nn.Softmax``/``LogSoftmax``; Keras ``Softmax``, ``Activation("softmax")``, or
+        a layer with ``activation="softmax"``), the values before it. ``target`` is None (each
+        image's top class), a class index, one index per image, or a callable that receives
+        the logits as a framework tensor ``(N, ...)`` and returns ``(N,)`` or a scalar. Each
+        image's gradients are those of its own score: in inference mode images do not interact,
+        so the backward pass of the summed scores gives every image its own.
+        ``backward=False`` runs the forward pass only (``layer_grads`` empty, ``input_grad``
+        None): logits and scores of many images, cheaply.
+
+        Raises
+        ------
+        ValueError
+            A class index out of range, or a layer that did not run.
+        TypeError
+            A target of another type, or a callable whose result is not ``(N,)`` or a scalar.
+        """
+        batch = np.ascontiguousarray(batch, dtype=np.float32)
+        names = list(dict.fromkeys(self.layer(k).name for k in layers))
+        resolved = resolve_target(target, len(batch))
+        with self.protect():
+            result = self._gradients(batch, names, resolved, backward)
+        return result
+
+    def _gradients(
+        self, batch: np.ndarray, names: Sequence[str], target: Target, backward: bool
+    ) -> Gradients:
+        raise NotImplementedError(f"{type(self).__name__} cannot compute gradients")
+
+    @contextmanager
+    def randomized(self, layers: Sequence[LayerKey], seed: int = 0) -> Iterator[None]:
+        """Inside the block, the learned weights of ``layers`` are replaced by random values
+        (normal, zero mean, each tensor's own standard deviation; 0.01 where that is 0);
+        afterwards, also when the block raises, every value is put back bit for bit. Running
+        statistics of batch norms are kept. Holds the model lock throughout. For Adebayo et
+        al.'s sanity check (:func:`cnn_widgets.sanity_check`)."""
+        names = list(dict.fromkeys(self.layer(k).name for k in layers))
+        rng = np.random.default_rng(seed)
+        with self._lock:
+            saved: list[tuple[Any, np.ndarray]] = []
+            try:
+                for name in names:
+                    for handle in self._weight_handles(name):
+                        original = self._read_weight(handle)
+                        saved.append((handle, original))
+                        std = float(np.std(original.astype(np.float64))) or 0.01
+                        noise = rng.normal(0.0, std, original.shape).astype(original.dtype)
+                        self._write_weight(handle, noise)
+                yield
+            finally:
+                for handle, original in reversed(saved):
+                    self._write_weight(handle, original)
+
+    def _weight_handles(self, name: str) -> list[Any]:
+        raise NotImplementedError(f"{type(self).__name__} cannot randomize weights")
+
+    def _read_weight(self, handle: Any) -> np.ndarray:
+        raise NotImplementedError
+
+    def _write_weight(self, handle: Any, values: np.ndarray) -> None:
+        raise NotImplementedError
+
     def _refuse_no_filters(self, info: LayerInfo) -> None:
         convs = [i.name for i in self.conv_layers()]
         if info.kind in ("conv1d", "conv3d"):
@@ -416,3 +492,4 @@ class OutputFinder:
             if ref() is output:
                 return name if first_call else None
         return None
+

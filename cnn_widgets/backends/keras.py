@@ -298,6 +298,25 @@ class KerasAdapter(Adapter):
             return (x * np.float32(pre.scale) - mean) / std  # broadcasts over the last axis
         return pre(x)
 
+    def _gradients(
+        self, batch: np.ndarray, names: Sequence[str], target: Any, backward: bool
+    ) -> Any:
+        """See :meth:`Adapter.gradients` (:mod:`.keras_gradients`)."""
+        from .keras_gradients import keras_gradients  # imports TensorFlow itself
+
+        return keras_gradients(self, batch, names, target, backward)
+
+    def _weight_handles(self, name: str) -> list[Any]:
+        layer = self.layer_object(name)
+        stats = {id(getattr(layer, a, None)) for a in ("moving_mean", "moving_variance")}
+        return [v for v in unique(layer.weights) if id(v) not in stats]
+
+    def _read_weight(self, handle: Any) -> np.ndarray:
+        return np.array(_numpy(handle))
+
+    def _write_weight(self, handle: Any, values: np.ndarray) -> None:
+        handle.assign(values)
+
     # -- never harm the model --------------------------------------------------------------
     def snapshot(self) -> _KerasState:
         layers = all_layers(self.model)

@@ -15,9 +15,11 @@ import keras
 import numpy as np
 
 __all__ = [
+    "SOFTMAX_ACTIVATIONS",
     "all_layers",
     "first_tensor",
     "restore_attribute",
+    "softmax_kind",
     "swapped_attributes",
     "unique",
     "walk",
@@ -208,6 +210,23 @@ def _depthwise_oihw(kernel: Any) -> np.ndarray:
 def _pair(value: Any) -> tuple[int, int]:
     values = tuple(int(v) for v in (value if isinstance(value, (tuple, list)) else (value,)))
     return (values[0], values[0]) if len(values) == 1 else (values[0], values[1])
+
+
+# -- logits -------------------------------------------------------------------------------
+SOFTMAX_ACTIVATIONS = ("softmax", "log_softmax")
+
+
+def softmax_kind(layer: keras.layers.Layer) -> str:
+    """Where a layer's pre-softmax values (the logits a class score is taken from) are:
+    ``"output"`` (the layer applies no softmax), ``"input"`` (a ``Softmax`` layer or an
+    ``Activation("softmax")``: its input) or ``"activation"`` (a layer with
+    ``activation="softmax"``, a ``Dense`` say: its output with the activation left out)."""
+    if isinstance(layer, keras.layers.Softmax):
+        return "input"
+    activation = getattr(getattr(layer, "activation", None), "__name__", "")
+    if activation in SOFTMAX_ACTIVATIONS:
+        return "input" if isinstance(layer, keras.layers.Activation) else "activation"
+    return "output"
 
 
 # -- layer facts ------------------------------------------------------------------------------

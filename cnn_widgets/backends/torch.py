@@ -31,6 +31,7 @@ from .base import (
     Preprocess,
     Shape,
 )
+from .torch_gradients import torch_gradients
 from .torch_layers import (
     _CONV_2D,
     _device_and_dtype,
@@ -317,6 +318,22 @@ class TorchAdapter(Adapter):
                 1, -1, 1, 1
             )
         return preprocess(inputs)
+
+    def _gradients(
+        self, batch: np.ndarray, names: Sequence[str], target: Any, backward: bool
+    ) -> Any:
+        """See :meth:`Adapter.gradients` (:mod:`.torch_gradients`)."""
+        return torch_gradients(self, batch, names, target, backward)
+
+    def _weight_handles(self, name: str) -> list[Any]:
+        return list(self.module(name).parameters())  # buffers (running stats) are no weights
+
+    def _read_weight(self, handle: Any) -> np.ndarray:
+        return handle.detach().cpu().numpy().copy()
+
+    def _write_weight(self, handle: Any, values: np.ndarray) -> None:
+        with torch.no_grad():
+            handle.copy_(torch.from_numpy(np.ascontiguousarray(values)))
 
     # -- never harm the model ------------------------------------------------------------
     @contextmanager

@@ -20,6 +20,9 @@ _CONV_2D = (nn.Conv2d, nn.ConvTranspose2d)
 _CONV_1D = (nn.Conv1d, nn.ConvTranspose1d)
 _CONV_3D = (nn.Conv3d, nn.ConvTranspose3d)
 _ANY_CONV = _CONV_1D + _CONV_2D + _CONV_3D
+SOFTMAX_MODULES = (nn.Softmax, nn.LogSoftmax, nn.Softmax2d)
+"""Modules after which a model's values are probabilities: a class score (an attribution
+target, a feature-viz class objective) is taken from such a module's input, the logits."""
 
 def _infer_channels(model: nn.Module) -> int:
     first_linear: tuple[str, nn.Linear] | None = None

@@ -118,6 +118,7 @@ export const VIEW_PARTS = {
     "health",
   ],
   featureviz: ["layer", "featureviz", "channel", "picture", "examples", "pager", "health"],
+  attribution: ["image", "attribution"],
   table: ["table"],
   monitor: ["layer", "monitor"],
 };
@@ -409,6 +410,46 @@ export function fvProgressText(meta, running) {
   const state = running ? "running" : String(meta.state ?? "");
   const size = Array.isArray(meta.size) ? ` · ${meta.size.join("×")} px` : "";
   return `step ${meta.step ?? 0} of ${meta.steps} · ${state}${size}`;
+}
+
+/**
+ * The text of a target class button: "label 42.0 %".
+ * @param {{index?: number, label?: string, probability?: number}} entry
+ * @returns {string}
+ */
+export function classText(entry) {
+  const label = String(entry?.label ?? `class ${entry?.index ?? "?"}`);
+  const p = Number(entry?.probability);
+  return Number.isFinite(p) ? `${label} ${(p * 100).toFixed(1)} %` : label;
+}
+
+/**
+ * The caption of one attribution tile: "Grad-CAM @ layer4 · score 3.2".
+ * @param {{name?: string, method?: string, layer?: string | null, score?: number | null}} tile
+ * @returns {string}
+ */
+export function attributionCaption(tile) {
+  let text = String(tile?.name ?? tile?.method ?? "");
+  if (tile?.layer) text += ` @ ${tile.layer}`;
+  if (typeof tile?.score === "number" && Number.isFinite(tile.score))
+    text += ` · score ${formatNumber(tile.score)}`;
+  return text;
+}
+
+/**
+ * The line above the attribution picture: what target the maps are for, and their state.
+ * @param {Record<string, any>} meta
+ * @returns {string}
+ */
+export function attributionLine(meta) {
+  if (!meta || !Array.isArray(meta.tiles)) return meta?.state === "computing" ? "computing …" : "";
+  const what =
+    meta.target === null || meta.target === undefined
+      ? "a custom target"
+      : String(meta.label ?? `class ${meta.target}`);
+  /** @type {Record<string, string>} */
+  const states = { computing: " (computing …)", stopped: " (stopped)", error: " (failed)" };
+  return `Where the model looks for ${what}${states[String(meta.state)] ?? ""}`;
 }
 
 /**
@@ -1921,6 +1962,180 @@ function downloadPicture(ctx) {
 }
 
 /**
+ * The image's top classes as buttons; a click makes that class the target.
+ * @param {Context} ctx
+ */
+function attributionClasses(ctx) {
+  const { model, make } = ctx;
+  const el = make("div", {
+    className: "cnnw-row cnnw-attr-classes",
+    role: "attr-classes",
+    attrs: { "aria-label": "target class" },
+  });
+  el.addEventListener(
+    "click",
+    (event) => {
+      const target = /** @type {HTMLElement} */ (event.target).closest?.("[data-class]");
+      const index = Number(target?.getAttribute("data-class"));
+      if (target && Number.isInteger(index)) ctx.send("attr_target", index);
+    },
+    ctx.listen,
+  );
+  return {
+    el,
+    /** @param {Record<string, any>} meta */
+    paint(meta) {
+      /** @type {Array<Record<string, any>>} */
+      const entries = model.get("attr_classes") ?? [];
+      const chosen = Number(model.get("attr_target") ?? -1);
+      const shown = chosen >= 0 ? chosen : meta.target;
+      el.replaceChildren(
+        make("span", { className: "cnnw-label", text: "Target" }),
+        ...entries.map((entry) =>
+          button(ctx, "attr-class", classText(entry), "cnnw-button cnnw-attr-class", {
+            "data-class": String(entry.index),
+            "aria-pressed": String(entry.index === shown),
+          }),
+        ),
+      );
+      el.hidden = entries.length === 0;
+    },
+  };
+}
+
+/**
+ * The map(s) over the image, one caption per tile.
+ * @param {Context} ctx
+ */
+function attributionFigure(ctx) {
+  const { model, make } = ctx;
+  const picture = make("img", {
+    className: "cnnw-attr-picture cnnw-pixelated",
+    role: "attr-picture",
+    attrs: { alt: "attribution map over the image" },
+  });
+  picture.hidden = true;
+  const captions = make("div", { className: "cnnw-attr-captions", role: "attr-captions" });
+  return {
+    el: make("figure", { className: "cnnw-attr-figure" }, [picture, captions]),
+    /**
+     * @param {Record<string, any>} meta
+     * @param {boolean} running
+     */
+    paint(meta, running) {
+      const has = ctx.show(picture, model.get("attr_picture"), "png");
+      picture.classList.toggle("cnnw-stale", running);
+      const tileW = Number(meta.tile_w ?? 0);
+      const scale = displayScale(tileW, Number(meta.tile_h ?? 0), DETAIL_TARGET, ctx.local.zoom);
+      const width = Number(meta.width ?? 0);
+      if (has && width > 0) picture.style.width = `${width * scale}px`;
+      /** @type {Array<Record<string, any>>} */
+      const tiles = Array.isArray(meta.tiles) && has ? meta.tiles : [];
+      captions.replaceChildren(
+        ...tiles.map((tile) => {
+          const node = make("span", { className: "cnnw-stats", text: attributionCaption(tile) });
+          node.style.width = `${tileW * scale}px`;
+          node.style.marginRight = `${Number(meta.pad ?? 0) * scale}px`;
+          return node;
+        }),
+      );
+    },
+  };
+}
+
+/**
+ * The attribution view: method, CAM layer, opacity, compare mode, the image's top classes as
+ * targets, progress with Stop, and the map(s) over the image.
+ * @param {Context} ctx
+ * @returns {Panel}
+ */
+function attributionPanel(ctx) {
+  const { model, make } = ctx;
+  const method = choiceSelect(ctx, {
+    role: "attr-method",
+    label: "Method",
+    trait: "attr_method",
+    choices: () => choiceList(model.get("choices"), "attr_method"),
+  });
+  const layer = choiceSelect(ctx, {
+    role: "attr-layer",
+    label: "CAM layer",
+    trait: "attr_layer",
+    choices: () => [
+      ["", "automatic"],
+      .../** @type {string[]} */ (model.get("attr_layers") ?? []).map(
+        (name) => /** @type {[string, string]} */ ([name, name]),
+      ),
+    ],
+  });
+  const alpha = focusable(
+    make("input", {
+      className: "cnnw-slider",
+      role: "attr-alpha",
+      attrs: { id: `${ctx.prefix}-attr-alpha`, type: "range", min: "0", max: "1", step: "0.05" },
+    }),
+  );
+  alpha.addEventListener("input", () => ctx.send("attr_alpha", Number(alpha.value)), ctx.listen);
+  const compare = focusable(
+    make("input", {
+      role: "attr-compare",
+      attrs: { id: `${ctx.prefix}-attr-compare`, type: "checkbox" },
+    }),
+  );
+  compare.addEventListener("change", () => ctx.send("attr_compare", compare.checked), ctx.listen);
+  const stop = button(ctx, "attr-stop", "Stop");
+  stop.addEventListener(
+    "click",
+    () => ctx.send("attr_stop", Number(model.get("attr_stop") ?? 0) + 1),
+    ctx.listen,
+  );
+  const progress = make("progress", {
+    className: "cnnw-progress",
+    role: "attr-progress",
+    attrs: { max: "1", value: "0", "aria-label": "attribution progress" },
+  });
+  const classes = attributionClasses(ctx);
+  const line = make("div", { className: "cnnw-muted", role: "attr-line" });
+  const figure = attributionFigure(ctx);
+  const controls = [method.wrap, layer.wrap, field(ctx, "Opacity", alpha)];
+  return {
+    el: make("div", { className: "cnnw-attr", attrs: { "data-part": "attribution" } }, [
+      make("div", { className: "cnnw-row" }, [
+        ...controls,
+        field(ctx, "Compare", compare),
+        stop,
+        progress,
+      ]),
+      classes.el,
+      line,
+      figure.el,
+    ]),
+    traits: [
+      "choices",
+      ...["attr_method", "attr_layer", "attr_layers", "attr_alpha", "attr_compare"],
+      ...["attr_classes", "attr_target", "attr_picture", "attr_meta"],
+      ...["attr_running", "attr_progress", LOCAL.zoom],
+    ],
+    paint(changed) {
+      method.paint();
+      layer.paint();
+      if (changed.has("attr_alpha")) alpha.value = String(model.get("attr_alpha") ?? 0.5);
+      compare.checked = Boolean(model.get("attr_compare"));
+      method.select.disabled = compare.checked;
+      const running = Boolean(model.get("attr_running"));
+      stop.hidden = !running;
+      progress.hidden = !running;
+      progress.value = Number(model.get("attr_progress") ?? 0) || 0;
+      const meta = model.get("attr_meta") ?? {};
+      if (["attr_classes", "attr_meta", "attr_target"].some((t) => changed.has(t)))
+        classes.paint(meta);
+      line.textContent = attributionLine(meta);
+      figure.paint(meta, running);
+    },
+  };
+}
+
+/**
  * Pages of channels, and Save PNG.
  * @param {Context} ctx
  * @returns {Panel}
@@ -2331,6 +2546,7 @@ function render({ model, el, signal }) {
     drawing: drawingPanel(ctx),
     image: imagePanel(ctx),
     featureViz: featureVizPanel(ctx),
+    attribution: attributionPanel(ctx),
     channel: channelPanel(ctx),
     input: inputPicturePanel(ctx),
     picture,
@@ -2348,9 +2564,10 @@ function render({ model, el, signal }) {
     { className: "cnnw-pictures", attrs: { "data-part": "picture" } },
     [panels.input.el, panels.picture.el, panels.detail.el, panels.top.el],
   );
-  const { views, layer, drawing, image, featureViz, channel, pager, health, table } = panels;
+  const { views, layer, drawing, image, featureViz, attribution, channel } = panels;
+  const { pager, health, table } = panels;
   ctx.root.append(
-    ...[views, layer, drawing, image, featureViz, channel].map((panel) => panel.el),
+    ...[views, layer, drawing, image, featureViz, attribution, channel].map((panel) => panel.el),
     pictures,
     ...[pager, health, table, panels.monitor, panels.status, panels.error].map((p) => p.el),
   );

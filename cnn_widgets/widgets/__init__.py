@@ -7,7 +7,16 @@ while it trains. See ``docs/architecture.md`` for how the
 panels fit together and how to add a view.
 """
 
-from .explorer import ActivationViewer, Explorer, FeatureVisualizer, FilterViewer
+from .explorer import (
+    ActivationViewer,
+    AttributionViewer,
+    Explorer,
+    FeatureVisualizer,
+    FilterViewer,
+)
 from .monitor import TrainingMonitor
 
-__all__ = ["ActivationViewer", "Explorer", "FeatureVisualizer", "FilterViewer", "TrainingMonitor"]
+__all__ = [
+    "ActivationViewer",
+    "AttributionViewer",
+    "Explorer", "FeatureVisualizer", "FilterViewer", "TrainingMonitor"]

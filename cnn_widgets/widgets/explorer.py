@@ -8,6 +8,7 @@ widget                 panels
 :class:`FilterViewer`  picture (filters), health, top images
 :class:`ActivationViewer`  image, picture (feature maps), health, top images
 :class:`FeatureVisualizer`  feature viz, health, top images
+:class:`AttributionViewer`  image, attribution
 =====================  =====================================================================
 
 A widget syncs only the traits of its panels. Arguments given to a constructor raise when
@@ -20,23 +21,40 @@ from __future__ import annotations
 from typing import Any
 
 from ..backends import LayerInfo
+from .attribution import AttributionPanel
 from .featureviz import FV_PAGE_SIZE, FeatureVizPanel
 from .health import HealthPanel
 from .inputs import ImagePanel
 from .picture import PicturePanel
 from .top_images import TopImagesPanel
 
-__all__ = ["ActivationViewer", "Explorer", "FeatureVisualizer", "FilterViewer"]
+__all__ = [
+    "ActivationViewer",
+    "AttributionViewer",
+    "Explorer",
+    "FeatureVisualizer",
+    "FilterViewer",
+]
 
 _PICTURE = ("channel", "normalization", "colormap", "page_size")
 _FILTER_OPTIONS = ("input_channel",)
 _ACTIVATION_OPTIONS = ("activation_mode", "vector_mode", "top_k", "sample")
 _FV_OPTIONS = ("fv_steps", "fv_size", "fv_recipe", "fv_objective")
+_ATTR_OPTIONS = (
+    "attr_method",
+    "attr_target",
+    "attr_layer",
+    "attr_alpha",
+    "attr_compare",
+    "attr_compare_methods",
+)
 
 
-class Explorer(ImagePanel, PicturePanel, FeatureVizPanel, HealthPanel, TopImagesPanel):
-    """Filters, feature maps, feature visualizations and the layer table of a model in one
-    widget.
+class Explorer(
+    ImagePanel, PicturePanel, FeatureVizPanel, AttributionPanel, HealthPanel, TopImagesPanel
+):
+    """Filters, feature maps, feature visualizations, attribution maps and the layer table of
+    a model in one widget.
 
     Parameters
     ----------
@@ -50,8 +68,9 @@ class Explorer(ImagePanel, PicturePanel, FeatureVizPanel, HealthPanel, TopImages
     **options:
         Initial values of ``view``, ``channel``, ``normalization``, ``colormap``,
         ``input_channel``, ``activation_mode``, ``vector_mode``, ``top_k``, ``page_size``,
-        ``sample``, ``fv_steps``, ``fv_size``, ``fv_recipe`` or ``fv_objective``; anything else
-        raises :class:`TypeError`.
+        ``sample``, ``fv_steps``, ``fv_size``, ``fv_recipe``, ``fv_objective`` or the
+        attribution settings ``attr_method``, ``attr_target``, ``attr_layer``, ``attr_alpha``,
+        ``attr_compare``, ``attr_compare_methods``; anything else raises :class:`TypeError`.
 
     Notes
     -----
@@ -62,8 +81,15 @@ class Explorer(ImagePanel, PicturePanel, FeatureVizPanel, HealthPanel, TopImages
     feature maps need the model.
     """
 
-    _VIEWS = ("filters", "activations", "featureviz", "table")
-    _options = ("view", *_PICTURE, *_FILTER_OPTIONS, *_ACTIVATION_OPTIONS, *_FV_OPTIONS)
+    _VIEWS = ("filters", "activations", "featureviz", "attribution", "table")
+    _options = (
+        "view",
+        *_PICTURE,
+        *_FILTER_OPTIONS,
+        *_ACTIVATION_OPTIONS,
+        *_FV_OPTIONS,
+        *_ATTR_OPTIONS,
+    )
 
 
 class FilterViewer(PicturePanel, HealthPanel, TopImagesPanel):
@@ -93,6 +119,30 @@ class ActivationViewer(ImagePanel, PicturePanel, HealthPanel, TopImagesPanel):
 
     _VIEWS = ("activations",)
     _options = (*_PICTURE, *_ACTIVATION_OPTIONS)
+
+
+class AttributionViewer(ImagePanel, AttributionPanel):
+    """Where the model looks: attribution maps (Grad-CAM and its family, saliency,
+    SmoothGrad, integrated gradients) of an image, over the image.
+
+    Click one of the image's top classes to see the map for it; pick the method, the layer of
+    the CAM methods (default: automatic) and the overlay's opacity; "compare" shows several
+    methods side by side for the same target. Long methods run in the background with
+    progress and a Stop button; :meth:`save_png` saves what is shown and
+    :attr:`attributions` holds the results.
+
+    ``AttributionViewer(model, image=None, **options)``: ``model`` and ``image`` as for
+    :class:`Explorer`; ``options`` are initial values of ``sample``, ``attr_method``,
+    ``attr_target`` (-1: the top class), ``attr_layer`` ("" : automatic), ``attr_alpha``,
+    ``attr_compare`` or ``attr_compare_methods`` (anything else raises :class:`TypeError`).
+
+    See Also
+    --------
+    cnn_widgets.attribution : the same maps as a function.
+    """
+
+    _VIEWS = ("attribution",)
+    _options = ("sample", *_ATTR_OPTIONS)
 
 
 class FeatureVisualizer(FeatureVizPanel, HealthPanel, TopImagesPanel):

@@ -398,6 +398,7 @@ describe("render", () => {
     const { el, byRole } = mount(state);
     const images = [...el.querySelectorAll("img")];
     assert.deepEqual(images.map((img) => img.getAttribute("data-role")).sort(), [
+      "attr-picture",
       "detail",
       "grid",
       "input-image",

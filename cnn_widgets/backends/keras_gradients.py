@@ -1,0 +1,124 @@
+"""Gradients for the Keras backend: :meth:`KerasAdapter.gradients` in one eager pass under a
+``tf.GradientTape``.
+
+Each wanted layer's ``call`` is wrapped for the pass (the adapter's ``swapped``, restored in
+``finally`` blocks); the wrapper asks the tape to watch the layer's output, the very tensor the
+next layers consume, so the tape gives the gradient with respect to it. Layers inside nested
+models are reached the same way, as their own ``call`` runs when the nested model runs: no
+sub-model is built, which would not reach them.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from typing import TYPE_CHECKING, Any
+
+import keras
+import numpy as np
+import tensorflow as tf
+
+from .gradients import Gradients, Target, check_classes, score_vector
+from .keras_layers import (
+    _numpy,
+    _recording_call,
+    _to_channels_first,
+    first_tensor,
+    softmax_kind,
+)
+
+if TYPE_CHECKING:
+    from .keras import KerasAdapter
+
+
+def keras_gradients(
+    adapter: KerasAdapter,
+    batch: np.ndarray,
+    names: Sequence[str],
+    target: Target,
+    backward: bool = True,
+) -> Gradients:
+    """See :meth:`Adapter.gradients`; the caller holds :meth:`KerasAdapter.protect`."""
+    if batch.ndim != 4 or batch.shape[1] != adapter.spec.channels:
+        raise ValueError(
+            f"expected a batch of shape (N, {adapter.spec.channels}, H, W), got {batch.shape}"
+        )
+    recorded: dict[str, Any] = {}
+    logits_box: list[Any] = []
+    tape = tf.GradientTape(watch_accessed_variables=False)
+
+    def on_call(name: str, result: Any, args: tuple[Any, ...] = ()) -> None:
+        if name in recorded:
+            return  # a layer called again: its first call is the one used
+        tensor = first_tensor(result)
+        tape.watch(tensor)
+        recorded[name] = tensor
+
+    def softmax_input(inner: Any) -> Any:
+        def call(*args: Any, **kwargs: Any) -> Any:
+            if not logits_box:
+                logits_box.append(args[0] if args else next(iter(kwargs.values())))
+            return inner(*args, **kwargs)
+
+        return call
+
+    output_layer = adapter.layer_object(adapter.output_layer())
+    kind = softmax_kind(output_layer)
+
+    def changes() -> Any:
+        # A generator: swapped applies each change before the next is read, so the softmax
+        # wrapper wraps a recording wrapper already put on the same layer.
+        for name in names:
+            layer = adapter.layer_object(name)
+            yield layer, "call", _recording_call(name, layer.call, on_call)
+        if kind == "input":
+            yield output_layer, "call", softmax_input(output_layer.call)
+        elif kind == "activation":
+            yield output_layer, "activation", keras.activations.linear
+
+    x = tf.convert_to_tensor(np.ascontiguousarray(batch.transpose(0, 2, 3, 1)))
+    with tape:
+        tape.watch(x)
+        with adapter.swapped(changes()):
+            output = adapter.model(adapter.preprocess(x), training=False)
+        missing = [n for n in names if n not in recorded]
+        if missing:
+            raise ValueError(
+                f"layer(s) {', '.join(map(repr, missing))} did not run in the forward pass, "
+                "so they have no gradients"
+            )
+        logits = logits_box[0] if logits_box else first_tensor(output)
+        scores = _scores(logits, target, len(batch))
+        total = tf.reduce_sum(scores)
+    wanted = [recorded[n] for n in names]
+
+    def channels_first(tensor: Any, like: Any) -> np.ndarray:
+        array = np.zeros(like.shape, np.float32) if tensor is None else _numpy(tensor)
+        return _to_channels_first(np.asarray(array, np.float32))
+
+    activations = {n: channels_first(recorded[n], recorded[n]) for n in names}
+    logits_np = np.asarray(_numpy(logits), np.float32)
+    scores_np = score_vector(_numpy(scores), len(batch))
+    if not backward:
+        return Gradients(logits_np, scores_np, activations, {}, None)
+    grads = tape.gradient(total, [x, *wanted])
+    return Gradients(
+        logits=logits_np,
+        scores=scores_np,
+        activations=activations,
+        layer_grads={
+            n: channels_first(g, t) for n, g, t in zip(names, grads[1:], wanted, strict=True)
+        },
+        input_grad=channels_first(grads[0], x),
+    )
+
+
+def _scores(logits: Any, target: Target, n: int) -> Any:
+    if callable(target):
+        scores = target(logits)
+        score_vector(_numpy(scores), n)  # checks the shape
+        return scores
+    flat = tf.reshape(logits, (n, -1))
+    check_classes(target, int(flat.shape[1]))
+    top = np.argmax(_numpy(flat), axis=1)
+    classes = np.where(target < 0, top, target).astype(np.int32)
+    return tf.gather(flat, classes, axis=1, batch_dims=1)

@@ -1,0 +1,116 @@
+"""Gradients for the torch backend: :meth:`TorchAdapter.gradients` in one forward and one
+backward pass, with forward hooks on the real modules, removed through their handles."""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Sequence
+from typing import TYPE_CHECKING, Any
+
+import numpy as np
+import torch
+
+from .gradients import Gradients, Target, check_classes, score_vector
+from .torch_layers import SOFTMAX_MODULES, _to_numpy, first_tensor
+
+if TYPE_CHECKING:
+    from .torch import TorchAdapter
+
+
+def torch_gradients(
+    adapter: TorchAdapter,
+    batch: np.ndarray,
+    names: Sequence[str],
+    target: Target,
+    backward: bool = True,
+) -> Gradients:
+    """See :meth:`Adapter.gradients`; the caller holds :meth:`TorchAdapter.protect`."""
+    device, dtype = adapter.placement()
+    inputs = torch.tensor(batch, device=device, dtype=dtype, requires_grad=backward)
+    captured: dict[str, torch.Tensor] = {}
+    logits_box: list[torch.Tensor] = []
+
+    def capturer(name: str) -> Callable[..., Any]:
+        def hook(module: Any, args: Any, output: Any) -> Any:
+            if name in captured:
+                return None  # a module called again: its first call is the one used
+            tensor = first_tensor(output)
+            if tensor is None:
+                raise ValueError(f"layer {name!r} returned {type(output).__name__}, not a tensor")
+            captured[name] = tensor
+            # The next module may work in place (ReLU(inplace=True)); it then changes this
+            # copy, and the captured tensor keeps the layer's own values and gradient.
+            return tensor.clone() if tensor is output else None
+
+        return hook
+
+    def softmax_input(module: Any, args: Any) -> None:
+        if not logits_box:
+            logits_box.append(first_tensor(args))
+
+    output_module = adapter.module(adapter.output_layer().name)
+    handles = []
+    try:
+        for name in names:
+            handles.append(adapter.module(name).register_forward_hook(capturer(name)))
+        if isinstance(output_module, SOFTMAX_MODULES):
+            handles.append(output_module.register_forward_pre_hook(softmax_input))
+        with torch.enable_grad() if backward else torch.no_grad():
+            try:
+                output = adapter.model(adapter.preprocess(inputs))
+            except RuntimeError as err:
+                raise ValueError(
+                    f"the forward pass of {type(adapter.model).__name__} failed on a batch of "
+                    f"shape {tuple(batch.shape)} (N, C, H, W): {err}"
+                ) from err
+            missing = [n for n in names if n not in captured]
+            if missing:
+                raise ValueError(
+                    f"layer(s) {', '.join(map(repr, missing))} did not run in the forward pass "
+                    f"of {type(adapter.model).__name__}, so they have no gradients"
+                )
+            logits = logits_box[0] if logits_box else first_tensor(output)
+            scores = _scores(logits, target, len(batch))
+            wanted = [captured[n] for n in names]
+            if backward:
+                grads = torch.autograd.grad(scores.sum(), [inputs, *wanted], allow_unused=True)
+    finally:
+        for handle in handles:
+            handle.remove()
+    activations = {n: _to_numpy(captured[n]).astype(np.float32) for n in names}
+    if not backward:
+        return Gradients(
+            _to_numpy(logits), score_vector(_to_numpy(scores), len(batch)), activations, {}, None
+        )
+    layer_grads = {
+        n: _to_numpy(g) if g is not None else np.zeros(tuple(t.shape), np.float32)
+        for n, g, t in zip(names, grads[1:], wanted, strict=True)
+    }
+    input_grad = grads[0]
+    return Gradients(
+        logits=_to_numpy(logits).astype(np.float32),
+        scores=score_vector(_to_numpy(scores), len(batch)),
+        activations=activations,
+        layer_grads={n: g.astype(np.float32) for n, g in layer_grads.items()},
+        input_grad=(
+            _to_numpy(input_grad).astype(np.float32)
+            if input_grad is not None
+            else np.zeros(batch.shape, np.float32)
+        ),
+    )
+
+
+def _scores(logits: torch.Tensor, target: Target, n: int) -> torch.Tensor:
+    if callable(target):
+        scores = target(logits)
+        if not isinstance(scores, torch.Tensor):
+            raise TypeError(
+                f"a target callable must return a torch tensor, got {type(scores).__name__}"
+            )
+        score_vector(scores.detach().cpu().numpy(), n)  # checks the shape
+        return scores
+    flat = logits.reshape(n, -1)
+    check_classes(target, flat.shape[1])
+    classes = torch.as_tensor(target, device=flat.device)
+    top = flat.detach().argmax(dim=1)
+    classes = torch.where(classes < 0, top, classes)
+    return flat.gather(1, classes[:, None])[:, 0]

@@ -1,0 +1,218 @@
+"""The attribution API for both frameworks: invariants that need no oracle (completeness,
+nested Keras bases, the sanity check), bad input, and the model left untouched."""
+
+from __future__ import annotations
+
+import importlib
+from typing import Any
+
+import numpy as np
+import pytest
+
+import cnn_widgets as cw
+from cnn_widgets.attribution import CAM_METHODS, attribution, sanity_check, spearman
+from cnn_widgets.choices import ATTRIBUTION_METHODS, values
+
+METHODS = values(ATTRIBUTION_METHODS)
+
+FRAMEWORKS = ["torch", "keras"]
+FAST = {"smoothgrad": {"samples": 4}, "integrated_gradients": {"steps": 8}, "scorecam": {"k": 4}}
+
+
+def case(framework: str, key: str = "sequential") -> tuple[Any, cw.Adapter]:
+    pytest.importorskip("torch" if framework == "torch" else "keras")
+    module = importlib.import_module(f"tests.cases.{framework}_cases")
+    model, shape = module.CASES[key]()
+    return model, cw.adapt(model, input_shape=shape)
+
+
+def image(shape: tuple[int, int, int] = (3, 32, 32), seed: int = 0) -> np.ndarray:
+    return np.random.default_rng(seed).random(shape, dtype=np.float32)
+
+
+# ------------------------------------------------------------------------------ the result
+@pytest.mark.parametrize("framework", FRAMEWORKS)
+def test_every_method_gives_a_map_at_input_resolution(framework) -> None:
+    _, adapter = case(framework)
+    for method in METHODS:
+        result = attribution(adapter, image(), method=method, **FAST.get(method, {}))
+        assert result.map.shape == (32, 32) and result.map.dtype == np.float32, method
+        assert np.isfinite(result.map).all() and np.abs(result.map).max() > 0, method
+        assert result.method == method
+        top = int(np.argmax(adapter.gradients(image()[None], (), None, backward=False).logits))
+        assert result.target == top, method  # None means the top class
+        if method in CAM_METHODS:
+            assert result.layer is not None and result.raw.ndim == 2
+        else:
+            assert result.layer is None and result.raw.shape == (3, 32, 32)
+
+
+@pytest.mark.parametrize("framework", FRAMEWORKS)
+def test_integrated_gradients_are_complete(framework) -> None:
+    """Sum of attributions = score(image) - score(black), within 2 % at the default steps."""
+    _, adapter = case(framework)
+    x = image(seed=1)
+    result = attribution(adapter, x, method="integrated_gradients", target=2)
+    black = adapter.gradients(np.zeros((1, 3, 32, 32), np.float32), (), 2, backward=False)
+    difference = result.score - float(black.scores[0])
+    assert abs(difference) > 1e-3  # otherwise the check says nothing
+    assert abs(float(result.map.sum()) - difference) <= 0.02 * abs(difference)
+    assert np.isclose(result.map.sum(), result.raw.sum(), rtol=1e-5)
+
+
+@pytest.mark.parametrize("framework", FRAMEWORKS)
+def test_a_list_of_images_gives_the_same_maps_as_one_at_a_time(framework) -> None:
+    _, adapter = case(framework)
+    images = [image(seed=s) for s in range(3)]
+    together = attribution(adapter, images, method="gradcam", target=[1, 2, 3])
+    assert [r.target for r in together] == [1, 2, 3]
+    for x, r, t in zip(images, together, (1, 2, 3), strict=True):
+        alone = attribution(adapter, x, method="gradcam", target=t)
+        # batched and single convolutions sum in another order: float32 last bits
+        assert np.allclose(r.map, alone.map, rtol=1e-4, atol=1e-5 * np.abs(alone.map).max())
+
+
+@pytest.mark.parametrize("framework", FRAMEWORKS)
+def test_a_callable_target_is_the_difference_of_two_logits(framework) -> None:
+    _, adapter = case(framework)
+    x = image()
+    a = attribution(adapter, x, method="saliency", target=lambda out: out[:, 3] - out[:, 5])
+    three = attribution(adapter, x, method="integrated_gradients", target=3, steps=8)
+    five = attribution(adapter, x, method="integrated_gradients", target=5, steps=8)
+    both = attribution(
+        adapter, x, method="integrated_gradients", target=lambda o: o[:, 3] - o[:, 5], steps=8
+    )
+    assert a.target is None and both.target is None
+    assert np.allclose(both.raw, three.raw - five.raw, atol=1e-5 * np.abs(both.raw).max())
+    assert np.isclose(both.score, three.score - five.score, rtol=1e-5, atol=1e-6)
+
+
+def test_a_softmax_output_is_read_before_the_softmax() -> None:
+    keras = pytest.importorskip("keras")
+    inner, _ = case("keras")  # the sequential case ends in Dense(10) logits
+    soft = keras.Sequential([inner, keras.layers.Softmax(name="probs")])
+    soft.build((None, 32, 32, 3))
+    x = image()
+    plain = attribution(cw.adapt(inner, input_shape=(3, 32, 32)), x, method="saliency", target=4)
+    ends = attribution(cw.adapt(soft, input_shape=(3, 32, 32)), x, method="saliency", target=4)
+    assert np.isclose(plain.score, ends.score, rtol=1e-5)
+    assert np.allclose(plain.raw, ends.raw, atol=1e-5 * np.abs(plain.raw).max())
+
+
+def test_render_overlays_the_map_and_plot_returns_a_figure() -> None:
+    _, adapter = case("torch")
+    result = attribution(adapter, image(), method="gradcam")
+    shown = result.render(alpha=0.5)
+    assert shown.pixels.shape == (32, 32, 3) and shown.pixels.dtype == np.uint8
+    hidden = result.render(alpha=0.0)  # alpha 0 is the image itself
+    assert np.array_equal(hidden.pixels, np.rint(result.image.transpose(1, 2, 0) * 255))
+    assert not np.array_equal(shown.pixels, hidden.pixels)
+    assert result._repr_png_().startswith(b"\x89PNG")
+    fig = cw.plot_attribution(result)
+    assert fig.axes and "gradcam" in fig.axes[0].get_title()
+
+
+# ----------------------------------------------------------------------------- nested Keras
+def test_gradcam_through_a_keras_applications_base_equals_the_flattened_model() -> None:
+    keras = pytest.importorskip("keras")
+    keras.utils.set_random_seed(3)
+    base = keras.applications.MobileNetV2(
+        weights=None, include_top=False, input_shape=(64, 64, 3), alpha=0.35
+    )
+    pool, head = keras.layers.GlobalAveragePooling2D(), keras.layers.Dense(5, name="head")
+    inputs = keras.Input((64, 64, 3))  # out_relu is 2 x 2
+    nested = keras.Model(inputs, head(pool(base(inputs))))
+    flat = keras.Model(base.input, head(pool(base.output)))  # the same layers, one level
+    x = image((3, 64, 64), seed=4)
+    inside = f"{base.name}/"  # layers of a nested model are named through it
+    deep, shallow = cw.adapt(nested), cw.adapt(flat)
+    for layer in ("out_relu", "block_13_expand_relu"):
+        a = attribution(deep, x, target=1, layer=inside + layer)
+        b = attribution(shallow, x, target=1, layer=layer)
+        assert (a.layer, b.layer) == (inside + layer, layer)
+        assert np.abs(b.map).max() > 0
+        assert np.allclose(a.map, b.map, atol=1e-5 * np.abs(b.map).max())
+    auto = attribution(deep, x, target=1)
+    assert auto.layer == inside + "out_relu"  # the last spatial layer, found inside the base
+
+
+# --------------------------------------------------------------------------- sanity check
+@pytest.mark.parametrize("framework", FRAMEWORKS)
+@pytest.mark.parametrize("method", ["gradcam", "saliency"])
+def test_sanity_check_correlations_fall_and_the_model_is_restored(framework, method) -> None:
+    _, adapter = case(framework)
+    before = adapter.snapshot()
+    report = sanity_check(adapter, image(seed=2), method=method, target=3)
+    assert adapter.same_state(before, adapter.snapshot())
+    assert report.layers == ("fc2", "fc1", "conv2", "conv1")  # from the output backwards
+    assert len(report.correlations) == len(report.layers)
+    assert report.passed
+    assert abs(report.correlations[-1]) < max(abs(c) for c in report.correlations[:2]) + 1e-9
+    assert "passed" in report._repr_html_() and report.method in report.table()
+    assert report.plot().axes
+
+
+@pytest.mark.parametrize("framework", FRAMEWORKS)
+def test_sanity_check_restores_the_model_after_an_error(framework, monkeypatch) -> None:
+    # cnn_widgets.attribution is the function; the module is reached by its full name
+    sanity = importlib.import_module("cnn_widgets.attribution.sanity")
+    _, adapter = case(framework)
+    before = adapter.snapshot()
+    real, calls = sanity.compute, []
+
+    def failing(*args: Any, **kwargs: Any) -> Any:
+        calls.append(1)
+        if len(calls) == 3:  # inside the second randomization
+            raise RuntimeError("stopped")
+        return real(*args, **kwargs)
+
+    monkeypatch.setattr(sanity, "compute", failing)
+    with pytest.raises(RuntimeError, match="stopped"):
+        sanity_check(adapter, image(), method="gradcam")
+    assert adapter.same_state(before, adapter.snapshot())
+
+
+def test_spearman_ranks_ties_and_constants() -> None:
+    a = np.array([[1.0, 2.0], [3.0, 4.0]])
+    assert spearman(a, a * 10 + 3) == pytest.approx(1.0)
+    assert spearman(a, -a) == pytest.approx(-1.0)
+    assert spearman(a, np.ones_like(a)) == 0.0
+    assert spearman(np.array([1.0, 1.0, 2.0]), np.array([1.0, 1.0, 2.0])) == pytest.approx(1.0)
+
+
+# ---------------------------------------------------------------------------- never harm
+@pytest.mark.parametrize("framework", FRAMEWORKS)
+def test_no_method_harms_the_model(framework) -> None:
+    model, adapter = case(framework, "residual")  # batch norm: train mode would show
+    if framework == "torch":
+        model.train()
+    before = adapter.snapshot()
+    for method in METHODS:
+        attribution(model, image(), method=method, **FAST.get(method, {}))
+    with pytest.raises(ValueError):
+        attribution(model, image(), method="gradcam", target=99)
+    assert adapter.same_state(before, adapter.snapshot())
+    if framework == "torch":
+        assert model.training
+
+
+# ----------------------------------------------------------------------------- bad input
+@pytest.mark.parametrize("framework", FRAMEWORKS)
+def test_bad_input_is_refused_with_the_valid_choices(framework) -> None:
+    _, adapter = case(framework)
+    x = image()
+    with pytest.raises(ValueError, match=r"gradcam.*saliency") as err:
+        attribution(adapter, x, method="gradkam")
+    assert "gradkam" in str(err.value)
+    with pytest.raises(ValueError, match=r"out of range.*10 classes.*0\.\.9"):
+        attribution(adapter, x, target=10)
+    with pytest.raises(ValueError, match=r"'fc1'.*\(C, H, W\).*'relu2'"):
+        attribution(adapter, x, method="gradcam", layer="fc1")
+    with pytest.raises(TypeError, match=r"one score per image.*\(1, 10\)"):
+        attribution(adapter, x, method="saliency", target=lambda out: out)
+    with pytest.raises(TypeError, match=r"samples.*noise"):
+        attribution(adapter, x, method="smoothgrad", steps=3)
+    with pytest.raises(ValueError, match="layer= applies to the CAM methods"):
+        attribution(adapter, x, method="saliency", layer="relu2")
+    with pytest.raises(TypeError, match="got str"):
+        attribution(adapter, x, target="cat")
