@@ -29,6 +29,10 @@ import tensorflow as tf
 
 from .tfgraph_plan import GraphIndex, Plan, op_name, tensor_name
 
+_NOT_CONSTANT = frozenset(
+    {"Placeholder", "PlaceholderWithDefault", "RandomUniform", "RandomStandardNormal",
+     "TruncatedNormal", "RandomUniformInt", "Multinomial"}
+)  # fmt: skip
 _ACTIVATIONS = {"Relu": keras.activations.relu, "Relu6": keras.activations.relu6}
 
 
@@ -129,12 +133,21 @@ class GraphModel(keras.Model):
         return [np.asarray(v.numpy()) for v in function(self.graph_input(images))]
 
     def const(self, tensor: str) -> np.ndarray | None:
-        """The value of a tensor read from a ``Const`` (through identities), or None."""
-        index = graph_index(self)
-        name = index.const_source(tensor)
-        if name is None:
-            return None
-        return tf.make_ndarray(index.nodes[name].attr["value"].tensor)
+        """The value of a tensor that depends on no placeholder (a kernel read from a
+        ``Const`` through identities, a bias reshaped for broadcasting), or None."""
+        tensor = tensor_name(tensor)
+        cache = self.__dict__.setdefault("_consts", {})
+        if tensor not in cache:
+            index = graph_index(self)
+            name = index.const_source(tensor)
+            if name is not None:
+                cache[tensor] = tf.make_ndarray(index.nodes[name].attr["value"].tensor)
+            elif any(index.op_type(n) in _NOT_CONSTANT for n in index.upstream(op_name(tensor))):
+                cache[tensor] = None
+            else:
+                fetch = self._wrapped.graph.get_tensor_by_name(tensor)
+                cache[tensor] = np.asarray(self._wrapped.prune(feeds=[], fetches=fetch)().numpy())
+        return cache[tensor]
 
     def node(self, name: str) -> Any:
         return graph_index(self).nodes[op_name(name)]
