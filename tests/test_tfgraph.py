@@ -26,6 +26,11 @@ def net(request: pytest.FixtureRequest) -> TF1Net:
     return deep_mnist(dropout=SEEDS[request.param])
 
 
+@pytest.fixture(scope="module")
+def seed003() -> TF1Net:
+    return deep_mnist(dropout=True, steps=10)
+
+
 def load(net: TF1Net, **kwargs: object) -> TFGraphAdapter:
     feed = {net.keep_prob.name: 1.0} if net.keep_prob is not None else None
     return cw.load_tf_graph(net.session, feed=feed, **kwargs)
@@ -109,8 +114,9 @@ def test_the_session_graph_and_variables_are_untouched(net: TF1Net) -> None:
 
 
 def test_a_frozen_pb_of_the_session_gives_the_same_layers_and_values(
-    net: TF1Net, tmp_path: Path
+    seed003: TF1Net, tmp_path: Path
 ) -> None:
+    net = seed003
     # Frozen as Lucid-era tools did: graph_util on the session, written as a binary GraphDef.
     frozen = v1.graph_util.convert_variables_to_constants(
         net.session, net.graph.as_graph_def(), [net.y_conv.op.name]
@@ -350,3 +356,41 @@ def test_a_flat_input_needs_an_image_shape_of_as_many_values() -> None:
 def test_graph_keywords_are_refused_for_other_models() -> None:
     with pytest.raises(TypeError, match=r"feed= apply to TensorFlow graphs"):
         cw.adapt(keras_twin(), feed={"keep_prob": 1.0})
+
+
+# -- feature visualization through the Keras backend's TensorFlow code ------------------------
+def test_feature_viz_raises_its_channel_above_noise_and_gray(seed003: TF1Net) -> None:
+    adapter = load(seed003)
+    before, graph_before = adapter.snapshot(), graph_state(seed003)
+    layer = seed003.h_conv2.op.name
+    channels = [0, 3]
+    images = cw.feature_viz(adapter, layer, channels, steps=32, seed=0)
+    assert images.shape == (2, 28, 28, 1)
+    reached = adapter.activations(images.transpose(0, 3, 1, 2), [layer])[layer]
+    gray = adapter.activations(np.full((1, 1, 28, 28), 0.5, np.float32), [layer])[layer]
+    noise = np.random.default_rng(0).random((16, 1, 28, 28), dtype=np.float32)
+    noisy = adapter.activations(noise, [layer])[layer]
+    for k, channel in enumerate(channels):
+        best_other = max(gray[0, channel].mean(), noisy[:, channel].mean(axis=(1, 2)).max())
+        assert reached[k, channel].mean() > 1.5 * best_other, (channel, best_other)
+    assert adapter.same_state(before, adapter.snapshot())
+    assert graph_state(seed003) == graph_before
+
+
+def test_the_class_objective_maximizes_the_logit_before_the_softmax(seed003: TF1Net) -> None:
+    adapter = load(seed003)
+    values: list[np.ndarray] = []
+    images: list[np.ndarray] = []
+
+    def record(step: int, batch: np.ndarray, value: np.ndarray) -> None:
+        images.append(batch.copy())
+        values.append(value.copy())
+
+    # Without random views the model sees the image itself: step s+1's value is the logit
+    # of the image the callback saw after step s.
+    cw.feature_viz(adapter, None, [3], objective="class", steps=4, transforms=False,
+                   callback=record)  # fmt: skip
+    logits = seed003.y_conv.op.inputs[0]  # the add before tf.nn.softmax
+    for step in range(3):
+        expected = run(seed003, logits, images[step].transpose(0, 3, 1, 2))[:, 3]
+        np.testing.assert_allclose(values[step + 1], expected, rtol=1e-4, atol=1e-5)

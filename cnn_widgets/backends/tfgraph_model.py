@@ -42,7 +42,7 @@ class GraphLayer(keras.layers.Layer):
 
     def __init__(self, op: str, op_type: str, function: Any, index: int) -> None:
         # Keras 3 refuses "/" in layer names; the adapter lists the op name itself.
-        super().__init__(name=f"op{index}_{re.sub(r'[^A-Za-z0-9_.-]', '_', op)}")
+        super().__init__(name=f"op{index}_{_keras_name(op)}")
         self.op, self.op_type = op, op_type
         # Not a tracked attribute: a ConcreteFunction is no layer state, only computation.
         object.__setattr__(self, "_function", function)
@@ -56,6 +56,16 @@ class GraphLayer(keras.layers.Layer):
 
     def compute_output_spec(self, inputs: Any) -> Any:
         raise NotImplementedError("graph layers run eagerly or traced, never symbolically")
+
+
+class GraphSoftmax(keras.layers.Activation):
+    """A ``Softmax`` op fed its logits directly by the layer before: a Keras ``Activation``,
+    so that feature visualization's class objective reads its input, the logits, as it does
+    for a Keras softmax layer."""
+
+    def __init__(self, op: str, index: int) -> None:
+        super().__init__("softmax", name=f"op{index}_{_keras_name(op)}")
+        self.op, self.op_type = op, "Softmax"
 
 
 class GraphModel(keras.Model):
@@ -85,6 +95,9 @@ class GraphModel(keras.Model):
         layers = []
         for index, name in enumerate(plan.layers):
             op = graph.get_operation_by_name(name)
+            if op.type == "Softmax" and plan.feeds[name] == (op.inputs[0].name,):
+                layers.append(GraphSoftmax(name, index))
+                continue
             fetch = op.inputs[0] if op.type in _ACTIVATIONS else op.outputs[0]
             feeds = [graph.get_tensor_by_name(t) for t in plan.feeds[name]]
             function = wrapped.prune(feeds=feeds, fetches=fetch)
@@ -151,6 +164,10 @@ class GraphModel(keras.Model):
 
     def node(self, name: str) -> Any:
         return graph_index(self).nodes[op_name(name)]
+
+
+def _keras_name(op: str) -> str:
+    return re.sub(r"[^A-Za-z0-9_.-]", "_", op)
 
 
 def graph_index(model: GraphModel) -> GraphIndex:
