@@ -11,6 +11,8 @@ framework until a model of it arrives)::
     cw.render_filters(model, 0).save("filters.png")
     cw.attribution(model, cw.zoo.sample_image("chelsea"), method="gradcam")  # where it looks
     caffe = cw.load_caffe("deploy.prototxt", "net.caffemodel", mean=(104, 117, 123))
+    graph = cw.load_tf_graph(sess, feed={"keep_prob": 1.0})  # a TF1 session, a SavedModel,
+                                                              # a frozen .pb, a tf.function
 """
 
 from __future__ import annotations
@@ -36,6 +38,7 @@ from .render import tile
 
 if TYPE_CHECKING:
     from . import zoo
+    from .backends.tfgraph import load_tf_graph
     from .formats import load_caffe, load_onnx
     from .plot import plot_activations, plot_filters
     from .widgets import (
@@ -82,6 +85,7 @@ __all__ = [
     "layers",
     "load_caffe",
     "load_onnx",
+    "load_tf_graph",
     "plot_activations",
     "plot_attribution",
     "plot_filters",
@@ -106,6 +110,8 @@ def __getattr__(name: str) -> Any:
         return getattr(importlib.import_module(f"{__name__}.plot"), name)
     if name in ("load_caffe", "load_onnx"):  # model files: torch, protobuf, onnx on first use
         return getattr(importlib.import_module(f"{__name__}.formats"), name)
+    if name == "load_tf_graph":  # TensorFlow on first use
+        return importlib.import_module(f"{__name__}.backends.tfgraph").load_tf_graph
     if name in _WIDGETS:  # ipywidgets/anywidget load only when a widget is wanted
         return getattr(importlib.import_module(f"{__name__}.widgets"), name)
     raise AttributeError(f"module 'cnn_widgets' has no attribute {name!r}")

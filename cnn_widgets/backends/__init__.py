@@ -3,12 +3,15 @@ the user does not have."""
 
 from __future__ import annotations
 
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Mapping, Sequence
+from pathlib import Path
 from typing import Any
 
 from .base import Adapter, InputSpec, LayerInfo, Normalization, Preprocess
 
-__all__ = ["Adapter", "InputSpec", "LayerInfo", "Normalization", "adapt", "framework_of"]
+__all__ = [
+    "Adapter", "InputSpec", "LayerInfo", "Normalization", "adapt", "framework_of", "is_tf_graph"
+]  # fmt: skip
 
 
 def framework_of(model: Any) -> str | None:
@@ -21,6 +24,27 @@ def framework_of(model: Any) -> str | None:
         if module.startswith(("keras", "tf_keras", "tensorflow.python.keras")):
             return "keras"
     return None
+
+
+def is_tf_graph(model: Any) -> bool:
+    """True for what :func:`cnn_widgets.load_tf_graph` opens: a TF1 session, a ``tf.function``
+    or ConcreteFunction, a ``tf.Module`` (not a Keras model), a SavedModel directory or a
+    ``.pb`` file. Judged from types and paths, without importing TensorFlow."""
+    if isinstance(model, (str, Path)):
+        path = Path(model)
+        return (path / "saved_model.pb").is_file() or path.suffix == ".pb"
+    if framework_of(model) is not None:
+        return False
+    for cls in type(model).__mro__:
+        module = cls.__module__ or ""
+        if module.startswith("tensorflow.") and cls.__name__ in (
+            "BaseSession",
+            "Function",
+            "ConcreteFunction",
+            "Module",
+        ):
+            return True
+    return False
 
 
 def _parse_preprocess(preprocess: Any) -> Preprocess:
@@ -65,8 +89,13 @@ def adapt(
     input_shape: Sequence[int | None] | None = None,
     preprocess: str | Normalization | Callable[[Any], Any] | None = None,
     labels: Sequence[str] | None = None,
+    input: str | None = None,
+    output: str | None = None,
+    feed: Mapping[str, Any] | None = None,
+    signature: str | None = None,
 ) -> Adapter:
-    """Wrap a PyTorch ``nn.Module`` or a Keras model for every cnn_widgets function.
+    """Wrap a PyTorch ``nn.Module``, a Keras model or a TensorFlow graph for every
+    cnn_widgets function.
 
     Parameters
     ----------
@@ -83,7 +112,23 @@ def adapt(
         framework tensor in the framework's own layout.
     labels:
         Class names for the output layer, shown in probability views.
+    input, output, feed, signature:
+        For TensorFlow graphs only (a TF1 session, a SavedModel directory, a frozen ``.pb``,
+        a ``tf.function`` or ``tf.Module``): see :func:`cnn_widgets.load_tf_graph`.
     """
+    graph = {"input": input, "output": output, "feed": feed, "signature": signature}
+    if is_tf_graph(model):
+        from .tfgraph import load_tf_graph
+
+        given = {k: v for k, v in graph.items() if v is not None}
+        return load_tf_graph(model, input_shape=input_shape, preprocess=preprocess,
+                             labels=labels, **given)  # fmt: skip
+    if any(v is not None for v in graph.values()):
+        named = ", ".join(f"{k}=" for k, v in graph.items() if v is not None)
+        raise TypeError(
+            f"{named} apply to TensorFlow graphs (a session, a SavedModel, a .pb file, a "
+            f"tf.function) only, not to {type(model).__module__}.{type(model).__name__}"
+        )
     if isinstance(model, Adapter):
         if input_shape is None and preprocess is None and labels is None:
             return model
@@ -108,6 +153,8 @@ def adapt(
 
         return KerasAdapter.create(model, shape, pre, label_tuple)
     raise TypeError(
-        "expected a torch.nn.Module or a keras.Model (or a model from cnn_widgets.adapt), "
+        "expected a torch.nn.Module, a keras.Model, a TensorFlow graph (tf.compat.v1.Session, "
+        "SavedModel directory, frozen .pb file, tf.function, tf.Module) or a model from "
+        "cnn_widgets.adapt; "
         f"got {type(model).__module__}.{type(model).__name__}"
     )
