@@ -28,6 +28,7 @@ from .api import (
     summary,
     top_classes,
 )
+from .atlas import AtlasReport, atlas
 from .backends import Adapter, InputSpec, LayerInfo, Normalization, adapt
 from .featureviz import feature_viz
 from .render import tile
@@ -51,6 +52,7 @@ __version__ = "0.1.0"
 __all__ = [
     "ActivationViewer",
     "Adapter",
+    "AtlasReport",
     "Explorer",
     "FeatureVisualizer",
     "FilterViewer",
@@ -60,6 +62,7 @@ __all__ = [
     "TrainingMonitor",
     "activations",
     "adapt",
+    "atlas",
     "channel_stats",
     "feature_viz",
     "filter_responses",

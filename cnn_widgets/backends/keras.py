@@ -298,6 +298,10 @@ class KerasAdapter(Adapter):
             return (x * np.float32(pre.scale) - mean) / std  # broadcasts over the last axis
         return pre(x)
 
+    def _weight_arrays(self) -> Iterator[tuple[str, Any]]:
+        for v in unique(self.model.variables):
+            yield v.path, _numpy(v)
+
     # -- never harm the model --------------------------------------------------------------
     def snapshot(self) -> _KerasState:
         layers = all_layers(self.model)
