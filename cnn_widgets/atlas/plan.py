@@ -121,13 +121,17 @@ def _positive(value: Any, name: str) -> int:
 # -- identity -------------------------------------------------------------------------------
 def fingerprint(adapter: Adapter) -> str:
     """sha256 (first 16 hex digits) over the framework, the input spec, every layer's name and
-    output shape, and every weight's name, dtype, shape and bytes: the same model gives the
-    same fingerprint in any process; changing one weight changes it."""
+    output shape, and every weight's dtype, shape and bytes in order: the same model gives the
+    same fingerprint in any process; changing one weight changes it.
+
+    Weight *names* are left out: Keras prefixes a variable's path with the name scope the
+    model was built in (``lenet/conv1/kernel``), which the same model saved to a ``.keras``
+    file and loaded again does not have (``conv1/kernel``). The layer names are in."""
     digest = hashlib.sha256()
     digest.update(json.dumps(model_info(adapter), sort_keys=True).encode())
-    for name, array in adapter.weight_arrays():
+    for _, array in adapter.weight_arrays():
         array = np.ascontiguousarray(array)
-        digest.update(json.dumps([name, array.dtype.str, list(array.shape)]).encode())
+        digest.update(json.dumps([array.dtype.str, list(array.shape)]).encode())
         digest.update(array.tobytes())
     return digest.hexdigest()[:16]
 
