@@ -39,19 +39,28 @@ if TYPE_CHECKING:
     from .plot import plot_activations, plot_filters
     from .widgets import (
         ActivationViewer,
+        AtlasBrowser,
         Explorer,
         FeatureVisualizer,
         FilterViewer,
         TrainingMonitor,
     )
 
-_WIDGETS = ("ActivationViewer", "Explorer", "FeatureVisualizer", "FilterViewer", "TrainingMonitor")
+_WIDGETS = (
+    "ActivationViewer",
+    "AtlasBrowser",
+    "Explorer",
+    "FeatureVisualizer",
+    "FilterViewer",
+    "TrainingMonitor",
+)
 
 __version__ = "0.1.0"
 
 __all__ = [
     "ActivationViewer",
     "Adapter",
+    "AtlasBrowser",
     "AtlasReport",
     "Explorer",
     "FeatureVisualizer",

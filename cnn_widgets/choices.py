@@ -99,6 +99,7 @@ VIEWS: Choices = (
     ("featureviz", "Feature viz"),
     ("table", "Layer table"),
     ("monitor", "Training"),
+    ("atlas", "Atlas"),
 )
 """The widget views, in the order of the view switch."""
 
