@@ -28,7 +28,7 @@ __all__ = [
     "CURVE_POINTS", "ModelSource", "UnitOutcome", "load_source", "remember", "render_unit",
 ]
 
-CURVE_POINTS = 128
+CURVE_POINTS = 64
 """At most this many points of each channel's objective curve are kept in its record."""
 PNG_LEVEL = 6
 """zlib level of the stored pictures (files to keep: small beats fast)."""
