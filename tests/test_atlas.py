@@ -10,6 +10,11 @@ from __future__ import annotations
 import io
 import json
 import multiprocessing
+import os
+import signal
+import subprocess
+import sys
+import time
 from concurrent.futures import ProcessPoolExecutor
 from pathlib import Path
 
@@ -306,3 +311,42 @@ def test_a_keras_model_object_travels_to_workers_as_a_keras_file(tmp_path: Path)
     atlas_work._CACHE.pop(source)
     cleanup()
     assert not Path(source.spec).exists()
+
+
+def test_a_run_killed_with_sigkill_resumes_and_sweeps_stale_temporary_files(
+    tmp_path: Path,
+) -> None:
+    out = tmp_path / "out"
+    command = [sys.executable, "-m", "cnn_widgets", "atlas", "--model", "demo:lenet", "--out",
+               str(out), "--layers", "conv1,pool1", "--max-channels", "4",
+               "--channels-per-unit", "1", "--steps", "16", "--quiet"]
+    root = Path(__file__).resolve().parent.parent
+    env = {**os.environ, "PYTHONPATH": str(root)}
+    process = subprocess.Popen(command, cwd=root, env=env)
+    try:
+        deadline = time.monotonic() + 120
+        while not list(out.glob("*/*/*.json")) and time.monotonic() < deadline:
+            time.sleep(0.05)
+    finally:
+        process.send_signal(signal.SIGKILL)
+        process.wait()
+    killed = files(out)
+    visible = {k: v for k, v in killed.items() if not Path(k).name.startswith(".")}
+    assert 0 < sum(k.endswith(".json") and "atlas" not in k for k in visible) < 8
+    for name, data in visible.items():  # whatever was there when it died is whole
+        if name.endswith(".json"):
+            json.loads(data)
+        elif name.endswith(".png"):
+            Image.open(io.BytesIO(data)).load()
+    fingerprint_dir = next(p for p in out.iterdir() if p.is_dir())
+    stale = fingerprint_dir / "conv1" / ".3.png.999.dead.tmp"  # as a killed writer leaves it
+    stale.write_bytes(b"half a png")
+    os.utime(stale, (time.time() - 3600, time.time() - 3600))
+    report = cw.atlas("lenet", out, layers=["conv1", "pool1"], max_channels=4,
+                      channels_per_unit=1, steps=16, progress=False)
+    assert len(report.done) + len(report.skipped) == 8 and not report.failed
+    assert not stale.exists()
+    assert_whole_store(out)
+    for name, data in visible.items():  # what finished before the kill is untouched
+        if "manifest" not in name:
+            assert files(out)[name] == data

@@ -220,6 +220,7 @@ def _drive(
     if todo:  # a bad option fails here, once, before anything is written
         feature_viz(adapter, todo[0].layer, todo[0].channels[0], **{**options, "steps": 1})
     store.write_model(model_info(adapter))
+    store.sweep_stale()
     for layer, channels in layer_channels.items():  # complete before (a run killed just then)
         store.write_manifest(layer, channels, key)
     waiting = set(todo)

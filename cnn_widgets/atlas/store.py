@@ -16,15 +16,18 @@ Layout (documented for readers in ``docs/atlas.md``)::
 Every file is written to a hidden temporary name in its own directory and then renamed
 (``os.replace``, atomic on one file system), so a reader or a run killed at any moment sees a
 file whole or not at all. Temporary names start with ``.`` and end with ``.tmp``; readers skip
-them. A channel's ``.json`` is written after its ``.png``: the record is the "done" marker.
+them; a run removes those older than a minute (a writer killed mid-write left them). A
+channel's ``.json`` is written after its ``.png``: the record is the "done" marker.
 """
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import re
 import secrets
+import time
 from collections.abc import Iterable, Mapping
 from pathlib import Path
 from typing import Any
@@ -44,6 +47,8 @@ FORMAT = 1
 """Version of the layout, in every ``atlas.json``."""
 ATLAS_FILE = "atlas.json"
 MANIFEST = "manifest.json"
+STALE_TMP_SECONDS = 60.0
+"""A temporary file older than this is a killed writer's leftover (see Store.sweep_stale)."""
 _FINGERPRINT = re.compile(r"^[0-9a-f]{16,64}$")
 _CHANNEL_RECORD = re.compile(r"^(\d+)\.json$")
 
@@ -119,6 +124,20 @@ class Store:
         """Write ``atlas.json`` (idempotent: the same model gives the same bytes)."""
         self.root.mkdir(parents=True, exist_ok=True)
         self._write_if_changed(self.root / ATLAS_FILE, _json_bytes({"format": FORMAT, **info}))
+
+    def sweep_stale(self, older_than: float = STALE_TMP_SECONDS) -> int:
+        """Remove temporary files a killed writer left (older than ``older_than`` seconds: a
+        live writer renames its file within milliseconds, so a shard writing right now
+        keeps its own). Returns how many were removed."""
+        if not self.root.is_dir():
+            return 0
+        limit, removed = time.time() - older_than, 0
+        for path in (*self.root.glob(".*.tmp"), *self.root.glob("*/.*.tmp")):
+            with contextlib.suppress(OSError):  # another run removed or renamed it first
+                if path.stat().st_mtime < limit:
+                    path.unlink()
+                    removed += 1
+        return removed
 
     # -- channels ---------------------------------------------------------------------------
     def layer_path(self, layer: str) -> Path:
