@@ -277,9 +277,24 @@ def _resolve(model: Any, framework: str) -> tuple[Adapter, str | None]:
 def _worker_model(
     adapter: Adapter, spec: str | None, store: Store, kind: str, framework: str
 ) -> tuple[Adapter | ModelSource, Callable[[], None]]:
-    """What workers load (a :class:`ModelSource`), or the adapter itself in this process."""
+    """What workers load (a :class:`ModelSource`), or the adapter itself in this process.
+
+    A name or file travels as it is (the worker's loader reproduces the input spec, and the
+    fingerprint, which covers the spec, proves it); a model object travels as a file plus
+    its input spec as plain data."""
     if kind == "none":
         return adapter, lambda: None
+    if spec is not None:
+        source = ModelSource(spec, store.fingerprint, framework)
+        remember(source, adapter)  # a worker in this very process (a thread pool) reuses it
+        return source, lambda: None
+    if adapter.framework != "keras":
+        raise ValueError(
+            "a torch model object cannot travel to worker processes safely: a TorchScript or "
+            "torch.export reload loses the module types the layers are found by, and a "
+            "pickle can carry code. Pass a bundled model's name (e.g. 'efficientnet_lite0'), "
+            "or use executor=None"
+        )
     pre = adapter.spec.preprocess
     normalization = None
     if pre is not None:
@@ -291,23 +306,14 @@ def _worker_model(
                 "code): give the model a Normalization, or use executor=None"
             )
         normalization = (tuple(pre.mean), tuple(pre.std), float(pre.scale))
-    cleanup: Callable[[], None] = lambda: None
-    if spec is None:
-        spec, cleanup = _model_file(adapter, store)
-    source = ModelSource(spec, store.fingerprint, framework, tuple(adapter.spec.shape),
+    path, cleanup = _model_file(adapter, store)
+    source = ModelSource(path, store.fingerprint, framework, tuple(adapter.spec.shape),
                          normalization)
-    remember(source, adapter)  # a worker in this very process (a thread pool) reuses it
+    remember(source, adapter)
     return source, cleanup
 
 
 def _model_file(adapter: Adapter, store: Store) -> tuple[str, Callable[[], None]]:
-    if adapter.framework != "keras":
-        raise ValueError(
-            "a torch model object cannot travel to worker processes safely: a TorchScript or "
-            "torch.export reload loses the module types the layers are found by, and a "
-            "pickle can carry code. Pass a bundled model's name (e.g. 'efficientnet_lite0'), "
-            "or use executor=None"
-        )
     store.root.mkdir(parents=True, exist_ok=True)
     path = store.root / f".model-{store.fingerprint}.keras"  # hidden: not part of the atlas
     adapter.model.save(path)
