@@ -353,3 +353,26 @@ def test_a_run_killed_with_sigkill_resumes_and_sweeps_stale_temporary_files(
     for name, data in visible.items():  # what finished before the kill is untouched
         if "manifest" not in name:
             assert files(out)[name] == data
+
+
+@pytest.mark.parametrize("framework", FRAMEWORKS)
+def test_weight_arrays_are_copies_in_a_fixed_order_and_the_fingerprint_follows_them(
+    framework: str,
+) -> None:
+    model = cw.zoo.load("lenet", framework=framework)
+    before = model.snapshot()
+    first = model.weight_arrays()
+    assert [name for name, _ in first] == [name for name, _ in model.weight_arrays()]
+    assert len(first) == 8 and all(isinstance(a, np.ndarray) for _, a in first)
+    first[0][1][...] = 0.0  # a copy: the model does not change
+    assert model.same_state(before, model.snapshot())
+    original = fingerprint(model)
+    assert fingerprint(cw.zoo.load("lenet", framework=framework)) == original
+    if framework == "torch":
+        model.model.conv2.weight.data[0, 0, 0, 0] += 1e-6
+    else:
+        kernel = model.model.get_layer("conv2").kernel
+        changed = kernel.numpy()
+        changed.flat[0] += 1e-6
+        kernel.assign(changed)
+    assert fingerprint(model) != original

@@ -6,6 +6,7 @@ import io
 import json
 import subprocess
 import sys
+import time
 from collections import OrderedDict
 from pathlib import Path
 
@@ -148,3 +149,19 @@ def test_a_hostile_layer_name_stays_one_directory_and_comes_back_as_text(tmp_pat
         assert browser.detail_stats["activation"] is not None
     finally:
         browser.close()
+
+
+def test_refresh_every_rereads_the_store_in_the_background(tmp_path: Path) -> None:
+    cw.atlas("lenet", tmp_path, callback=lambda report: False, **SMALL)
+    browser = cw.AtlasBrowser(tmp_path, refresh_every=0.05)
+    try:
+        assert browser.atlas_info["done"] == 3
+        cw.atlas("lenet", tmp_path, **SMALL)
+        deadline = time.monotonic() + 30  # a deadline for the event, not a timing assertion
+        while browser.atlas_info["done"] != 12 and time.monotonic() < deadline:
+            time.sleep(0.05)
+        assert browser.atlas_info["done"] == 12
+    finally:
+        browser.close()
+    with pytest.raises(ValueError, match="refresh_every"):
+        cw.AtlasBrowser(tmp_path, refresh_every=0)
