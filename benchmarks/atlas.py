@@ -9,10 +9,11 @@ Units are EfficientNet-Lite0 channel batches (bundled weights). Measured in one 
   included; overhead = (atlas seconds per unit - direct seconds per unit) / direct, after
   taking off what a run costs once (``fixed_s_per_run``: plan, fingerprint, the store scan
   and a one-step check of the options);
-* ``pool1`` / ``pool2``: a spawned ``ProcessPoolExecutor`` with 1 and 2 workers (each run
-  after a warm-up run in the same pool, so model loading is not counted); scaling =
-  units/s with 2 workers / units/s with 1;
-* ``ray1`` / ``ray2`` when Ray is installed and starts.
+* ``pool1`` / ``pool2``: a spawned ``ProcessPoolExecutor`` with 1 and 2 workers of one torch
+  thread each (each run after a warm-up run in the same pool, so model loading is not
+  counted); scaling = units/s with 2 workers / units/s with 1;
+* ``ray1`` / ``ray2`` when Ray is installed and starts (Ray gives each one-CPU actor one
+  thread; its actors live for one run, so each loads the model once inside the timing).
 
 The projection takes the in-process seconds per channel, scales it to ``--full-steps`` steps
 (the cost is linear in steps) and multiplies by ResNet-50's conv channels (26,560), divided
@@ -45,6 +46,8 @@ sys.path.insert(0, str(ROOT))
 os.environ["PYTHONPATH"] = os.pathsep.join(
     p for p in (str(ROOT), os.environ.get("PYTHONPATH")) if p
 )  # spawned workers and Ray import this checkout too
+
+import torch  # noqa: E402
 
 import cnn_widgets as cw  # noqa: E402
 from cnn_widgets.atlas import plan_units  # noqa: E402
@@ -101,7 +104,10 @@ def main() -> None:
         result["overhead"] = result["in_process_s_per_unit"] / result["direct_s_per_unit"] - 1
         spawn = multiprocessing.get_context("spawn")
         for workers in (1, 2):
-            with ProcessPoolExecutor(workers, mp_context=spawn) as pool:
+            # One intra-op thread per worker process: the scaling measured is the pool's, not
+            # two workers' thread pools fighting over the same cores.
+            with ProcessPoolExecutor(workers, mp_context=spawn, initializer=torch.set_num_threads,
+                                     initargs=(1,)) as pool:
                 cw.atlas(MODEL, work / f"warm{workers}", executor=pool, **options)
                 seconds = timed(lambda p=pool, w=workers: cw.atlas(
                     MODEL, work / f"pool{w}", executor=p, **options))
