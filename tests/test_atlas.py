@@ -376,3 +376,81 @@ def test_weight_arrays_are_copies_in_a_fixed_order_and_the_fingerprint_follows_t
         changed.flat[0] += 1e-6
         kernel.assign(changed)
     assert fingerprint(model) != original
+
+
+# -- the Ray executor's logic, on a stand-in for the Ray API it uses -----------------------------
+class FakeRef:
+    def __init__(self, value: object) -> None:
+        self.value = value
+
+
+class FakeRay:
+    """What ``executors.ray_outcomes`` calls, done at once in this process: actors are plain
+    objects, ``remote`` calls run immediately, ``lost`` units fail as a lost worker would."""
+
+    def __init__(self, lost: tuple[str, ...] = ()) -> None:
+        self.lost, self.killed, self.actors, self.options = lost, [], [], {}
+
+    def is_initialized(self) -> bool:
+        return True
+
+    def cluster_resources(self) -> dict[str, float]:
+        return {"CPU": 2.0}
+
+    def remote(self, **options: object):
+        self.options = options
+        fake = self
+
+        class ActorClass:
+            @staticmethod
+            def remote(*args: object) -> object:
+                instance = fake_actor(fake, args)
+                fake.actors.append(instance)
+                return instance
+
+        return lambda cls: (setattr(fake, "cls", cls), ActorClass)[1]
+
+    def wait(self, refs: list, num_returns: int = 1) -> tuple[list, list]:
+        return refs[:num_returns], refs[num_returns:]
+
+    def get(self, ref: FakeRef) -> object:
+        if isinstance(ref.value, BaseException):
+            raise ref.value
+        return ref.value
+
+    def kill(self, actor: object) -> None:
+        self.killed.append(actor)
+
+
+def fake_actor(fake: FakeRay, args: tuple) -> object:
+    worker = fake.cls(*args)
+
+    class Method:
+        @staticmethod
+        def remote(unit: Unit, options: dict) -> FakeRef:
+            if str(unit) in fake.lost:
+                return FakeRef(RuntimeError("ActorDiedError: the actor died unexpectedly"))
+            return FakeRef(worker.render(unit, options))
+
+    return type("Actor", (), {"render": Method})()
+
+
+def test_the_ray_executor_pulls_every_unit_once_and_records_lost_ones(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from cnn_widgets.atlas import executors
+
+    fake = FakeRay(lost=("pool1[2..3]",))
+    monkeypatch.setattr(executors, "_import_ray", lambda: fake)
+    here = cw.atlas("lenet", tmp_path / "here", **SMALL)
+    there = cw.atlas("lenet", tmp_path / "ray", executor="ray", workers=2, **SMALL)
+    assert len(fake.actors) == 2 and fake.killed == fake.actors  # none left behind
+    assert fake.options["max_restarts"] >= 1 and fake.options["max_task_retries"] >= 1
+    assert [str(u) for u, _ in there.failed] == ["pool1[2..3]"]
+    assert "ActorDiedError" in there.failed[0][1]
+    assert sorted(map(str, there.done)) == sorted(str(u) for u in here.done if u not in
+                                                  {there.failed[0][0]})
+    fake.lost = ()
+    rest = cw.atlas("lenet", tmp_path / "ray", executor="ray", **SMALL)
+    assert [str(u) for u in rest.done] == ["pool1[2..3]"]
+    assert files(tmp_path / "ray") == files(tmp_path / "here")
