@@ -454,3 +454,12 @@ def test_the_ray_executor_pulls_every_unit_once_and_records_lost_ones(
     rest = cw.atlas("lenet", tmp_path / "ray", executor="ray", **SMALL)
     assert [str(u) for u in rest.done] == ["pool1[2..3]"]
     assert files(tmp_path / "ray") == files(tmp_path / "here")
+
+
+def test_steps_capped_by_the_environment_are_part_of_the_settings(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    full = settings_key(normalize_options({"steps": 64}))
+    monkeypatch.setenv("CNN_WIDGETS_MAX_STEPS", "8")  # feature_viz would run 8 steps
+    assert normalize_options({"steps": 64})["steps"] == 8
+    assert settings_key(normalize_options({"steps": 64})) != full

@@ -11,6 +11,7 @@ import dataclasses
 import hashlib
 import json
 import numbers
+import os
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
@@ -19,7 +20,7 @@ import numpy as np
 
 from ..backends import Adapter
 from ..backends.base import Normalization
-from ..featureviz import RECIPES
+from ..featureviz import MAX_STEPS_ENV, RECIPES
 
 __all__ = [
     "FEATURE_VIZ_OPTIONS",
@@ -190,6 +191,10 @@ def normalize_options(options: Mapping[str, Any]) -> dict[str, Any]:
             f"settings of recipe {recipe!r}: {', '.join(fields)}"
         )
     settings = {**_DEFAULTS, **{k: options[k] for k in FEATURE_VIZ_OPTIONS if k in options}}
+    cap = os.environ.get(MAX_STEPS_ENV, "").strip()
+    if cap.isdigit() and isinstance(settings["steps"], int):
+        # feature_viz obeys the cap: pictures made under it are not those of the full steps.
+        settings["steps"] = max(1, min(settings["steps"], int(cap)))
     size = settings["size"]
     if isinstance(size, numbers.Integral) and not isinstance(size, bool):
         settings["size"] = [int(size), int(size)]
