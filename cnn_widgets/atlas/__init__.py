@@ -5,6 +5,10 @@ can read, resumable, run here, on a ``concurrent.futures`` executor or on Ray.
     report = cw.atlas("efficientnet_lite0", "atlas_out", steps=256)
     cw.AtlasBrowser("atlas_out")                   # browse it, without the model
 
+``cnn_widgets.atlas`` (the attribute) is the function; import the rest from this package by
+name (``from cnn_widgets.atlas import Store``), since ``import cnn_widgets.atlas as m`` also
+gives the function.
+
 ``plan`` lists the units (a layer and a batch of its channels) and the model's fingerprint,
 ``store`` is the directory layout (``docs/atlas.md``), ``work`` renders one unit in any
 process, ``executors`` run units somewhere, ``run`` drives it all.
