@@ -8,7 +8,7 @@ VENV ?= .venv
 PY := $(VENV)/bin/python
 PIP := $(PY) -m pip
 STAMP := $(VENV)/.installed
-EXTRAS ?= torch,tensorflow-cpu,plot,demo,dev,caffe,onnx
+EXTRAS ?= torch,tensorflow-cpu,plot,demo,dev,caffe,onnx,atlas
 # JupyterLab refuses to start as root (containers, fresh VMs) unless told it is fine.
 ROOT_FLAG := $(if $(filter 0,$(shell id -u)),--allow-root,)
 

@@ -31,6 +31,7 @@ from .api import (
     summary,
     top_classes,
 )
+from .atlas import AtlasReport, atlas
 from .attribution import Attribution, SanityReport, attribution, plot_attribution, sanity_check
 from .backends import Adapter, InputSpec, LayerInfo, Normalization, adapt
 from .featureviz import feature_viz
@@ -43,6 +44,7 @@ if TYPE_CHECKING:
     from .plot import plot_activations, plot_filters
     from .widgets import (
         ActivationViewer,
+        AtlasBrowser,
         AttributionViewer,
         Explorer,
         FeatureVisualizer,
@@ -52,6 +54,7 @@ if TYPE_CHECKING:
 
 _WIDGETS = (
     "ActivationViewer",
+    "AtlasBrowser",
     "AttributionViewer",
     "Explorer",
     "FeatureVisualizer",
@@ -64,6 +67,8 @@ __version__ = "0.1.0"
 __all__ = [
     "ActivationViewer",
     "Adapter",
+    "AtlasBrowser",
+    "AtlasReport",
     "Attribution",
     "AttributionViewer",
     "Explorer",
@@ -76,6 +81,7 @@ __all__ = [
     "TrainingMonitor",
     "activations",
     "adapt",
+    "atlas",
     "attribution",
     "channel_stats",
     "feature_viz",

@@ -9,6 +9,7 @@ Small pictures are enlarged by a whole number (nearest neighbour) so the file is
     python -m cnn_widgets layers --model my_model.keras
     python -m cnn_widgets render --model deploy.prototxt --weights net.caffemodel \\
         --mean 104,117,123 --layer conv1 --out conv1.png
+    python -m cnn_widgets atlas --model demo:efficientnet_lite0 --out atlas --shard 0/4
 """
 
 from __future__ import annotations
@@ -133,6 +134,40 @@ def _layers(args: argparse.Namespace) -> int:
     return 0
 
 
+def _atlas(args: argparse.Namespace) -> int:
+    from .atlas import atlas
+
+    options: dict[str, Any] = {"steps": args.steps, "seed": args.seed}
+    if args.size is not None:
+        options["size"] = args.size
+    report = atlas(
+        args.model,
+        args.out,
+        layers=args.layers.split(",") if args.layers else None,
+        channels_per_unit=args.channels_per_unit,
+        max_channels=args.max_channels,
+        executor=None if args.executor == "none" else args.executor,
+        workers=args.workers,
+        address=args.address,
+        shard=_shard(args.shard) if args.shard else None,
+        add=args.add,
+        framework=args.framework,
+        progress=not args.quiet,
+        **options,
+    )
+    print(repr(report))
+    for unit, error in report.failed:
+        print(f"failed: {unit}: {error}", file=sys.stderr)
+    return 1 if report.failed else 0
+
+
+def _shard(value: str) -> tuple[int, int]:
+    part, _, total = value.partition("/")
+    if not (part.isdigit() and total.isdigit()) or not 0 <= int(part) < int(total):
+        raise ValueError(f"--shard is i/N with 0 <= i < N (e.g. 0/4), got {value!r}")
+    return int(part), int(total)
+
+
 def _int_or_str(value: str) -> int | str:
     return int(value) if value.lstrip("-").isdigit() else value
 
@@ -181,6 +216,29 @@ def build_parser() -> argparse.ArgumentParser:
     table = sub.add_parser("layers", help="print the layer table")
     model_options(table)
     table.set_defaults(func=_layers)
+
+    book = sub.add_parser("atlas", help="feature visualization of every channel of every layer, "
+                                        "into a resumable store")
+    book.add_argument("--model", required=True,
+                      help="demo:<name> or a model file (workers load it by itself)")
+    book.add_argument("--framework", default="auto", choices=("auto", "torch", "keras"),
+                      help="for demo models: which framework's version (default: auto)")
+    book.add_argument("--out", required=True, help="the store directory")
+    book.add_argument("--layers", help="comma-separated layer names (default: every layer "
+                                       "with a spatial output)")
+    book.add_argument("--steps", type=int, default=256, help="optimization steps (default 256)")
+    book.add_argument("--size", type=int, help="image side in pixels (default: feature_viz's)")
+    book.add_argument("--seed", type=int, default=0)
+    book.add_argument("--channels-per-unit", type=int, default=32)
+    book.add_argument("--max-channels", type=int, help="only the first N channels of a layer")
+    book.add_argument("--executor", default="none", choices=("none", "ray"))
+    book.add_argument("--workers", type=int, help="Ray workers (default: one per CPU)")
+    book.add_argument("--address", help="an existing Ray cluster's address")
+    book.add_argument("--shard", help="i/N: only units i, i+N, ... (job arrays; no engine)")
+    book.add_argument("--add", action="store_true",
+                      help="allow an out that holds another model's atlas")
+    book.add_argument("--quiet", action="store_true", help="no progress bar")
+    book.set_defaults(func=_atlas)
     return parser
 
 
@@ -188,7 +246,7 @@ def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     try:
         return args.func(args)
-    except (ValueError, TypeError, ImportError) as exc:
+    except (ValueError, TypeError, ImportError, RuntimeError) as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 2
 

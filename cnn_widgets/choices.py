@@ -101,6 +101,7 @@ VIEWS: Choices = (
     ("attribution", "Attribution"),
     ("table", "Layer table"),
     ("monitor", "Training"),
+    ("atlas", "Atlas"),
 )
 """The widget views, in the order of the view switch."""
 

@@ -200,6 +200,15 @@ class Adapter(ABC):
         return self._lock
 
     # -- what a backend implements -------------------------------------------------------
+    def weight_arrays(self) -> list[tuple[str, np.ndarray]]:
+        """Every weight and buffer of the model as ``(name, array)`` copies, in a fixed order
+        (what a fingerprint of the model reads). Reads only; the model is not touched."""
+        with self.protect():
+            return [(name, np.array(value, copy=True)) for name, value in self._weight_arrays()]
+
+    def _weight_arrays(self) -> Iterator[tuple[str, Any]]:
+        raise NotImplementedError(f"the {self.framework} backend cannot list its weights")
+
     @abstractmethod
     def _discover_layers(self) -> list[LayerInfo]:
         """Every layer in forward order, shapes from a real forward pass on a dummy input.

@@ -316,6 +316,9 @@ class KerasAdapter(Adapter):
 
     def _write_weight(self, handle: Any, values: np.ndarray) -> None:
         handle.assign(values)
+    def _weight_arrays(self) -> Iterator[tuple[str, Any]]:
+        for v in unique(self.model.variables):
+            yield v.path, _numpy(v)
 
     # -- never harm the model --------------------------------------------------------------
     def snapshot(self) -> _KerasState:

@@ -360,6 +360,14 @@ class TorchAdapter(Adapter):
                 for param, requires_grad in grad_flags:
                     param.requires_grad_(requires_grad)
 
+    def _weight_arrays(self) -> Iterator[tuple[str, Any]]:
+        for name, tensor in self.model.state_dict(keep_vars=False).items():
+            plain = tensor.detach().cpu()
+            try:
+                yield name, plain.numpy()
+            except TypeError:  # bfloat16 and other dtypes numpy lacks: their raw bytes
+                yield name, plain.contiguous().reshape(-1).view(torch.uint8).numpy()
+
     def snapshot(self) -> TorchSnapshot:
         """Copy of everything :meth:`protect` promises to keep, bit for bit (see
         :func:`~cnn_widgets.backends.torch_snapshot.take_snapshot`)."""

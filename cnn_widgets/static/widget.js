@@ -121,6 +121,7 @@ export const VIEW_PARTS = {
   attribution: ["image", "attribution"],
   table: ["table"],
   monitor: ["layer", "monitor"],
+  atlas: ["layer", "channel", "picture", "pager", "atlas"],
 };
 const DEFAULT_PARTS = ["layer", "channel", "picture"];
 
@@ -453,6 +454,21 @@ export function attributionLine(meta) {
 }
 
 /**
+ * "412 of 1,024 channels · 3 of 8 layers complete · torch 42d235163e3c3fe5", the atlas line.
+ * @param {Record<string, any>} info  the `atlas_info` trait
+ * @returns {string}
+ */
+export function atlasSummary(info) {
+  if (!info || typeof info.channels !== "number") return "";
+  const parts = [
+    `${info.done} of ${info.channels} channels`,
+    `${info.complete} of ${info.layers} layers complete`,
+  ];
+  parts.push([info.framework, info.fingerprint].filter(Boolean).join(" "));
+  return parts.filter(Boolean).join(" · ");
+}
+
+/**
  * A whole number typed into a number field, or null when it is not one.
  * @param {string} text
  * @returns {number | null}
@@ -519,7 +535,12 @@ export function safeFileName(text) {
 function statsCaption(stats, what, channel) {
   const shape = Array.isArray(stats.shape) ? stats.shape : [];
   const parts = [];
-  if (typeof stats.value === "number") {
+  if (typeof stats.activation === "number") {
+    parts.push(`${what} ${channel}`, `activation ${formatNumber(stats.activation)}`);
+    if (typeof stats.rank === "number") parts.push(`rank ${stats.rank} of ${stats.of}`);
+  } else if (stats.missing) {
+    parts.push(`${what} ${channel}: not in the atlas yet`);
+  } else if (typeof stats.value === "number") {
     const label = stats.label !== undefined ? ` “${stats.label}”` : "";
     parts.push(`unit ${stats.index}${label}`, `value ${formatNumber(stats.value)}`);
     if (typeof stats.probability === "number")
@@ -2293,6 +2314,32 @@ function tablePanel(ctx) {
 }
 
 /**
+ * The atlas store: how much is there, and "Refresh" to read it again (a run may be writing).
+ * @param {Context} ctx
+ * @returns {Panel}
+ */
+function atlasPanel(ctx) {
+  const { model, make } = ctx;
+  const refresh = button(ctx, "atlas-refresh", "Refresh");
+  const summary = make("span", { className: "cnnw-muted", role: "atlas-summary" });
+  refresh.addEventListener(
+    "click",
+    () => ctx.send("atlas_refresh", Number(model.get("atlas_refresh") ?? 0) + 1),
+    ctx.listen,
+  );
+  return {
+    el: make("div", { className: "cnnw-row cnnw-atlas", attrs: { "data-part": "atlas" } }, [
+      refresh,
+      summary,
+    ]),
+    traits: ["atlas_info"],
+    paint() {
+      summary.textContent = atlasSummary(model.get("atlas_info") ?? {});
+    },
+  };
+}
+
+/**
  * The status line and the busy spinner.
  * @param {Context} ctx
  * @returns {Panel}
@@ -2556,6 +2603,7 @@ function render({ model, el, signal }) {
     health: healthPanel(ctx),
     table: tablePanel(ctx),
     monitor: monitorPanel(ctx),
+    atlas: atlasPanel(ctx),
     status: statusPanel(ctx),
     error: errorPanel(ctx),
   };
@@ -2569,7 +2617,9 @@ function render({ model, el, signal }) {
   ctx.root.append(
     ...[views, layer, drawing, image, featureViz, attribution, channel].map((panel) => panel.el),
     pictures,
-    ...[pager, health, table, panels.monitor, panels.status, panels.error].map((p) => p.el),
+    ...[pager, health, table, panels.monitor, panels.atlas, panels.status, panels.error].map(
+      (p) => p.el,
+    ),
   );
   el.append(ctx.root);
 

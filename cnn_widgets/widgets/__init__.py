@@ -3,10 +3,11 @@
 :class:`FilterViewer` shows a layer's learned filters, :class:`ActivationViewer` what layers
 output for an image, :class:`FeatureVisualizer` runs feature visualization live, and
 :class:`Explorer` has them all plus the layer table; :class:`TrainingMonitor` shows a model
-while it trains. See ``docs/architecture.md`` for how the
-panels fit together and how to add a view.
+while it trains; :class:`AtlasBrowser` browses a store of :func:`cnn_widgets.atlas`. See
+``docs/architecture.md`` for how the panels fit together and how to add a view.
 """
 
+from .atlas import AtlasBrowser
 from .explorer import (
     ActivationViewer,
     AttributionViewer,
@@ -18,5 +19,10 @@ from .monitor import TrainingMonitor
 
 __all__ = [
     "ActivationViewer",
+    "AtlasBrowser",
     "AttributionViewer",
-    "Explorer", "FeatureVisualizer", "FilterViewer", "TrainingMonitor"]
+    "Explorer",
+    "FeatureVisualizer",
+    "FilterViewer",
+    "TrainingMonitor",
+]
