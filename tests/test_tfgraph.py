@@ -394,3 +394,33 @@ def test_the_class_objective_maximizes_the_logit_before_the_softmax(seed003: TF1
     for step in range(3):
         expected = run(seed003, logits, images[step].transpose(0, 3, 1, 2))[:, 3]
         np.testing.assert_allclose(values[step + 1], expected, rtol=1e-4, atol=1e-5)
+
+
+# -- the command line ---------------------------------------------------------------------------
+def test_the_cli_opens_a_frozen_pb_and_a_saved_model(
+    seed003: TF1Net, twin: tuple[keras.Model, Path, Path], tmp_path: Path, capsys: object
+) -> None:
+    from PIL import Image
+
+    from cnn_widgets.__main__ import main
+
+    net = seed003
+    frozen = v1.graph_util.convert_variables_to_constants(
+        net.session, net.graph.as_graph_def(), [net.y_conv.op.name]
+    )
+    pb = tmp_path / "seed003.pb"
+    pb.write_bytes(frozen.SerializeToString())
+    out = tmp_path / "conv.png"
+    keep_prob = f"{net.keep_prob.op.name}=1.0"
+    assert main(["render", "--model", str(pb), "--feed", keep_prob, "--layer", "Conv2D",
+                 "--out", str(out), "--scale", "1"]) == 0  # fmt: skip
+    with Image.open(out) as picture:
+        assert picture.format == "PNG" and np.asarray(picture).std() > 0
+    assert main(["layers", "--model", str(twin[1])]) == 0
+    table = capsys.readouterr().out  # type: ignore[attr-defined]
+    assert "DepthwiseConv2dNative" in table and "Softmax" in table
+    # Without keep_prob the output needs a placeholder that has no value: said in one line.
+    assert main(["layers", "--model", str(pb)]) == 2
+    assert "give them values with feed=" in capsys.readouterr().err  # type: ignore[attr-defined]
+    assert main(["layers", "--model", "demo:lenet", "--feed", "a=1"]) == 2
+    assert "--feed are for TensorFlow graphs" in capsys.readouterr().err  # type: ignore[attr-defined]

@@ -247,11 +247,7 @@ def make_plan(
             )
     path = (reached & index.upstream(end)) - free
     if end in free:
-        names = sorted(p for p in index.upstream(end) if p in index.placeholders())
-        raise ValueError(
-            f"output {end!r} needs placeholders other than the input {source!r} "
-            f"({_listing(names)}); give them values with feed={{name: value}}"
-        )
+        _refuse_unfed(index, end, free)
     layers = [n for n in index.topological(path) if index.op_type(n) in LAYER_TYPES]
     if not layers:
         raise ValueError(
@@ -307,8 +303,18 @@ def _default_output(index: GraphIndex, reached: set[str], free: set[str]) -> str
     if not sinks:
         raise ValueError("no layer operation depends on the input alone")
     live = reached - free
-    softmax = [s for s in index.topological(live) if index.op_type(s) == "Softmax"]
-    return (softmax or sinks)[-1]
+    softmax = [s for s in index.topological(reached) if index.op_type(s) == "Softmax"]
+    if softmax and softmax[-1] not in live:  # the head needs a value, e.g. dropout's keep_prob
+        _refuse_unfed(index, softmax[-1], free)
+    return ([s for s in softmax if s in live] or sinks)[-1]
+
+
+def _refuse_unfed(index: GraphIndex, end: str, free: set[str]) -> None:
+    names = sorted(p for p in index.upstream(end) if p in free and p in index.placeholders())
+    raise ValueError(
+        f"output {end!r} needs placeholders other than the input ({_listing(names)}); give "
+        "them values with feed={name: value}, or name an earlier output=..."
+    )
 
 
 def _feeds(index: GraphIndex, layer: str, layers: set[str], source: str) -> tuple[str, ...]:
