@@ -76,7 +76,8 @@ def test_filters_are_the_session_kernel_transposed(net: TF1Net) -> None:
     np.testing.assert_array_equal(cw.filters(adapter, conv), expected)
     # Also by the kernel's variable name, as tf.trainable_variables() lists it.
     np.testing.assert_array_equal(adapter.filters(net.W_conv1.op.name), expected)
-    np.testing.assert_array_equal(adapter.filters(net.W_conv1.name), expected)
+    np.testing.assert_array_equal(cw.filters(adapter, net.W_conv1.name), expected)
+    assert cw.render_filters(adapter, net.W_conv1.name).width > 0
 
 
 def test_activations_equal_sess_run_for_the_same_image(net: TF1Net) -> None:
@@ -301,7 +302,10 @@ def test_filters_of_an_op_without_a_kernel_name_the_layers_that_have_one() -> No
     adapter = cw.load_tf_graph(small_session({"image": tf.float32}))
     with pytest.raises(ValueError, match=r"'relu' is a Relu layer.*Layers with filters: 'Conv2D'"):
         adapter.filters("relu")
-    with pytest.raises(ValueError, match=r"'image' is a Placeholder operation that no 2-D"):
+    with pytest.raises(
+        ValueError,
+        match=r"'image' is a Placeholder operation of the graph, neither a layer nor a kernel",
+    ):
         adapter.filters("image")
     with pytest.raises(ValueError, match=r"no layer named 'Conv2d'.*Did you mean 'Conv2D'"):
         adapter.filters("Conv2d")

@@ -114,13 +114,14 @@ class TFGraphAdapter(KerasAdapter):
         return params
 
     # -- filters & geometry ------------------------------------------------------------------
-    def filters(self, layer: LayerKey) -> np.ndarray:
-        """``(out, in_per_group, kh, kw)`` of a convolution, given by layer (name or index)
-        or by its kernel's name in the graph (``"model/center/kernel"``, the name of the
-        variable the user's graph reads it from)."""
-        if isinstance(layer, str) and layer not in {i.name for i in self.layers()}:
-            layer = self._conv_of_kernel(layer)
-        return super().filters(layer)
+    def layer(self, key: LayerKey | LayerInfo) -> LayerInfo:
+        """As :meth:`Adapter.layer`; besides, a convolution's kernel name (the variable the
+        user's graph reads it from, ``"model/center/kernel"`` or ``"Variable:0"``, as
+        ``tf.trainable_variables()`` lists it) stands for that convolution, so
+        ``filters(model, W_conv1.name)`` works."""
+        if isinstance(key, str) and key not in {i.name for i in self.layers()}:
+            key = self._conv_of_kernel(key)
+        return super().layer(key)
 
     def _conv_of_kernel(self, name: str) -> str:
         index = graph_index(self.model)
@@ -130,8 +131,9 @@ class TFGraphAdapter(KerasAdapter):
         if op_name(name) in index.nodes:
             convs = ", ".join(repr(i.name) for i in self.conv_layers()[:12])
             raise ValueError(
-                f"{name!r} is a {index.op_type(op_name(name))} operation that no 2-D "
-                f"convolution reads as its kernel; layers with filters: {convs or 'none'}"
+                f"{name!r} is a {index.op_type(op_name(name))} operation of the graph, neither "
+                f"a layer nor a kernel a 2-D convolution reads; layers with filters: "
+                f"{convs or 'none'}"
             )
         return name  # not a node either: the usual "no layer named" error with suggestions
 
