@@ -428,3 +428,48 @@ def test_the_cli_opens_a_frozen_pb_and_a_saved_model(
     assert "give them values with feed=" in capsys.readouterr().err  # type: ignore[attr-defined]
     assert main(["layers", "--model", "demo:lenet", "--feed", "a=1"]) == 2
     assert "--feed are for TensorFlow graphs" in capsys.readouterr().err  # type: ignore[attr-defined]
+
+
+# -- the contract cases, through a tf.function of each Keras twin ------------------------------
+# Left out, with reason: depthwise_grouped (Keras runs grouped convs through an XLA-compiled
+# function freezing keeps whole: refused, see test_bad_sources...), dilated_strided (TensorFlow
+# computes a dilated conv as SpaceToBatch -> Conv2D -> BatchToSpace, so the graph's Conv2D is
+# an undilated conv on another tensor), conv1d_conv3d (conv1d is a Conv2D in the graph),
+# never_runs (a graph has no layers that never run).
+GRAPH_CASES = ["sequential", "residual", "branching", "bias_free", "grayscale", "nested"]
+
+
+@pytest.mark.parametrize("case", GRAPH_CASES)
+def test_contract_cases_show_the_keras_convs_as_graph_convs(case: str) -> None:
+    from tests.cases import keras_cases
+
+    model, shape = keras_cases.CASES[case]()
+    twin = cw.adapt(model, input_shape=shape)
+    c, h, w = twin.spec.shape
+    spec = tf.TensorSpec([None, h, w, c], tf.float32)
+    graph = cw.adapt(tf.function(lambda x: model(x, training=False), input_signature=[spec]))
+    keras_before, graph_before = twin.snapshot(), graph.snapshot()
+    image = np.random.default_rng(3).random((1, c, h, w), dtype=np.float32)
+    twin_convs, graph_convs = twin.conv_layers(), graph.conv_layers()
+    assert len(twin_convs) == len(graph_convs)
+    graph_acts = graph.activations(image, [i.name for i in graph_convs])
+    twin_acts = twin.activations(image, [i.name for i in twin_convs])
+    for k, g in zip(twin_convs, graph_convs, strict=True):
+        np.testing.assert_array_equal(graph.filters(g.name), twin.filters(k.name))
+        assert graph.conv_config(g.name) == twin.conv_config(k.name)
+        assert g.output_shape == k.output_shape
+        # The graph's Conv2D is the conv before its bias: compare without the bias.
+        bias = twin.conv_bias(k.name)
+        expected = twin_acts[k.name] - (0 if bias is None else bias[None, :, None, None])
+        np.testing.assert_allclose(graph_acts[g.name], expected, atol=1e-5)
+    assert twin.same_state(keras_before, twin.snapshot())
+    assert graph.same_state(graph_before, graph.snapshot())
+
+
+def test_a_function_freezing_keeps_whole_is_refused_with_its_name() -> None:
+    from tests.cases import keras_cases
+
+    model, _ = keras_cases.CASES["depthwise_grouped"]()  # Keras's grouped conv: XLA on CPU
+    spec = tf.TensorSpec([None, *model.input_shape[1:]], tf.float32)
+    with pytest.raises(ValueError, match=r"function calls TensorFlow does not inline \(.*grouped"):
+        cw.adapt(tf.function(lambda x: model(x, training=False), input_signature=[spec]))

@@ -157,7 +157,12 @@ class TFGraphAdapter(KerasAdapter):
             padding = (int(pads[2]), int(pads[4]))
         dilations = list(attr["dilations"].list.i) or [1, 1, 1, 1]
         kernel = self._kernel(info)
-        groups = int(kernel.shape[2]) if info.type == "DepthwiseConv2dNative" else 1
+        if info.type == "DepthwiseConv2dNative":
+            groups = int(kernel.shape[2])
+        else:  # TensorFlow's Conv2D groups itself when the kernel sees fewer input channels
+            index = graph_index(self.model)
+            channels = self.model.static_shape(index.inputs[info.name][0])[-1]
+            groups = int(channels) // int(kernel.shape[2]) if channels else 1
         return ConvConfig(
             stride=(int(attr["strides"].list.i[1]), int(attr["strides"].list.i[2])),
             padding=padding,

@@ -38,6 +38,7 @@ _CONTROL_FLOW = frozenset(
         "PartitionedCall", "StatefulPartitionedCall",
     }
 )  # fmt: skip
+_CALLS = frozenset({"PartitionedCall", "StatefulPartitionedCall"})
 _PASS_THROUGH = frozenset({"Identity", "ReadVariableOp", "Enter", "Snapshot"})
 _PLACEHOLDERS = frozenset({"Placeholder", "PlaceholderWithDefault"})
 
@@ -255,6 +256,14 @@ def make_plan(
             f"types: {', '.join(sorted(LAYER_TYPES))}"
         )
     flow = sorted(n for n in index.upstream(end) if index.op_type(n) in _CONTROL_FLOW)
+    calls = [n for n in flow if index.op_type(n) in _CALLS]
+    if calls:  # kept whole by freezing: XLA-compiled (Keras's grouped conv on CPU), say
+        raise ValueError(
+            f"the graph computes {end!r} through function calls TensorFlow does not inline "
+            f"({_listing(calls)}; a function compiled with jit_compile=True, say), which "
+            "cannot be split into layers; name an earlier output=... or export the model "
+            "without them"
+        )
     if flow:
         raise ValueError(
             f"the graph computes {end!r} with control flow ({_listing(flow)}), which cannot "
