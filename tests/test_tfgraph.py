@@ -473,3 +473,14 @@ def test_a_function_freezing_keeps_whole_is_refused_with_its_name() -> None:
     spec = tf.TensorSpec([None, *model.input_shape[1:]], tf.float32)
     with pytest.raises(ValueError, match=r"function calls TensorFlow does not inline \(.*grouped"):
         cw.adapt(tf.function(lambda x: model(x, training=False), input_signature=[spec]))
+
+
+def test_adapting_again_keeps_the_graph_and_takes_new_labels(seed003: TF1Net) -> None:
+    adapter = load(seed003)
+    digits_named = [f"digit {k}" for k in range(10)]
+    labelled = cw.adapt(adapter, labels=digits_named)
+    assert isinstance(labelled, TFGraphAdapter) and labelled.source is seed003.session
+    assert labelled.spec.labels == tuple(digits_named)
+    assert [i.name for i in labelled.layers()] == [i.name for i in adapter.layers()]
+    top = cw.top_classes(labelled, digits(1)[0], k=3)
+    assert len(top) == 3 and all(label == digits_named[i] for i, label, _ in top)
