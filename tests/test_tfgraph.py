@@ -197,6 +197,7 @@ def test_every_keras_layer_equals_the_graph_layer_that_computes_it(
         "function": tf.function(lambda x: model(x, training=False), input_signature=[spec]),
     }[form]
     graph = cw.adapt(source)
+    before = graph.snapshot()
     assert graph.spec.shape == (3, 16, 16)
     assert graph.output_layer().type == "Softmax"
     keras_adapter = cw.adapt(model)
@@ -212,6 +213,7 @@ def test_every_keras_layer_equals_the_graph_layer_that_computes_it(
     depthwise = next(i for i in graph.conv_layers() if i.type == "DepthwiseConv2dNative")
     np.testing.assert_array_equal(graph.filters(depthwise.name), keras_adapter.filters("dw"))
     assert graph.conv_config(depthwise.name) == keras_adapter.conv_config("dw")
+    assert graph.same_state(before, graph.snapshot())  # the files / the function's variables
 
 
 def test_a_tf_module_with_a_signature_and_its_variables_untouched() -> None:

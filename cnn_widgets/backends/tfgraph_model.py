@@ -139,11 +139,14 @@ class GraphModel(keras.Model):
     def tensors(self, images: np.ndarray, names: list[str]) -> list[np.ndarray]:
         """Values of arbitrary graph tensors (``"op:k"``) for NHWC ``images``: a function
         pruned from the input to them, built for this call."""
-        graph = self._wrapped.graph
-        function = self._wrapped.prune(
-            feeds=[self._placeholder], fetches=[graph.get_tensor_by_name(n) for n in names]
-        )
-        return [np.asarray(v.numpy()) for v in function(self.graph_input(images))]
+        pruned = self.__dict__.setdefault("_pruned", {})
+        key = tuple(names)
+        if key not in pruned:  # pruning costs more than a small forward pass: once per set
+            graph = self._wrapped.graph
+            pruned[key] = self._wrapped.prune(
+                feeds=[self._placeholder], fetches=[graph.get_tensor_by_name(n) for n in names]
+            )
+        return [np.asarray(v.numpy()) for v in pruned[key](self.graph_input(images))]
 
     def const(self, tensor: str) -> np.ndarray | None:
         """The value of a tensor that depends on no placeholder (a kernel read from a
