@@ -486,3 +486,15 @@ def test_adapting_again_keeps_the_graph_and_takes_new_labels(seed003: TF1Net) ->
     assert [i.name for i in labelled.layers()] == [i.name for i in adapter.layers()]
     top = cw.top_classes(labelled, digits(1)[0], k=3)
     assert len(top) == 3 and all(label == digits_named[i] for i, label, _ in top)
+
+
+def test_kernel_times_image_responses_sum_to_the_graph_conv(seed003: TF1Net) -> None:
+    """filter_responses reads layer_inputs, conv_config and conv_bias: on a graph, the
+    per-input-channel responses of the second conv add up to its Conv2D op (pre-bias)."""
+    adapter = load(seed003)
+    conv = adapter.conv_layers()[1].name
+    image = digits(1)[0]
+    response = cw.filter_responses(adapter, image, conv, channel=5)
+    assert response.per_input.shape[0] == 8
+    expected = adapter.activations(image[None], [conv])[conv][0, 5]
+    np.testing.assert_allclose(response.total, expected, rtol=1e-4, atol=1e-4)
