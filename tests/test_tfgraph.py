@@ -498,3 +498,22 @@ def test_kernel_times_image_responses_sum_to_the_graph_conv(seed003: TF1Net) -> 
     assert response.per_input.shape[0] == 8
     expected = adapter.activations(image[None], [conv])[conv][0, 5]
     np.testing.assert_allclose(response.total, expected, rtol=1e-4, atol=1e-4)
+
+
+def test_an_interactive_session_opens_like_a_session() -> None:
+    graph = tf.Graph()
+    with graph.as_default():
+        x = v1.placeholder(tf.float32, [None, 6, 6, 1], name="x")
+        kernel = v1.Variable(tf.reshape(tf.range(9, dtype=tf.float32), [3, 3, 1, 1]))
+        tf.nn.relu(tf.nn.conv2d(x, kernel, 1, "VALID"), name="out")
+        session = v1.InteractiveSession(graph=graph)  # the Deep MNIST tutorial's session
+        try:
+            session.run(v1.global_variables_initializer())
+            adapter = cw.adapt(session)
+            np.testing.assert_array_equal(
+                adapter.filters("Conv2D")[0, 0], np.arange(9, dtype=np.float32).reshape(3, 3)
+            )
+            assert adapter.conv_config("Conv2D").padding == "valid"
+            assert adapter.layer(-1).output_shape == (1, 4, 4)
+        finally:
+            session.close()

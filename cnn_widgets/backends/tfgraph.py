@@ -26,7 +26,7 @@ from .keras import KerasAdapter, _check_normalization
 from .keras_layers import _channels_first_shape, _depthwise_oihw, _to_channels_first
 from .tfgraph_model import GraphModel, graph_index
 from .tfgraph_plan import op_name, tensor_name
-from .tfgraph_sources import freeze
+from .tfgraph_sources import freeze, is_session
 
 __all__ = ["TFGraphAdapter", "load_tf_graph"]
 
@@ -262,7 +262,7 @@ def _reshaped_image(model: GraphModel) -> Shape | None:
 def source_state(source: Any) -> tuple[Any, ...]:
     """What "never harm" keeps of a graph source: a session's graph and variable values; a
     function's or module's variables; a file's or directory's bytes (as digests)."""
-    if isinstance(source, tf.compat.v1.Session):
+    if is_session(source):
         graph_def = source.graph.as_graph_def().SerializeToString(deterministic=True)
         variables = source.graph.get_collection(tf.compat.v1.GraphKeys.GLOBAL_VARIABLES)
         values = source.run(variables) if variables else []
