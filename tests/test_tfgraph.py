@@ -517,3 +517,22 @@ def test_an_interactive_session_opens_like_a_session() -> None:
             assert adapter.layer(-1).output_shape == (1, 4, 4)
         finally:
             session.close()
+
+
+def test_an_input_without_a_shape_takes_the_shape_given(tmp_path: Path) -> None:
+    graph = tf.Graph()
+    with graph.as_default():
+        x = v1.placeholder(tf.float32, name="input")  # as Lucid-era frozen graphs declare it
+        kernel = tf.constant(np.ones((3, 3, 3, 2), np.float32))
+        tf.nn.relu(tf.nn.conv2d(x, kernel, 1, "SAME"), name="out")
+    path = tmp_path / "noshape.pb"
+    path.write_bytes(graph.as_graph_def().SerializeToString())
+    with pytest.raises(ValueError, match=r"'input' declares no shape; pass input_shape"):
+        cw.load_tf_graph(path)
+    adapter = cw.load_tf_graph(path, input_shape=(3, 10, 12))
+    assert adapter.layer("out").output_shape == (2, 10, 12)
+    image = np.random.default_rng(4).random((1, 3, 10, 12), dtype=np.float32)
+    expected = np.maximum(image.sum(axis=1), 0)  # a 3x3 box sum of all channels, inside
+    got = adapter.activations(image, ["out"])["out"][0, 0]
+    box = sum(expected[0, dy : dy + 8, dx : dx + 10] for dy in range(3) for dx in range(3))
+    np.testing.assert_allclose(got[1:-1, 1:-1], box, rtol=1e-5)

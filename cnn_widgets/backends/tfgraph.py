@@ -215,6 +215,13 @@ def _graph_input_shape(model: GraphModel, given: Shape | None) -> Shape:
     """
     shape = model.placeholder_shape
     name = model.plan.input
+    if shape is None:  # no shape at all: images as the user says
+        if given is None or None in given:
+            raise ValueError(
+                f"input {name!r} declares no shape; pass input_shape=(C, H, W) for the "
+                "images it takes"
+            )
+        return given
     if len(shape) == 4:
         if shape[3] is None:
             raise ValueError(f"input {name!r} has shape {shape} without a channel count")

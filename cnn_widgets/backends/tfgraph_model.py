@@ -106,8 +106,11 @@ class GraphModel(keras.Model):
 
     # -- the input ---------------------------------------------------------------------------
     @property
-    def placeholder_shape(self) -> tuple[int | None, ...]:
-        return tuple(self._placeholder.shape.as_list())
+    def placeholder_shape(self) -> tuple[int | None, ...] | None:
+        """The input placeholder's shape; None when even its rank is unknown (Lucid-era
+        frozen graphs declare ``input`` so)."""
+        shape = self._placeholder.shape
+        return None if shape.rank is None else tuple(shape.as_list())
 
     def static_shape(self, tensor: str) -> tuple[int | None, ...] | None:
         shape = self._wrapped.graph.get_tensor_by_name(tensor_name(tensor)).shape
@@ -119,7 +122,7 @@ class GraphModel(keras.Model):
         W]``) when the placeholder has another rank and the element counts agree."""
         images = tf.cast(images, self._placeholder.dtype)
         shape = self.placeholder_shape
-        if len(shape) == 4:
+        if shape is None or len(shape) == 4:
             return images
         return tf.reshape(images, [-1, *(-1 if d is None else d for d in shape[1:])])
 
