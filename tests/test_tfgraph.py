@@ -536,3 +536,17 @@ def test_an_input_without_a_shape_takes_the_shape_given(tmp_path: Path) -> None:
     got = adapter.activations(image, ["out"])["out"][0, 0]
     box = sum(expected[0, dy : dy + 8, dx : dx + 10] for dy in range(3) for dx in range(3))
     np.testing.assert_allclose(got[1:-1, 1:-1], box, rtol=1e-5)
+
+
+def test_the_explorer_shows_a_session_graph_and_leaves_it_untouched(seed003: TF1Net) -> None:
+    adapter = load(seed003)
+    before, graph_before = adapter.snapshot(), graph_state(seed003)
+    viewer = cw.Explorer(adapter, digits(1)[0])  # the widget, through the same adapter
+    viewer.layer = seed003.h_conv2.op.name
+    viewer.wait()
+    assert viewer.error == "" and len(viewer.grid) > 0
+    viewer.layer = "Softmax"
+    viewer.wait()
+    assert viewer.error == ""
+    assert adapter.same_state(before, adapter.snapshot())
+    assert graph_state(seed003) == graph_before
