@@ -10,6 +10,9 @@ Small pictures are enlarged by a whole number (nearest neighbour) so the file is
     python -m cnn_widgets render --model deploy.prototxt --weights net.caffemodel \\
         --mean 104,117,123 --layer conv1 --out conv1.png
     python -m cnn_widgets atlas --model demo:efficientnet_lite0 --out atlas --shard 0/4
+    python -m cnn_widgets layers --model saved_model_dir/
+    python -m cnn_widgets render --model frozen.pb --input-shape 1,28,28 \\
+        --feed keep_prob=1.0 --layer Conv2D --out conv.png
 """
 
 from __future__ import annotations
@@ -31,11 +34,13 @@ os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 
 def load_model(spec: str, framework: str = "auto", input_shape: str | None = None,
                preprocess: str | None = None, weights: str | None = None,
-               mean: str | None = None) -> Any:
+               mean: str | None = None, graph: dict[str, Any] | None = None) -> Any:
     """``demo:<name>`` for a bundled model, or a path to a ``.keras`` file, a torch.export
-    ``.pt2`` program, a TorchScript file (``.pt``/``.pth``/``.ts``), an ONNX file, or a
+    ``.pt2`` program, a TorchScript file (``.pt``/``.pth``/``.ts``), an ONNX file, a
     Caffe ``.prototxt`` (with its ``.caffemodel`` as ``weights`` and the BGR ``mean`` as
-    ``"104,117,123"`` or a ``.binaryproto``/``.npy`` file)."""
+    ``"104,117,123"`` or a ``.binaryproto``/``.npy`` file), a TensorFlow SavedModel
+    directory or a frozen GraphDef ``.pb`` (``graph``: the ``input``, ``output``, ``feed``
+    and ``signature`` keywords of :func:`cnn_widgets.load_tf_graph`)."""
     shape = tuple(int(s) for s in input_shape.split(",")) if input_shape else None
     pre = None if preprocess in (None, "none") else preprocess
     suffix = Path(spec).suffix.lower()
@@ -50,6 +55,14 @@ def load_model(spec: str, framework: str = "auto", input_shape: str | None = Non
         if mean is not None and not Path(mean).suffix:
             means = tuple(float(v) for v in mean.split(","))  # type: ignore[assignment]
         return formats.load_caffe(spec, weights, mean=means)
+    graph = {k: v for k, v in (graph or {}).items() if v is not None}
+    if suffix == ".pb" or (Path(spec) / "saved_model.pb").is_file():
+        from .backends.tfgraph import load_tf_graph
+
+        return load_tf_graph(spec, input_shape=shape, preprocess=pre, **graph)
+    if graph:
+        named = ", ".join(f"--{k}" for k in graph)
+        raise ValueError(f"{named} are for TensorFlow graphs (a SavedModel directory or a .pb)")
     if spec.startswith("demo:"):
         from . import zoo
 
@@ -76,7 +89,8 @@ def load_model(spec: str, framework: str = "auto", input_shape: str | None = Non
     else:
         raise ValueError(
             f"unknown model file type {suffix!r}: use a .keras file, a torch.export .pt2 "
-            "file, a TorchScript .pt file, an .onnx file or a Caffe .prototxt"
+            "file, a TorchScript .pt file, an .onnx file, a Caffe .prototxt, a frozen "
+            "TensorFlow .pb or a SavedModel directory"
         )
     return adapt(raw, input_shape=shape, preprocess=pre)
 
@@ -93,7 +107,7 @@ def _render(args: argparse.Namespace) -> int:
     if args.scale is not None:
         check_scale(args.scale)  # before the model loads: a typo fails at once
     model = load_model(args.model, args.framework, args.input_shape, args.preprocess,
-                       args.weights, args.mean)
+                       args.weights, args.mean, _graph_options(args))
     if args.what == "filters":
         rendered = api.render_filters(
             model,
@@ -129,7 +143,7 @@ def _render(args: argparse.Namespace) -> int:
 
 def _layers(args: argparse.Namespace) -> int:
     model = load_model(args.model, args.framework, args.input_shape, args.preprocess,
-                       args.weights, args.mean)
+                       args.weights, args.mean, _graph_options(args))
     print(repr(api.summary(model)))
     return 0
 
@@ -166,6 +180,18 @@ def _shard(value: str) -> tuple[int, int]:
     if not (part.isdigit() and total.isdigit()) or not 0 <= int(part) < int(total):
         raise ValueError(f"--shard is i/N with 0 <= i < N (e.g. 0/4), got {value!r}")
     return int(part), int(total)
+def _graph_options(args: argparse.Namespace) -> dict[str, Any]:
+    feed = None
+    if args.feed:
+        feed = {}
+        for item in args.feed:
+            name, sep, value = item.partition("=")
+            if not sep or not name:
+                raise ValueError(f"--feed takes NAME=VALUE (keep_prob=1.0), got {item!r}")
+            lowered = value.strip().lower()
+            feed[name] = lowered == "true" if lowered in ("true", "false") else float(value)
+    return {"input": args.input, "output": args.output, "feed": feed,
+            "signature": args.signature}  # fmt: skip
 
 
 def _int_or_str(value: str) -> int | str:
@@ -183,7 +209,7 @@ def build_parser() -> argparse.ArgumentParser:
         p.add_argument("--model", required=True,
                        help="demo:<name> (demo:lenet, demo:efficientnet_lite0) or a model file "
                             "(.keras, torch.export .pt2, TorchScript .pt, .onnx, Caffe "
-                            ".prototxt)")
+                            ".prototxt, TensorFlow SavedModel directory or frozen .pb)")
         p.add_argument("--weights", help="a Caffe model's trained weights (.caffemodel)")
         p.add_argument("--mean", help="a Caffe model's mean: B,G,R values (e.g. 104,117,123) "
                                       "or a .binaryproto / .npy file")
@@ -192,6 +218,13 @@ def build_parser() -> argparse.ArgumentParser:
         p.add_argument("--input-shape", help="C,H,W when the model cannot tell (e.g. 3,224,224)")
         p.add_argument("--preprocess", choices=("none", "imagenet"),
                        help="normalization of a [0,1] image before the model (default: none)")
+        p.add_argument("--input", help="TensorFlow graphs: the image placeholder's name")
+        p.add_argument("--output", help="TensorFlow graphs: the op the layers lead to")
+        p.add_argument("--feed", action="append", metavar="NAME=VALUE",
+                       help="TensorFlow graphs: a value for another placeholder "
+                            "(keep_prob=1.0); repeatable")
+        p.add_argument("--signature",
+                       help="TensorFlow SavedModels: the signature (default: serving_default)")
 
     render = sub.add_parser("render", help="write a PNG of filters or feature maps")
     model_options(render)

@@ -188,6 +188,79 @@ By hand: `W_conv1.eval()[:, :, :, 9]`, `Image.fromarray(w * 255 / w.max())`; the
     code('fig = cw.plot_filters(lenet, "conv1")                                     # all kernels at once, one figure'),
     md(
         """
+### The article's own TensorFlow 1 code, opened as it stands
+The same LeNet written as seed 000 writes it — placeholders, variables, `tf.nn` ops, a session —
+trained for a few steps on the MNIST subset. TensorFlow 2 runs it inside `tf.Graph().as_default()`
+with `tf.compat.v1`; `cw.load_tf_graph(sess)` then reads the session's graph and variables
+(it adds nothing to the graph and changes no variable) and shows its ops as layers.
+"""
+    ),
+    code(
+        """
+import tensorflow as tf
+from cnn_widgets.zoo.lenet import mnist_5k
+
+v1 = tf.compat.v1
+TRAIN_STEPS = 4 * int(os.environ.get("CNN_WIDGETS_TRAIN_EPOCHS", 50))
+mnist_images, mnist_labels = mnist_5k()
+
+def weight_variable(shape):
+    return v1.Variable(v1.truncated_normal(shape, stddev=0.1))
+
+def bias_variable(shape):
+    return v1.Variable(tf.constant(0.1, shape=shape))
+
+def conv2d(x, W):
+    return tf.nn.conv2d(x, W, strides=[1, 1, 1, 1], padding="SAME")
+
+def max_pool(x):
+    return v1.nn.max_pool(x, ksize=[1, 2, 2, 1], strides=[1, 2, 2, 1], padding="SAME")
+
+def train(sess, train_step, x, y_, extra=None, steps=TRAIN_STEPS, seed=0):
+    rng = np.random.default_rng(seed)
+    for _ in range(steps):
+        pick = rng.choice(len(mnist_images), 50, replace=False)
+        sess.run(train_step, {x: mnist_images[pick].reshape(-1, 784) / 255.0,
+                              y_: np.eye(10)[mnist_labels[pick]], **(extra or {})})
+
+with tf.Graph().as_default() as graph000:
+    x = v1.placeholder(tf.float32, [None, 784])
+    y_ = v1.placeholder(tf.float32, [None, 10])
+    x_image = tf.reshape(x, [-1, 28, 28, 1])
+    W_conv1 = weight_variable([5, 5, 1, 32])          # the first conv layer's 32 kernels
+    b_conv1 = bias_variable([32])
+    h_conv1 = tf.nn.relu(conv2d(x_image, W_conv1) + b_conv1)
+    h_pool1 = max_pool(h_conv1)
+    W_conv2 = weight_variable([5, 5, 32, 64])
+    b_conv2 = bias_variable([64])
+    h_conv2 = tf.nn.relu(conv2d(h_pool1, W_conv2) + b_conv2)   # 14x14x64
+    h_pool2 = max_pool(h_conv2)
+    W_fc1 = weight_variable([7 * 7 * 64, 1024])
+    b_fc1 = bias_variable([1024])
+    h_fc1 = tf.nn.relu(tf.matmul(tf.reshape(h_pool2, [-1, 7 * 7 * 64]), W_fc1) + b_fc1)
+    W_fc2 = weight_variable([1024, 10])
+    b_fc2 = bias_variable([10])
+    y_conv = tf.nn.softmax(tf.matmul(h_fc1, W_fc2) + b_fc2)
+    cross_entropy = tf.reduce_mean(-tf.reduce_sum(y_ * v1.log(y_conv + 1e-9), axis=[1]))
+    train_step = v1.train.AdamOptimizer(1e-4).minimize(cross_entropy)
+    sess000 = v1.Session()
+    sess000.run(v1.global_variables_initializer())
+    train(sess000, train_step, x, y_)
+
+tf1 = cw.load_tf_graph(sess000)   # the image input is the one float placeholder left: x
+cw.summary(tf1)                   # Conv2D, add, Relu, MaxPool ... Softmax; nothing of the loss or Adam
+"""
+    ),
+    code(
+        """
+# W_conv1.eval()[:, :, :, 9] by name, and sess.run(h_conv2) for a digit, summed over channels
+print(np.abs(cw.filters(tf1, W_conv1.op.name) - sess000.run(W_conv1).transpose(3, 2, 0, 1)).max())
+cw.render_activations(tf1, digit, h_conv2.op.name, view="sum")
+"""
+    ),
+    code("cw.Explorer(tf1, digit)   # the session's graph in the Explorer"),
+    md(
+        """
 ## Seed 001 — TensorFlow/Keras: filters of a (3, 3, 512, 512) layer, and gradient-ascent patterns
 By hand: find the variable by name in `tf.trainable_variables()`, slice one of 512 filters,
 then `generate_pattern` (80 steps of normalized gradient ascent from gray noise) and
@@ -246,6 +319,60 @@ def mean_activation(images):
 
 print("naive:", mean_activation(naive).round(2))
 print("lucid:", mean_activation(lucid).round(2))
+"""
+    ),
+    md(
+        """
+### Seed 003's own graph: the same net with dropout, and the maximizing inputs it was after
+The article's code adds `keep_prob = tf.placeholder(tf.float32)` before the last layer.
+`feed={keep_prob: 1.0}` gives it its test-time value (as the article's `feed_dict` does), and
+feature visualization then runs on the session's graph through a differentiable function
+built from it: the article's naive ascent and the Fourier/jitter recipe, side by side.
+"""
+    ),
+    code(
+        """
+with tf.Graph().as_default():
+    x = v1.placeholder(tf.float32, shape=[None, 784])
+    y_ = v1.placeholder(tf.float32, shape=[None, 10])
+    W_conv1 = weight_variable([5, 5, 1, 32])
+    b_conv1 = bias_variable([32])
+    x_image = tf.reshape(x, [-1, 28, 28, 1])
+    h_conv1 = tf.nn.relu(conv2d(x_image, W_conv1) + b_conv1)
+    h_pool1 = max_pool(h_conv1)
+    W_conv2 = weight_variable([5, 5, 32, 64])
+    b_conv2 = bias_variable([64])
+    h_conv2 = tf.nn.relu(conv2d(h_pool1, W_conv2) + b_conv2)
+    h_pool2 = max_pool(h_conv2)
+    W_fc1 = weight_variable([7 * 7 * 64, 1024])
+    b_fc1 = bias_variable([1024])
+    h_fc1 = tf.nn.relu(tf.matmul(tf.reshape(h_pool2, [-1, 7 * 7 * 64]), W_fc1) + b_fc1)
+    keep_prob = v1.placeholder(tf.float32)
+    h_fc1_drop = v1.nn.dropout(h_fc1, keep_prob)
+    W_fc2 = weight_variable([1024, 10])
+    b_fc2 = bias_variable([10])
+    y_conv = tf.nn.softmax(tf.matmul(h_fc1_drop, W_fc2) + b_fc2)
+    cross_entropy = tf.reduce_mean(-tf.reduce_sum(y_ * v1.log(y_conv + 1e-9), axis=[1]))
+    train_step = v1.train.AdamOptimizer(1e-4).minimize(cross_entropy)
+    sess003 = v1.Session()
+    sess003.run(v1.global_variables_initializer())
+    train(sess003, train_step, x, y_, extra={keep_prob: 0.5})
+
+tf1_003 = cw.load_tf_graph(sess003, feed={keep_prob: 1.0})
+layer = h_conv2.op.name
+naive003 = cw.feature_viz(tf1_003, layer, channels=range(8), recipe="naive", steps=STEPS)
+lucid003 = cw.feature_viz(tf1_003, layer, channels=range(8), recipe="lucid", steps=STEPS)
+cw.tile(np.concatenate([naive003, lucid003]), pad=1)   # top row naive, bottom row lucid
+"""
+    ),
+    code(
+        """
+def reached003(images):
+    acts = [cw.activations(tf1_003, im, layer)[layer] for im in images]
+    return np.array([a[c].mean() for c, a in enumerate(acts)])
+
+print("naive:", reached003(naive003).round(2))
+print("lucid:", reached003(lucid003).round(2))
 """
     ),
     md(

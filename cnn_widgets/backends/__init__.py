@@ -153,8 +153,8 @@ def adapt(
 
         return KerasAdapter.create(model, shape, pre, label_tuple)
     raise TypeError(
-        "expected a torch.nn.Module, a keras.Model, a TensorFlow graph (tf.compat.v1.Session, "
-        "SavedModel directory, frozen .pb file, tf.function, tf.Module) or a model from "
-        "cnn_widgets.adapt; "
+        "expected a torch.nn.Module or a keras.Model (or a TensorFlow graph: a "
+        "tf.compat.v1.Session, a SavedModel directory, a frozen .pb file, a tf.function or "
+        "tf.Module; or a model from cnn_widgets.adapt), "
         f"got {type(model).__module__}.{type(model).__name__}"
     )

@@ -26,7 +26,7 @@ from .keras import KerasAdapter, _check_normalization
 from .keras_layers import _channels_first_shape, _depthwise_oihw, _to_channels_first
 from .tfgraph_model import GraphModel, graph_index
 from .tfgraph_plan import op_name, tensor_name
-from .tfgraph_sources import freeze
+from .tfgraph_sources import freeze, is_session
 
 __all__ = ["TFGraphAdapter", "load_tf_graph"]
 
@@ -114,13 +114,14 @@ class TFGraphAdapter(KerasAdapter):
         return params
 
     # -- filters & geometry ------------------------------------------------------------------
-    def filters(self, layer: LayerKey) -> np.ndarray:
-        """``(out, in_per_group, kh, kw)`` of a convolution, given by layer (name or index)
-        or by its kernel's name in the graph (``"model/center/kernel"``, the name of the
-        variable the user's graph reads it from)."""
-        if isinstance(layer, str) and layer not in {i.name for i in self.layers()}:
-            layer = self._conv_of_kernel(layer)
-        return super().filters(layer)
+    def layer(self, key: LayerKey | LayerInfo) -> LayerInfo:
+        """As :meth:`Adapter.layer`; besides, a convolution's kernel name (the variable the
+        user's graph reads it from, ``"model/center/kernel"`` or ``"Variable:0"``, as
+        ``tf.trainable_variables()`` lists it) stands for that convolution, so
+        ``filters(model, W_conv1.name)`` works."""
+        if isinstance(key, str) and key not in {i.name for i in self.layers()}:
+            key = self._conv_of_kernel(key)
+        return super().layer(key)
 
     def _conv_of_kernel(self, name: str) -> str:
         index = graph_index(self.model)
@@ -130,8 +131,9 @@ class TFGraphAdapter(KerasAdapter):
         if op_name(name) in index.nodes:
             convs = ", ".join(repr(i.name) for i in self.conv_layers()[:12])
             raise ValueError(
-                f"{name!r} is a {index.op_type(op_name(name))} operation that no 2-D "
-                f"convolution reads as its kernel; layers with filters: {convs or 'none'}"
+                f"{name!r} is a {index.op_type(op_name(name))} operation of the graph, neither "
+                f"a layer nor a kernel a 2-D convolution reads; layers with filters: "
+                f"{convs or 'none'}"
             )
         return name  # not a node either: the usual "no layer named" error with suggestions
 
@@ -155,7 +157,12 @@ class TFGraphAdapter(KerasAdapter):
             padding = (int(pads[2]), int(pads[4]))
         dilations = list(attr["dilations"].list.i) or [1, 1, 1, 1]
         kernel = self._kernel(info)
-        groups = int(kernel.shape[2]) if info.type == "DepthwiseConv2dNative" else 1
+        if info.type == "DepthwiseConv2dNative":
+            groups = int(kernel.shape[2])
+        else:  # TensorFlow's Conv2D groups itself when the kernel sees fewer input channels
+            index = graph_index(self.model)
+            channels = self.model.static_shape(index.inputs[info.name][0])[-1]
+            groups = int(channels) // int(kernel.shape[2]) if channels else 1
         return ConvConfig(
             stride=(int(attr["strides"].list.i[1]), int(attr["strides"].list.i[2])),
             padding=padding,
@@ -208,6 +215,13 @@ def _graph_input_shape(model: GraphModel, given: Shape | None) -> Shape:
     """
     shape = model.placeholder_shape
     name = model.plan.input
+    if shape is None:  # no shape at all: images as the user says
+        if given is None or None in given:
+            raise ValueError(
+                f"input {name!r} declares no shape; pass input_shape=(C, H, W) for the "
+                "images it takes"
+            )
+        return given
     if len(shape) == 4:
         if shape[3] is None:
             raise ValueError(f"input {name!r} has shape {shape} without a channel count")
@@ -255,7 +269,7 @@ def _reshaped_image(model: GraphModel) -> Shape | None:
 def source_state(source: Any) -> tuple[Any, ...]:
     """What "never harm" keeps of a graph source: a session's graph and variable values; a
     function's or module's variables; a file's or directory's bytes (as digests)."""
-    if isinstance(source, tf.compat.v1.Session):
+    if is_session(source):
         graph_def = source.graph.as_graph_def().SerializeToString(deterministic=True)
         variables = source.graph.get_collection(tf.compat.v1.GraphKeys.GLOBAL_VARIABLES)
         values = source.run(variables) if variables else []

@@ -106,8 +106,11 @@ class GraphModel(keras.Model):
 
     # -- the input ---------------------------------------------------------------------------
     @property
-    def placeholder_shape(self) -> tuple[int | None, ...]:
-        return tuple(self._placeholder.shape.as_list())
+    def placeholder_shape(self) -> tuple[int | None, ...] | None:
+        """The input placeholder's shape; None when even its rank is unknown (Lucid-era
+        frozen graphs declare ``input`` so)."""
+        shape = self._placeholder.shape
+        return None if shape.rank is None else tuple(shape.as_list())
 
     def static_shape(self, tensor: str) -> tuple[int | None, ...] | None:
         shape = self._wrapped.graph.get_tensor_by_name(tensor_name(tensor)).shape
@@ -119,7 +122,7 @@ class GraphModel(keras.Model):
         W]``) when the placeholder has another rank and the element counts agree."""
         images = tf.cast(images, self._placeholder.dtype)
         shape = self.placeholder_shape
-        if len(shape) == 4:
+        if shape is None or len(shape) == 4:
             return images
         return tf.reshape(images, [-1, *(-1 if d is None else d for d in shape[1:])])
 
@@ -139,11 +142,14 @@ class GraphModel(keras.Model):
     def tensors(self, images: np.ndarray, names: list[str]) -> list[np.ndarray]:
         """Values of arbitrary graph tensors (``"op:k"``) for NHWC ``images``: a function
         pruned from the input to them, built for this call."""
-        graph = self._wrapped.graph
-        function = self._wrapped.prune(
-            feeds=[self._placeholder], fetches=[graph.get_tensor_by_name(n) for n in names]
-        )
-        return [np.asarray(v.numpy()) for v in function(self.graph_input(images))]
+        pruned = self.__dict__.setdefault("_pruned", {})
+        key = tuple(names)
+        if key not in pruned:  # pruning costs more than a small forward pass: once per set
+            graph = self._wrapped.graph
+            pruned[key] = self._wrapped.prune(
+                feeds=[self._placeholder], fetches=[graph.get_tensor_by_name(n) for n in names]
+            )
+        return [np.asarray(v.numpy()) for v in pruned[key](self.graph_input(images))]
 
     def const(self, tensor: str) -> np.ndarray | None:
         """The value of a tensor that depends on no placeholder (a kernel read from a

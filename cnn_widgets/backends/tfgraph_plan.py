@@ -38,6 +38,7 @@ _CONTROL_FLOW = frozenset(
         "PartitionedCall", "StatefulPartitionedCall",
     }
 )  # fmt: skip
+_CALLS = frozenset({"PartitionedCall", "StatefulPartitionedCall"})
 _PASS_THROUGH = frozenset({"Identity", "ReadVariableOp", "Enter", "Snapshot"})
 _PLACEHOLDERS = frozenset({"Placeholder", "PlaceholderWithDefault"})
 
@@ -247,11 +248,7 @@ def make_plan(
             )
     path = (reached & index.upstream(end)) - free
     if end in free:
-        names = sorted(p for p in index.upstream(end) if p in index.placeholders())
-        raise ValueError(
-            f"output {end!r} needs placeholders other than the input {source!r} "
-            f"({_listing(names)}); give them values with feed={{name: value}}"
-        )
+        _refuse_unfed(index, end, free)
     layers = [n for n in index.topological(path) if index.op_type(n) in LAYER_TYPES]
     if not layers:
         raise ValueError(
@@ -259,6 +256,14 @@ def make_plan(
             f"types: {', '.join(sorted(LAYER_TYPES))}"
         )
     flow = sorted(n for n in index.upstream(end) if index.op_type(n) in _CONTROL_FLOW)
+    calls = [n for n in flow if index.op_type(n) in _CALLS]
+    if calls:  # kept whole by freezing: XLA-compiled (Keras's grouped conv on CPU), say
+        raise ValueError(
+            f"the graph computes {end!r} through function calls TensorFlow does not inline "
+            f"({_listing(calls)}; a function compiled with jit_compile=True, say), which "
+            "cannot be split into layers; name an earlier output=... or export the model "
+            "without them"
+        )
     if flow:
         raise ValueError(
             f"the graph computes {end!r} with control flow ({_listing(flow)}), which cannot "
@@ -307,8 +312,18 @@ def _default_output(index: GraphIndex, reached: set[str], free: set[str]) -> str
     if not sinks:
         raise ValueError("no layer operation depends on the input alone")
     live = reached - free
-    softmax = [s for s in index.topological(live) if index.op_type(s) == "Softmax"]
-    return (softmax or sinks)[-1]
+    softmax = [s for s in index.topological(reached) if index.op_type(s) == "Softmax"]
+    if softmax and softmax[-1] not in live:  # the head needs a value, e.g. dropout's keep_prob
+        _refuse_unfed(index, softmax[-1], free)
+    return ([s for s in softmax if s in live] or sinks)[-1]
+
+
+def _refuse_unfed(index: GraphIndex, end: str, free: set[str]) -> None:
+    names = sorted(p for p in index.upstream(end) if p in free and p in index.placeholders())
+    raise ValueError(
+        f"output {end!r} needs placeholders other than the input ({_listing(names)}); give "
+        "them values with feed={name: value}, or name an earlier output=..."
+    )
 
 
 def _feeds(index: GraphIndex, layer: str, layers: set[str], source: str) -> tuple[str, ...]:

@@ -22,6 +22,11 @@ from .tfgraph_plan import GraphIndex, Plan, make_plan
 _VARIABLES = frozenset({"VarHandleOp", "VariableV2", "Variable"})
 
 
+def is_session(source: Any) -> bool:
+    """A ``tf.compat.v1.Session`` or ``InteractiveSession`` (siblings, not subclasses)."""
+    return isinstance(source, (tf.compat.v1.Session, tf.compat.v1.InteractiveSession))
+
+
 def describe(source: Any) -> str:
     return f"{type(source).__module__}.{type(source).__name__}"
 
@@ -46,7 +51,7 @@ def freeze(
         A file that is no GraphDef, a graph that still has variables, a missing signature,
         an uninitialized session, or what :func:`.make_plan` refuses.
     """
-    if isinstance(source, tf.compat.v1.Session):
+    if is_session(source):
         return _from_session(source, input, output, feed)
     if isinstance(source, (str, Path)):
         path = Path(source)
