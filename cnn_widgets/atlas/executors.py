@@ -9,6 +9,7 @@ cancels the units not started; what finished is already written.
 from __future__ import annotations
 
 import os
+import socket
 from collections.abc import Iterator, Sequence
 from concurrent.futures import FIRST_COMPLETED, Executor, Future, wait
 from concurrent.futures.process import BrokenProcessPool
@@ -89,6 +90,8 @@ def ray_outcomes(
     Ray is started here (``num_cpus=workers``) unless it runs already or ``address`` names a
     cluster; a Ray started here is shut down at the end."""
     ray = _import_ray()
+    if address is not None:
+        _check_reachable(address)
     started = False
     if not ray.is_initialized():
         try:
@@ -138,6 +141,23 @@ def _ray_pull(
     finally:
         for worker in actors:
             ray.kill(worker)
+
+
+def _check_reachable(address: str, timeout: float = 5.0) -> None:
+    """Fail in seconds when nothing listens at a ``host:port`` cluster address: Ray itself
+    retries an unreachable address for minutes before it gives up. Addresses that are not
+    ``[ray://]host:port`` (``"auto"``, ``"local"``) are left to Ray."""
+    host, sep, port = address.removeprefix("ray://").rpartition(":")
+    if not sep or not host or not port.isdigit():
+        return
+    try:
+        socket.create_connection((host.strip("[]"), int(port)), timeout=timeout).close()
+    except OSError as exc:
+        raise RuntimeError(
+            f"executor='ray' could not start the Ray cluster at {address!r}: nothing answers "
+            f"at {host}:{port} ({exc}); start it with `ray start --head` or pass address=None "
+            "for a local Ray"
+        ) from exc
 
 
 def _import_ray() -> Any:
