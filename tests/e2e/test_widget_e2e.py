@@ -554,7 +554,15 @@ def test_hostile_layer_name_is_shown_as_text_and_never_run(
     # Let a wrongly inserted <img> fail to load and run its handler before looking.
     page.evaluate("() => new Promise(done => requestAnimationFrame(() => setTimeout(done, 300)))")
     assert page.locator("img[src='x']").count() == 0
-    # grid, detail, input image, the (hidden) strip of top-activating images and the (hidden)
-    # attribution picture
-    assert page.locator(".cnnw-root img").count() == 5
+    # Only the widget's own pictures (some hidden in this view), each with its role.
+    roles = page.locator(".cnnw-root img").evaluate_all("(ns) => ns.map((n) => n.dataset.role)")
+    assert sorted(roles) == [
+        "attr-picture",
+        "detail",
+        "grid",
+        "input-image",
+        "monitor-filters",
+        "monitor-maps",
+        "top-strip",
+    ]
     assert dialogs == []
