@@ -238,3 +238,35 @@ def test_gradcam_of_the_torch_and_keras_twins_agree(lite0, photo: str) -> None:
     assert np.abs(torch_map.map).max() > 0
     r = np.corrcoef(torch_map.map.ravel(), keras_map.map.ravel())[0, 1]
     assert r > 0.999, r
+
+
+# ----------------------------------------------------------------------------- faithfulness
+@pytest.mark.parametrize("framework", FRAMEWORKS)
+def test_deletion_and_insertion_curves_run_from_their_ends(framework) -> None:
+    from cnn_widgets.attribution import deletion_insertion
+    from cnn_widgets.attribution.faithfulness import blurred
+
+    _, adapter = case(framework)
+    x = image(seed=5)
+    heat = attribution(adapter, x, method="gradcam", target=1).map
+    result = deletion_insertion(adapter, x, heat, 1, steps=8)
+
+    def prob(batch: np.ndarray) -> float:
+        logits = adapter.gradients(batch[None], (), 1, backward=False).logits[0].astype(float)
+        return float(np.exp(logits[1] - logits.max()) / np.exp(logits - logits.max()).sum())
+
+    assert np.array_equal(result.fractions, np.linspace(0, 1, 9))
+    # untouched image, then all black; blurred image, then the image again
+    assert result.deletion_curve[0] == pytest.approx(prob(x), rel=1e-5)
+    assert result.deletion_curve[-1] == pytest.approx(prob(np.zeros_like(x)), rel=1e-5)
+    assert result.insertion_curve[0] == pytest.approx(prob(blurred(x)), rel=1e-5)
+    assert result.insertion_curve[-1] == pytest.approx(prob(x), rel=1e-5)
+    middle = (result.deletion_curve[1:] + result.deletion_curve[:-1]) / 2
+    assert result.deletion == pytest.approx(float(middle.mean()))  # equal steps of 1/8
+    # the first step deletes exactly the top eighth of the map's pixels
+    top = np.argsort(-heat.ravel(), kind="stable")[: 32 * 32 // 8]
+    first = x.reshape(3, -1).copy()
+    first[:, top] = 0
+    assert result.deletion_curve[1] == pytest.approx(prob(first.reshape(x.shape)), rel=1e-5)
+    with pytest.raises(ValueError, match=r"heat must be \(H, W\)"):
+        deletion_insertion(adapter, x, heat[:5], 1)

@@ -14,6 +14,7 @@ import numpy as np
 
 from ..backends import Adapter, adapt
 from ..images import load_image
+from .faithfulness import Faithfulness, deletion_insertion
 from .methods import CAM_METHODS, DEFAULTS, cam_layers, compute
 from .result import Attribution, overlay
 from .sanity import SanityReport, sanity_check, spearman
@@ -22,9 +23,11 @@ __all__ = [
     "CAM_METHODS",
     "DEFAULTS",
     "Attribution",
+    "Faithfulness",
     "SanityReport",
     "attribution",
     "cam_layers",
+    "deletion_insertion",
     "overlay",
     "plot_attribution",
     "sanity_check",
