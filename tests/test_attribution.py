@@ -270,3 +270,18 @@ def test_deletion_and_insertion_curves_run_from_their_ends(framework) -> None:
     assert result.deletion_curve[1] == pytest.approx(prob(first.reshape(x.shape)), rel=1e-5)
     with pytest.raises(ValueError, match=r"heat must be \(H, W\)"):
         deletion_insertion(adapter, x, heat[:5], 1)
+
+
+@pytest.mark.parametrize("framework", FRAMEWORKS)
+def test_gradients_without_the_image_give_the_same_layer_gradients(framework) -> None:
+    """CAM methods skip the image's gradient (the backward pass stops at the layer)."""
+    _, adapter = case(framework)
+    batch = np.stack([image(seed=s) for s in range(2)])
+    full = adapter.gradients(batch, ["relu2", "conv1"], 3)
+    short = adapter.gradients(batch, ["relu2", "conv1"], 3, input_grad=False)
+    assert short.input_grad is None and full.input_grad is not None
+    for name in ("relu2", "conv1"):
+        assert np.abs(full.layer_grads[name]).max() > 0
+        assert np.allclose(short.layer_grads[name], full.layer_grads[name], rtol=1e-5, atol=1e-7)
+        assert np.array_equal(short.activations[name], full.activations[name])
+    assert np.array_equal(short.logits, full.logits)

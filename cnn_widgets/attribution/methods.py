@@ -149,7 +149,9 @@ def _cam(
                 f"with a (C, H, W) output, such as {names}"
             )
         candidates = [info.name]
-    grads = adapter.gradients(batch, candidates, _batch_target(target, len(batch)))
+    grads = adapter.gradients(
+        batch, candidates, _batch_target(target, len(batch)), input_grad=False
+    )
     chosen = candidates[-1]
     if layer is None:
         for name in reversed(candidates):

@@ -36,6 +36,7 @@ def keras_gradients(
     names: Sequence[str],
     target: Target,
     backward: bool = True,
+    input_grad: bool = True,
 ) -> Gradients:
     """See :meth:`Adapter.gradients`; the caller holds :meth:`KerasAdapter.protect`."""
     if batch.ndim != 4 or batch.shape[1] != adapter.spec.channels:
@@ -100,7 +101,11 @@ def keras_gradients(
     scores_np = score_vector(_numpy(scores), len(batch))
     if not backward:
         return Gradients(logits_np, scores_np, activations, {}, None)
-    grads = tape.gradient(total, [x, *wanted])
+    # Without the image's gradient, the tape differentiates only down to the chosen layers.
+    if input_grad:
+        grads = tape.gradient(total, [x, *wanted])
+    else:
+        grads = [None, *tape.gradient(total, wanted)]
     return Gradients(
         logits=logits_np,
         scores=scores_np,
@@ -108,7 +113,7 @@ def keras_gradients(
         layer_grads={
             n: channels_first(g, t) for n, g, t in zip(names, grads[1:], wanted, strict=True)
         },
-        input_grad=channels_first(grads[0], x),
+        input_grad=channels_first(grads[0], x) if input_grad else None,
     )
 
 

@@ -22,6 +22,7 @@ def torch_gradients(
     names: Sequence[str],
     target: Target,
     backward: bool = True,
+    input_grad: bool = True,
 ) -> Gradients:
     """See :meth:`Adapter.gradients`; the caller holds :meth:`TorchAdapter.protect`."""
     device, dtype = adapter.placement()
@@ -72,7 +73,12 @@ def torch_gradients(
             scores = _scores(logits, target, len(batch))
             wanted = [captured[n] for n in names]
             if backward:
-                grads = torch.autograd.grad(scores.sum(), [inputs, *wanted], allow_unused=True)
+                # Without the image's gradient, autograd runs only the part of the backward
+                # pass between the score and the chosen layers.
+                sources = [inputs, *wanted] if input_grad else wanted
+                grads = torch.autograd.grad(scores.sum(), sources, allow_unused=True)
+                if not input_grad:
+                    grads = (None, *grads)
     finally:
         for handle in handles:
             handle.remove()
@@ -85,17 +91,17 @@ def torch_gradients(
         n: _to_numpy(g) if g is not None else np.zeros(tuple(t.shape), np.float32)
         for n, g, t in zip(names, grads[1:], wanted, strict=True)
     }
-    input_grad = grads[0]
+    image_grad = grads[0]
+    if not input_grad:
+        image_grad = None
+    elif image_grad is None:  # the score does not depend on the image
+        image_grad = torch.zeros_like(inputs)
     return Gradients(
         logits=_to_numpy(logits).astype(np.float32),
         scores=score_vector(_to_numpy(scores), len(batch)),
         activations=activations,
         layer_grads={n: g.astype(np.float32) for n, g in layer_grads.items()},
-        input_grad=(
-            _to_numpy(input_grad).astype(np.float32)
-            if input_grad is not None
-            else np.zeros(batch.shape, np.float32)
-        ),
+        input_grad=None if image_grad is None else _to_numpy(image_grad).astype(np.float32),
     )
 
 
