@@ -8,7 +8,8 @@ the paper defaults (SmoothGrad 50 samples at 15 % noise, integrated gradients 50
 batched 16 at a time on both sides; Score-CAM over the 32 most active channels in Keras, where
 tf-keras-vis's ``max_N`` does the same). The libraries get the model and the preprocessed
 tensor; we get the adapter and the [0, 1] image, so our time includes the preprocessing. One
-untimed warm-up, then the median of ``--repeats`` runs (one run for SmoothGrad and IG).
+untimed warm-up each, then the median of ``--repeats`` runs, ours and theirs interleaved (one
+run for SmoothGrad and IG).
 
 Faithfulness (torch, each photo): lower deletion AUC and higher insertion AUC are better; a
 method that does not beat both the random and the centred Gaussian map on average is marked.
@@ -39,14 +40,18 @@ ROOT = Path(__file__).resolve().parent
 LONG = ("smoothgrad", "integrated_gradients")
 
 
-def timed(run: Callable[[], Any], repeats: int) -> float:
-    run()  # warm-up: kernels picked, caches filled
-    times = []
+def timed_pair(ours: Callable[[], Any], theirs: Callable[[], Any], repeats: int) -> list[float]:
+    """Median seconds of each, runs interleaved (ours, theirs, ours, ...) after one untimed
+    warm-up of each, so that a change in the machine's load hits both alike."""
+    ours()  # warm-up: kernels picked, caches filled
+    theirs()
+    times: list[list[float]] = [[], []]
     for _ in range(repeats):
-        start = time.perf_counter()
-        run()
-        times.append(time.perf_counter() - start)
-    return statistics.median(times)
+        for i, run in enumerate((ours, theirs)):
+            start = time.perf_counter()
+            run()
+            times[i].append(time.perf_counter() - start)
+    return [statistics.median(t) for t in times]
 
 
 def torch_speed(photo: np.ndarray, repeats: int) -> dict[str, dict[str, float]]:
@@ -159,7 +164,7 @@ def _compare(
         def ours(method: str = method, options: dict = options) -> Any:
             return cw.attribution(adapter, photo, method=method, target=target, **options)
 
-        mine, other = timed(ours, n), timed(run, n)
+        mine, other = timed_pair(ours, run, n)
         rows[method] = {"ours_s": mine, "theirs_s": other, "ratio": mine / other}
         print(f"  {method:<22} ours {mine:7.3f} s  {library} {other:7.3f} s  "
               f"ratio {mine / other:5.2f}", flush=True)
