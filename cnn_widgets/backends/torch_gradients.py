@@ -10,7 +10,7 @@ import numpy as np
 import torch
 
 from .gradients import Gradients, Target, check_classes, score_vector
-from .torch_layers import SOFTMAX_MODULES, _to_numpy, first_tensor
+from .torch_layers import _to_numpy, first_tensor, is_softmax
 
 if TYPE_CHECKING:
     from .torch import TorchAdapter
@@ -53,7 +53,7 @@ def torch_gradients(
     try:
         for name in names:
             handles.append(adapter.module(name).register_forward_hook(capturer(name)))
-        if isinstance(output_module, SOFTMAX_MODULES):
+        if is_softmax(output_module):
             handles.append(output_module.register_forward_pre_hook(softmax_input))
         with torch.enable_grad() if backward else torch.no_grad():
             try:
