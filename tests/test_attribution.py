@@ -99,6 +99,23 @@ def test_a_softmax_output_is_read_before_the_softmax() -> None:
     assert np.allclose(plain.raw, ends.raw, atol=1e-5 * np.abs(plain.raw).max())
 
 
+def test_a_dense_layer_with_softmax_activation_is_read_before_its_softmax() -> None:
+    keras = pytest.importorskip("keras")
+    keras.utils.set_random_seed(1)
+    L = keras.layers
+    inputs = keras.Input((32, 32, 3))
+    features = L.GlobalAveragePooling2D()(L.Conv2D(8, 3, activation="relu", name="conv")(inputs))
+    soft = keras.Model(inputs, L.Dense(10, activation="softmax", name="probs")(features))
+    linear = keras.Model(inputs, L.Dense(10, name="logits")(features))
+    linear.get_layer("logits").set_weights(soft.get_layer("probs").get_weights())
+    x = image()
+    a = attribution(cw.adapt(soft), x, method="saliency", target=4)
+    b = attribution(cw.adapt(linear), x, method="saliency", target=4)
+    assert np.isclose(a.score, b.score, rtol=1e-5)  # the logit, not a probability
+    assert np.allclose(a.raw, b.raw, atol=1e-5 * np.abs(b.raw).max())
+    assert soft.get_layer("probs").activation is keras.activations.softmax  # put back
+
+
 def test_render_overlays_the_map_and_plot_returns_a_figure() -> None:
     _, adapter = case("torch")
     result = attribution(adapter, image(), method="gradcam")
