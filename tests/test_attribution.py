@@ -41,7 +41,9 @@ def test_every_method_gives_a_map_at_input_resolution(framework) -> None:
         assert result.method == method
         top = int(np.argmax(adapter.gradients(image()[None], (), None, backward=False).logits))
         assert result.target == top, method  # None means the top class
-        if method in CAM_METHODS:
+        if method == "guided_gradcam":  # guided backprop (per channel) x Grad-CAM
+            assert result.layer is not None and result.raw.shape == (3, 32, 32)
+        elif method in CAM_METHODS:
             assert result.layer is not None and result.raw.ndim == 2
         else:
             assert result.layer is None and result.raw.shape == (3, 32, 32)
@@ -173,6 +175,37 @@ def test_sanity_check_correlations_fall_and_the_model_is_restored(framework, met
     assert report.plot().axes
 
 
+@pytest.mark.parametrize("framework", FRAMEWORKS)
+def test_guided_backprop_fails_the_sanity_check(framework) -> None:
+    """Adebayo et al.'s finding: guided backprop's map survives randomizing every layer."""
+    pytest.importorskip("torch" if framework == "torch" else "keras")
+    adapter = cw.zoo.load("lenet", framework)
+    report = sanity_check(adapter, cw.zoo.sample_image("digit3"), method="guided_backprop")
+    assert not report.passed and "FAILED" in report.table()
+    assert abs(report.correlations[-1]) >= 0.5
+
+
+def test_keras_guided_backprop_guides_relu_activations_and_relu_layers() -> None:
+    """``Conv2D(activation="relu")`` and ``Conv2D`` + ``ReLU()`` give the same guided map,
+    different from the plain gradient."""
+    keras = pytest.importorskip("keras")
+    keras.utils.set_random_seed(2)
+    L = keras.layers
+    inputs = keras.Input((32, 32, 3))
+    conv1, conv2 = L.Conv2D(8, 3, activation="relu"), L.Conv2D(8, 3)
+    head = L.Dense(5)
+    fused = keras.Model(inputs, head(L.GlobalAveragePooling2D()(conv1(inputs))))
+    split = keras.Model(inputs, head(L.GlobalAveragePooling2D()(L.ReLU()(conv2(inputs)))))
+    conv2.set_weights(conv1.get_weights())
+    x = image()
+    a = attribution(cw.adapt(fused), x, method="guided_backprop", target=1)
+    b = attribution(cw.adapt(split), x, method="guided_backprop", target=1)
+    plain = attribution(cw.adapt(split), x, method="saliency", target=1)
+    assert np.allclose(a.raw, b.raw, atol=1e-6 * np.abs(b.raw).max())
+    assert not np.allclose(b.raw, plain.raw, atol=1e-3 * np.abs(plain.raw).max())
+    assert conv1.activation is keras.activations.relu  # put back
+
+
 def test_sanity_check_fails_a_map_that_ignores_the_weights(monkeypatch) -> None:
     """The negative control: a "method" that shows the image itself keeps rho = 1."""
     sanity = importlib.import_module("cnn_widgets.attribution.sanity")
@@ -263,15 +296,20 @@ def lite0() -> dict[str, cw.Adapter]:
     return {f: cw.zoo.load("efficientnet_lite0", f) for f in FRAMEWORKS}
 
 
-@pytest.mark.parametrize("photo", ["chelsea", "coffee"])
-def test_gradcam_of_the_torch_and_keras_twins_agree(lite0, photo: str) -> None:
-    """The bundled EfficientNet-Lite0 has the same weights in both frameworks: the Grad-CAM
-    maps of the sample photos correlate > 0.999 (float32 sums differ in the last bits)."""
+@pytest.mark.parametrize(
+    ("photo", "method"),
+    [("chelsea", "gradcam"), ("coffee", "gradcam"), ("chelsea", "guided_backprop")],
+)
+def test_the_torch_and_keras_twins_agree(lite0, photo: str, method: str) -> None:
+    """The bundled EfficientNet-Lite0 has the same weights in both frameworks: the maps of the
+    sample photos correlate > 0.999 (float32 sums differ in the last bits). Guided backprop
+    guides the ReLU6 modules of the torch twin and the relu6 activations of the Keras one."""
     x = cw.zoo.sample_image(photo)
-    torch_map = attribution(lite0["torch"], x, method="gradcam")
-    keras_map = attribution(lite0["keras"], x, method="gradcam")
+    torch_map = attribution(lite0["torch"], x, method=method)
+    keras_map = attribution(lite0["keras"], x, method=method)
     assert torch_map.target == keras_map.target
-    assert torch_map.raw.shape == keras_map.raw.shape == (7, 7)
+    shape = (7, 7) if method == "gradcam" else (3, 224, 224)
+    assert torch_map.raw.shape == keras_map.raw.shape == shape
     assert np.abs(torch_map.map).max() > 0
     r = np.corrcoef(torch_map.map.ravel(), keras_map.map.ravel())[0, 1]
     assert r > 0.999, r

@@ -77,6 +77,21 @@ def test_hirescam_is_captums_gradient_times_activation_summed(torch_case) -> Non
     assert_close(ours.raw, np.maximum(gxa[0].detach().numpy().sum(axis=0), 0))
 
 
+def test_guided_backprop_and_guided_gradcam_equal_captum(torch_case) -> None:
+    model, adapter = torch_case
+    x = image()
+    ours = attribution(adapter, x, method="guided_backprop", target=CLASS)
+    theirs = captum_attr.GuidedBackprop(model).attribute(tensor(x), target=CLASS)
+    assert_close(ours.raw, theirs[0].detach().numpy())
+    ours = attribution(adapter, x, method="guided_gradcam", target=CLASS, layer=LAYER)
+    layer = dict(model.named_modules())[LAYER]
+    theirs = captum_attr.GuidedGradCam(model, layer).attribute(
+        tensor(x), target=CLASS, interpolate_mode="bilinear"  # ours is bilinear, half-pixel
+    )
+    assert_close(ours.raw, theirs[0].detach().numpy())
+    assert ours.layer == LAYER
+
+
 def test_saliency_equals_captum(torch_case) -> None:
     model, adapter = torch_case
     x = image()

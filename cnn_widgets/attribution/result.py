@@ -27,7 +27,8 @@ class Attribution:
         for CAM methods (``map`` is it upsampled bilinearly); ``(C, H, W)`` per input channel
         for the input-gradient methods (``map`` is max ``|raw|`` over channels for saliency
         and SmoothGrad, the sum over channels for integrated gradients, so that completeness
-        holds on ``map``).
+        holds on ``map``); guided backprop and guided Grad-CAM are ``(C, H, W)`` too, reduced
+        by max ``|·|``.
     method:
         The method's name (one of :data:`cnn_widgets.choices.ATTRIBUTION_METHODS`).
     target:

@@ -338,6 +338,7 @@ class Adapter(ABC):
         *,
         backward: bool = True,
         input_grad: bool = True,
+        guided: bool = False,
     ) -> Gradients:
         """The chosen layers' outputs and the gradients of a target with respect to them and
         to the image, from one forward and one backward pass of ``batch`` (``(N, C, H, W)``,
@@ -354,6 +355,8 @@ class Adapter(ABC):
         None): logits and scores of many images, cheaply. ``input_grad=False`` leaves out the
         gradient with respect to the image (``input_grad`` None): the backward pass then stops
         at the chosen layers, which for a layer near the output is a fraction of the network.
+        ``guided=True`` backpropagates through every ReLU (and ReLU6) only what is positive
+        (Springenberg et al. 2015, guided backpropagation); the forward pass is unchanged.
 
         Raises
         ------
@@ -366,7 +369,7 @@ class Adapter(ABC):
         names = list(dict.fromkeys(self.layer(k).name for k in layers))
         resolved = resolve_target(target, len(batch))
         with self.protect():
-            result = self._gradients(batch, names, resolved, backward, input_grad)
+            result = self._gradients(batch, names, resolved, backward, input_grad, guided)
         return result
 
     def _gradients(
@@ -376,6 +379,7 @@ class Adapter(ABC):
         target: Target,
         backward: bool,
         input_grad: bool = True,
+        guided: bool = False,
     ) -> Gradients:
         raise NotImplementedError(f"{type(self).__name__} cannot compute gradients")
 

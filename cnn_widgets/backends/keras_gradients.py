@@ -22,6 +22,7 @@ from .keras_layers import (
     _numpy,
     _recording_call,
     _to_channels_first,
+    all_layers,
     first_tensor,
     softmax_kind,
 )
@@ -37,6 +38,7 @@ def keras_gradients(
     target: Target,
     backward: bool = True,
     input_grad: bool = True,
+    guided: bool = False,
 ) -> Gradients:
     """See :meth:`Adapter.gradients`; the caller holds :meth:`KerasAdapter.protect`."""
     if batch.ndim != 4 or batch.shape[1] != adapter.spec.channels:
@@ -75,6 +77,8 @@ def keras_gradients(
             yield output_layer, "call", softmax_input(output_layer.call)
         elif kind == "activation":
             yield output_layer, "activation", keras.activations.linear
+        if guided and backward:
+            yield from _guided_changes(all_layers(adapter.model))
 
     x = tf.convert_to_tensor(np.ascontiguousarray(batch.transpose(0, 2, 3, 1)))
     with tape:
@@ -115,6 +119,37 @@ def keras_gradients(
         },
         input_grad=channels_first(grads[0], x) if input_grad else None,
     )
+
+
+_RELUS = (keras.activations.relu, keras.activations.relu6)
+
+
+@tf.custom_gradient
+def _guide(x: Any) -> Any:
+    """Identity forward; backward passes only the positive part of the gradient. Put after a
+    ReLU, whose own backward then masks where its input was <= 0: guided backpropagation."""
+
+    def grad(upstream: Any) -> Any:
+        return tf.maximum(upstream, 0.0)
+
+    return tf.identity(x), grad
+
+
+def _guided(inner: Any) -> Any:
+    def call(*args: Any, **kwargs: Any) -> Any:
+        return _guide(inner(*args, **kwargs))
+
+    return call
+
+
+def _guided_changes(layers: Sequence[Any]) -> Any:
+    """``swapped`` changes that guide every ReLU: ReLU layers' ``call``, and relu / relu6
+    activations of any layer (``Conv2D(..., activation="relu")``, ``Activation("relu")``)."""
+    for layer in layers:
+        if isinstance(layer, keras.layers.ReLU):
+            yield layer, "call", _guided(layer.call)
+        elif getattr(layer, "activation", None) in _RELUS:
+            yield layer, "activation", _guided(layer.activation)
 
 
 def _scores(logits: Any, target: Target, n: int) -> Any:

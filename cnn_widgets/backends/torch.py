@@ -326,9 +326,10 @@ class TorchAdapter(Adapter):
         target: Any,
         backward: bool,
         input_grad: bool = True,
+        guided: bool = False,
     ) -> Any:
         """See :meth:`Adapter.gradients` (:mod:`.torch_gradients`)."""
-        return torch_gradients(self, batch, names, target, backward, input_grad)
+        return torch_gradients(self, batch, names, target, backward, input_grad, guided)
 
     def _weight_handles(self, name: str) -> list[Any]:
         return list(self.module(name).parameters())  # buffers (running stats) are no weights

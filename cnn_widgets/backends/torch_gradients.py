@@ -23,6 +23,7 @@ def torch_gradients(
     target: Target,
     backward: bool = True,
     input_grad: bool = True,
+    guided: bool = False,
 ) -> Gradients:
     """See :meth:`Adapter.gradients`; the caller holds :meth:`TorchAdapter.protect`."""
     device, dtype = adapter.placement()
@@ -55,6 +56,10 @@ def torch_gradients(
             handles.append(adapter.module(name).register_forward_hook(capturer(name)))
         if is_softmax(output_module):
             handles.append(output_module.register_forward_pre_hook(softmax_input))
+        if guided and backward:
+            for module in adapter.model.modules():
+                if isinstance(module, (torch.nn.ReLU, torch.nn.ReLU6)):
+                    handles.append(module.register_forward_hook(_guide_output))
         with torch.enable_grad() if backward else torch.no_grad():
             try:
                 output = adapter.model(adapter.preprocess(inputs))
@@ -103,6 +108,23 @@ def torch_gradients(
         layer_grads={n: g.astype(np.float32) for n, g in layer_grads.items()},
         input_grad=None if image_grad is None else _to_numpy(image_grad).astype(np.float32),
     )
+
+
+class _Guide(torch.autograd.Function):
+    """Identity forward; backward passes only the positive part of the gradient. Put after a
+    ReLU, whose own backward then masks where its input was <= 0: guided backpropagation."""
+
+    @staticmethod
+    def forward(ctx: Any, x: torch.Tensor) -> torch.Tensor:
+        return x.clone()  # a new tensor: a later in-place op cannot touch the ReLU's output
+
+    @staticmethod
+    def backward(ctx: Any, grad: torch.Tensor) -> torch.Tensor:
+        return grad.clamp(min=0)
+
+
+def _guide_output(module: Any, args: Any, output: Any) -> Any:
+    return _Guide.apply(output) if isinstance(output, torch.Tensor) else None
 
 
 def _scores(logits: torch.Tensor, target: Target, n: int) -> torch.Tensor:
