@@ -118,6 +118,17 @@ def test_a_dense_layer_with_softmax_activation_is_read_before_its_softmax() -> N
     assert soft.get_layer("probs").activation is keras.activations.softmax  # put back
 
 
+def test_the_overlay_is_not_washed_out_by_a_few_bright_pixels() -> None:
+    from cnn_widgets.attribution import overlay
+
+    heat = np.ones((32, 32))
+    heat[0, 0] = 1000.0  # one outlier: scaled by the maximum, the rest would look like 0
+    heat[16:, :] = 0.0
+    shown = overlay(np.zeros((3, 32, 32), np.float32), heat, alpha=1.0).pixels
+    assert np.array_equal(shown[5, 5], shown[0, 0])  # both at the top of the colormap
+    assert not np.array_equal(shown[5, 5], shown[20, 5])  # and unlike the zeros
+
+
 def test_render_overlays_the_map_and_plot_returns_a_figure() -> None:
     _, adapter = case("torch")
     result = attribution(adapter, image(), method="gradcam")
