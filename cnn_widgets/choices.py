@@ -114,6 +114,8 @@ ATTRIBUTION_METHODS: Choices = (
     ("saliency", "saliency (gradient)"),
     ("smoothgrad", "SmoothGrad"),
     ("integrated_gradients", "integrated gradients"),
+    ("guided_backprop", "guided backprop"),
+    ("guided_gradcam", "guided Grad-CAM"),
 )
 """The attribution methods (:func:`cnn_widgets.attribution`), CAM methods first."""
 

@@ -41,7 +41,9 @@ def test_every_method_gives_a_map_at_input_resolution(framework) -> None:
         assert result.method == method
         top = int(np.argmax(adapter.gradients(image()[None], (), None, backward=False).logits))
         assert result.target == top, method  # None means the top class
-        if method in CAM_METHODS:
+        if method == "guided_gradcam":  # guided backprop (per channel) x Grad-CAM
+            assert result.layer is not None and result.raw.shape == (3, 32, 32)
+        elif method in CAM_METHODS:
             assert result.layer is not None and result.raw.ndim == 2
         else:
             assert result.layer is None and result.raw.shape == (3, 32, 32)
@@ -99,6 +101,34 @@ def test_a_softmax_output_is_read_before_the_softmax() -> None:
     assert np.allclose(plain.raw, ends.raw, atol=1e-5 * np.abs(plain.raw).max())
 
 
+def test_a_dense_layer_with_softmax_activation_is_read_before_its_softmax() -> None:
+    keras = pytest.importorskip("keras")
+    keras.utils.set_random_seed(1)
+    L = keras.layers
+    inputs = keras.Input((32, 32, 3))
+    features = L.GlobalAveragePooling2D()(L.Conv2D(8, 3, activation="relu", name="conv")(inputs))
+    soft = keras.Model(inputs, L.Dense(10, activation="softmax", name="probs")(features))
+    linear = keras.Model(inputs, L.Dense(10, name="logits")(features))
+    linear.get_layer("logits").set_weights(soft.get_layer("probs").get_weights())
+    x = image()
+    a = attribution(cw.adapt(soft), x, method="saliency", target=4)
+    b = attribution(cw.adapt(linear), x, method="saliency", target=4)
+    assert np.isclose(a.score, b.score, rtol=1e-5)  # the logit, not a probability
+    assert np.allclose(a.raw, b.raw, atol=1e-5 * np.abs(b.raw).max())
+    assert soft.get_layer("probs").activation is keras.activations.softmax  # put back
+
+
+def test_the_overlay_is_not_washed_out_by_a_few_bright_pixels() -> None:
+    from cnn_widgets.attribution import overlay
+
+    heat = np.ones((32, 32))
+    heat[0, 0] = 1000.0  # one outlier: scaled by the maximum, the rest would look like 0
+    heat[16:, :] = 0.0
+    shown = overlay(np.zeros((3, 32, 32), np.float32), heat, alpha=1.0).pixels
+    assert np.array_equal(shown[5, 5], shown[0, 0])  # both at the top of the colormap
+    assert not np.array_equal(shown[5, 5], shown[20, 5])  # and unlike the zeros
+
+
 def test_render_overlays_the_map_and_plot_returns_a_figure() -> None:
     _, adapter = case("torch")
     result = attribution(adapter, image(), method="gradcam")
@@ -140,16 +170,67 @@ def test_gradcam_through_a_keras_applications_base_equals_the_flattened_model() 
 @pytest.mark.parametrize("framework", FRAMEWORKS)
 @pytest.mark.parametrize("method", ["gradcam", "saliency"])
 def test_sanity_check_correlations_fall_and_the_model_is_restored(framework, method) -> None:
-    _, adapter = case(framework)
+    """On the trained LeNet: once weights are randomized the maps keep little of the original
+    (|rho| well below the 1 of an unchanged map), and the weights come back bit for bit."""
+    pytest.importorskip("torch" if framework == "torch" else "keras")
+    adapter = cw.zoo.load("lenet", framework)
     before = adapter.snapshot()
-    report = sanity_check(adapter, image(seed=2), method=method, target=3)
+    report = sanity_check(adapter, cw.zoo.sample_image("digit3"), method=method)
     assert adapter.same_state(before, adapter.snapshot())
     assert report.layers == ("fc2", "fc1", "conv2", "conv1")  # from the output backwards
-    assert len(report.correlations) == len(report.layers)
+    assert len(report.correlations) == len(report.layers) == len(report.maps)
+    assert np.ptp(report.original) > 0  # a constant original would correlate with nothing
+    assert max(abs(c) for c in report.correlations) < 0.9
     assert report.passed
-    assert abs(report.correlations[-1]) < max(abs(c) for c in report.correlations[:2]) + 1e-9
     assert "passed" in report._repr_html_() and report.method in report.table()
     assert report.plot().axes
+
+
+@pytest.mark.parametrize("framework", FRAMEWORKS)
+def test_guided_backprop_fails_the_sanity_check(framework) -> None:
+    """Adebayo et al.'s finding: guided backprop's map survives randomizing every layer."""
+    pytest.importorskip("torch" if framework == "torch" else "keras")
+    adapter = cw.zoo.load("lenet", framework)
+    report = sanity_check(adapter, cw.zoo.sample_image("digit3"), method="guided_backprop")
+    assert not report.passed and "FAILED" in report.table()
+    assert abs(report.correlations[-1]) >= 0.5
+
+
+def test_keras_guided_backprop_guides_relu_activations_and_relu_layers() -> None:
+    """``Conv2D(activation="relu")`` and ``Conv2D`` + ``ReLU()`` give the same guided map,
+    different from the plain gradient."""
+    keras = pytest.importorskip("keras")
+    keras.utils.set_random_seed(2)
+    L = keras.layers
+    inputs = keras.Input((32, 32, 3))
+    conv1, conv2 = L.Conv2D(8, 3, activation="relu"), L.Conv2D(8, 3)
+    head = L.Dense(5)
+    fused = keras.Model(inputs, head(L.GlobalAveragePooling2D()(conv1(inputs))))
+    split = keras.Model(inputs, head(L.GlobalAveragePooling2D()(L.ReLU()(conv2(inputs)))))
+    conv2.set_weights(conv1.get_weights())
+    x = image()
+    a = attribution(cw.adapt(fused), x, method="guided_backprop", target=1)
+    b = attribution(cw.adapt(split), x, method="guided_backprop", target=1)
+    plain = attribution(cw.adapt(split), x, method="saliency", target=1)
+    assert np.allclose(a.raw, b.raw, atol=1e-6 * np.abs(b.raw).max())
+    assert not np.allclose(b.raw, plain.raw, atol=1e-3 * np.abs(plain.raw).max())
+    assert conv1.activation is keras.activations.relu  # put back
+
+
+def test_sanity_check_fails_a_map_that_ignores_the_weights(monkeypatch) -> None:
+    """The negative control: a "method" that shows the image itself keeps rho = 1."""
+    sanity = importlib.import_module("cnn_widgets.attribution.sanity")
+    methods = importlib.import_module("cnn_widgets.attribution.methods")
+    _, adapter = case("torch")
+
+    def edges(adapter: Any, batch: np.ndarray, *args: Any, **kwargs: Any) -> list[Any]:
+        picture = np.abs(np.diff(batch[0].mean(axis=0), axis=0, append=0))
+        return [methods.Computed(picture, picture, 3, None, 0.0)]
+
+    monkeypatch.setattr(sanity, "compute", edges)
+    report = sanity_check(adapter, image(), method="saliency")
+    assert report.correlations == pytest.approx((1.0,) * 4)
+    assert not report.passed and "FAILED" in report.table()
 
 
 @pytest.mark.parametrize("framework", FRAMEWORKS)
@@ -216,3 +297,77 @@ def test_bad_input_is_refused_with_the_valid_choices(framework) -> None:
         attribution(adapter, x, method="saliency", layer="relu2")
     with pytest.raises(TypeError, match="got str"):
         attribution(adapter, x, target="cat")
+
+
+# ------------------------------------------------------------------------- cross-framework
+@pytest.fixture(scope="module")
+def lite0() -> dict[str, cw.Adapter]:
+    pytest.importorskip("torch")
+    pytest.importorskip("keras")
+    return {f: cw.zoo.load("efficientnet_lite0", f) for f in FRAMEWORKS}
+
+
+@pytest.mark.parametrize(
+    ("photo", "method"),
+    [("chelsea", "gradcam"), ("coffee", "gradcam"), ("chelsea", "guided_backprop")],
+)
+def test_the_torch_and_keras_twins_agree(lite0, photo: str, method: str) -> None:
+    """The bundled EfficientNet-Lite0 has the same weights in both frameworks: the maps of the
+    sample photos correlate > 0.999 (float32 sums differ in the last bits). Guided backprop
+    guides the ReLU6 modules of the torch twin and the relu6 activations of the Keras one."""
+    x = cw.zoo.sample_image(photo)
+    torch_map = attribution(lite0["torch"], x, method=method)
+    keras_map = attribution(lite0["keras"], x, method=method)
+    assert torch_map.target == keras_map.target
+    shape = (7, 7) if method == "gradcam" else (3, 224, 224)
+    assert torch_map.raw.shape == keras_map.raw.shape == shape
+    assert np.abs(torch_map.map).max() > 0
+    r = np.corrcoef(torch_map.map.ravel(), keras_map.map.ravel())[0, 1]
+    assert r > 0.999, r
+
+
+# ----------------------------------------------------------------------------- faithfulness
+@pytest.mark.parametrize("framework", FRAMEWORKS)
+def test_deletion_and_insertion_curves_run_from_their_ends(framework) -> None:
+    from cnn_widgets.attribution import deletion_insertion
+    from cnn_widgets.attribution.faithfulness import blurred
+
+    _, adapter = case(framework)
+    x = image(seed=5)
+    heat = attribution(adapter, x, method="gradcam", target=1).map
+    result = deletion_insertion(adapter, x, heat, 1, steps=8)
+
+    def prob(batch: np.ndarray) -> float:
+        logits = adapter.gradients(batch[None], (), 1, backward=False).logits[0].astype(float)
+        return float(np.exp(logits[1] - logits.max()) / np.exp(logits - logits.max()).sum())
+
+    assert np.array_equal(result.fractions, np.linspace(0, 1, 9))
+    # untouched image, then all black; blurred image, then the image again
+    assert result.deletion_curve[0] == pytest.approx(prob(x), rel=1e-5)
+    assert result.deletion_curve[-1] == pytest.approx(prob(np.zeros_like(x)), rel=1e-5)
+    assert result.insertion_curve[0] == pytest.approx(prob(blurred(x)), rel=1e-5)
+    assert result.insertion_curve[-1] == pytest.approx(prob(x), rel=1e-5)
+    middle = (result.deletion_curve[1:] + result.deletion_curve[:-1]) / 2
+    assert result.deletion == pytest.approx(float(middle.mean()))  # equal steps of 1/8
+    # the first step deletes exactly the top eighth of the map's pixels
+    top = np.argsort(-heat.ravel(), kind="stable")[: 32 * 32 // 8]
+    first = x.reshape(3, -1).copy()
+    first[:, top] = 0
+    assert result.deletion_curve[1] == pytest.approx(prob(first.reshape(x.shape)), rel=1e-5)
+    with pytest.raises(ValueError, match=r"heat must be \(H, W\)"):
+        deletion_insertion(adapter, x, heat[:5], 1)
+
+
+@pytest.mark.parametrize("framework", FRAMEWORKS)
+def test_gradients_without_the_image_give_the_same_layer_gradients(framework) -> None:
+    """CAM methods skip the image's gradient (the backward pass stops at the layer)."""
+    _, adapter = case(framework)
+    batch = np.stack([image(seed=s) for s in range(2)])
+    full = adapter.gradients(batch, ["relu2", "conv1"], 3)
+    short = adapter.gradients(batch, ["relu2", "conv1"], 3, input_grad=False)
+    assert short.input_grad is None and full.input_grad is not None
+    for name in ("relu2", "conv1"):
+        assert np.abs(full.layer_grads[name]).max() > 0
+        assert np.allclose(short.layer_grads[name], full.layer_grads[name], rtol=1e-5, atol=1e-7)
+        assert np.array_equal(short.activations[name], full.activations[name])
+    assert np.array_equal(short.logits, full.logits)

@@ -77,6 +77,21 @@ def test_hirescam_is_captums_gradient_times_activation_summed(torch_case) -> Non
     assert_close(ours.raw, np.maximum(gxa[0].detach().numpy().sum(axis=0), 0))
 
 
+def test_guided_backprop_and_guided_gradcam_equal_captum(torch_case) -> None:
+    model, adapter = torch_case
+    x = image()
+    ours = attribution(adapter, x, method="guided_backprop", target=CLASS)
+    theirs = captum_attr.GuidedBackprop(model).attribute(tensor(x), target=CLASS)
+    assert_close(ours.raw, theirs[0].detach().numpy())
+    ours = attribution(adapter, x, method="guided_gradcam", target=CLASS, layer=LAYER)
+    layer = dict(model.named_modules())[LAYER]
+    theirs = captum_attr.GuidedGradCam(model, layer).attribute(
+        tensor(x), target=CLASS, interpolate_mode="bilinear"  # ours is bilinear, half-pixel
+    )
+    assert_close(ours.raw, theirs[0].detach().numpy())
+    assert ours.layer == LAYER
+
+
 def test_saliency_equals_captum(torch_case) -> None:
     model, adapter = torch_case
     x = image()
@@ -202,3 +217,26 @@ def test_keras_integrated_gradients_equal_a_plain_tape(keras_case) -> None:
     weights[[0, -1]] /= 2
     theirs = keras_input(x)[0] * np.tensordot(weights, grads, axes=1)
     assert_close(ours.raw, theirs.transpose(2, 0, 1))
+
+
+# ------------------------------------------------------------------------ ONNX through torch
+def test_gradcam_of_an_onnx_model_equals_captum(tmp_path) -> None:
+    """ONNX (and Caffe) models come through the torch backend: Grad-CAM of a SqueezeNet read
+    from an ONNX file equals captum's LayerGradCam on the same torch module, its final softmax
+    set aside as ours is (we attribute the logit)."""
+    onnx = pytest.importorskip("onnx")
+    from tests.formats_cases import randomized_light
+
+    path = tmp_path / "squeezenet.onnx"
+    onnx.save(randomized_light("light_squeezenet.onnx", 64), str(path))
+    adapter = cw.load_onnx(path)
+    assert adapter.output_layer().type == "Softmax"
+    x = image((3, 64, 64), seed=3)
+    ours = attribution(adapter, x, method="gradcam", target=CLASS)
+    reference = cw.load_onnx(path).model  # a second module: the first stays as it is
+    softmax = adapter.output_layer().name
+    setattr(reference, softmax, torch.nn.Identity())
+    layer = getattr(reference, ours.layer)
+    cam = captum_attr.LayerGradCam(lambda t: reference(t).flatten(1), layer)
+    theirs = cam.attribute(tensor(x), target=CLASS, relu_attributions=True)
+    assert_close(ours.raw, theirs[0, 0].detach().numpy())

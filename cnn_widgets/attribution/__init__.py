@@ -14,6 +14,7 @@ import numpy as np
 
 from ..backends import Adapter, adapt
 from ..images import load_image
+from .faithfulness import Faithfulness, deletion_insertion
 from .methods import CAM_METHODS, DEFAULTS, cam_layers, compute
 from .result import Attribution, overlay
 from .sanity import SanityReport, sanity_check, spearman
@@ -22,9 +23,11 @@ __all__ = [
     "CAM_METHODS",
     "DEFAULTS",
     "Attribution",
+    "Faithfulness",
     "SanityReport",
     "attribution",
     "cam_layers",
+    "deletion_insertion",
     "overlay",
     "plot_attribution",
     "sanity_check",
@@ -62,7 +65,11 @@ def attribution(
         ``samples=50``, ``noise=0.15`` of the image's value range, ``seed=0``,
         ``batch_size=16``) or ``"integrated_gradients"`` (Sundararajan et al. 2017; options
         ``steps=50`` on the trapezoidal rule, ``baseline=None`` — black — or a number or a
-        ``(C, H, W)`` array, ``batch_size=16``).
+        ``(C, H, W)`` array, ``batch_size=16``), ``"guided_backprop"`` (Springenberg et al.
+        2015: the gradient with only positive values passed back through every ReLU/ReLU6;
+        it fails the sanity check, see :func:`sanity_check`) or ``"guided_gradcam"``
+        (Selvaraju et al. 2017: guided backprop times the upsampled Grad-CAM; uses
+        ``layer``; ``raw`` is ``(C, H, W)``).
     target:
         None: each image's top class. An int: that class's logit (never the softmax
         probability: a model ending in a softmax is read before it). A callable for anything

@@ -20,7 +20,7 @@ from ..backends import Adapter, LayerInfo
 
 __all__ = ["CAM_METHODS", "DEFAULTS", "Computed", "compute", "resize_bilinear"]
 
-CAM_METHODS = ("gradcam", "gradcam++", "layercam", "hirescam", "scorecam")
+CAM_METHODS = ("gradcam", "gradcam++", "layercam", "hirescam", "scorecam", "guided_gradcam")
 """The methods that work on a layer (``layer=`` applies to them only)."""
 
 DEFAULTS: dict[str, dict[str, Any]] = {
@@ -35,6 +35,9 @@ DEFAULTS: dict[str, dict[str, Any]] = {
     "smoothgrad": {"samples": 50, "noise": 0.15, "seed": 0, "batch_size": 16},
     # Sundararajan et al. 2017: a black baseline, 20-300 steps (trapezoidal rule here).
     "integrated_gradients": {"steps": 50, "baseline": None, "batch_size": 16},
+    # Springenberg et al. 2015; Selvaraju et al. 2017 (guided backprop x Grad-CAM).
+    "guided_backprop": {},
+    "guided_gradcam": {},
 }
 """Each method's options and their defaults (from its paper)."""
 
@@ -149,7 +152,9 @@ def _cam(
                 f"with a (C, H, W) output, such as {names}"
             )
         candidates = [info.name]
-    grads = adapter.gradients(batch, candidates, _batch_target(target, len(batch)))
+    grads = adapter.gradients(
+        batch, candidates, _batch_target(target, len(batch)), input_grad=False
+    )
     chosen = candidates[-1]
     if layer is None:
         for name in reversed(candidates):
@@ -161,8 +166,15 @@ def _cam(
     if method == "scorecam":
         cams = _scorecam(adapter, batch, acts, classes, target, opts, progress)
     else:
-        cams = _CAM_FORMULAS[method](acts, grad)
+        cams = _CAM_FORMULAS["gradcam" if method == "guided_gradcam" else method](acts, grad)
     maps = resize_bilinear(cams, batch.shape[2:])
+    if method == "guided_gradcam":  # guided backprop weighted by the upsampled Grad-CAM
+        guided = adapter.gradients(batch, (), _batch_target(target, len(batch)), guided=True)
+        raws = guided.input_grad * maps[:, None]
+        return [
+            Computed(raws[i], np.abs(raws[i]).max(axis=0), classes[i], chosen, float(s))
+            for i, s in enumerate(grads.scores)
+        ]
     return [
         Computed(cams[i], maps[i], classes[i], chosen, float(grads.scores[i]))
         for i in range(len(batch))
@@ -270,11 +282,11 @@ def _input_method(
     opts: dict,
     progress: Callable[[int, int], None] | None,
 ) -> Computed:
-    first = adapter.gradients(image[None], (), target)
+    first = adapter.gradients(image[None], (), target, guided=method == "guided_backprop")
     tgt = None if callable(target) else _classes(first.logits, target, 1)[0]
     fixed = target if tgt is None else tgt  # noisy or scaled images keep the image's class
     score = float(first.scores[0])
-    if method == "saliency":
+    if method in ("saliency", "guided_backprop"):
         raw = first.input_grad[0]
         return Computed(raw, np.abs(raw).max(axis=0), tgt, None, score)
     if method == "smoothgrad":

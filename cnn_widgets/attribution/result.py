@@ -11,7 +11,10 @@ from .. import choices
 from ..render.colormaps import apply_colormap
 from ..render.rendered import Rendered, readable_png
 
-__all__ = ["Attribution", "overlay"]
+__all__ = ["CLIP_PERCENTILE", "Attribution", "overlay"]
+
+CLIP_PERCENTILE = 99.5
+"""The overlay's colours span ``|map|`` up to this percentile; brighter values saturate."""
 
 
 @dataclass(frozen=True, eq=False)
@@ -27,7 +30,8 @@ class Attribution:
         for CAM methods (``map`` is it upsampled bilinearly); ``(C, H, W)`` per input channel
         for the input-gradient methods (``map`` is max ``|raw|`` over channels for saliency
         and SmoothGrad, the sum over channels for integrated gradients, so that completeness
-        holds on ``map``).
+        holds on ``map``); guided backprop and guided Grad-CAM are ``(C, H, W)`` too, reduced
+        by max ``|·|``.
     method:
         The method's name (one of :data:`cnn_widgets.choices.ATTRIBUTION_METHODS`).
     target:
@@ -80,9 +84,9 @@ def overlay(
 ) -> Rendered:
     """``heat`` (``(H, W)``) coloured and blended over ``image`` (``(C, H, W)``, [0, 1]).
 
-    Maps without negative values are scaled by their maximum (0 → the colormap's first
-    colour); signed maps by their largest magnitude, zero in the middle. Non-finite values
-    count as 0.
+    Maps without negative values go from 0 (the colormap's first colour) to the
+    :data:`CLIP_PERCENTILE` percentile of their values (brighter ones saturate); signed maps
+    likewise by magnitude, zero in the middle. Non-finite values count as 0.
     """
     if isinstance(alpha, bool) or not isinstance(alpha, (int, float)) or not 0 <= alpha <= 1:
         raise ValueError(f"alpha is the map's opacity in [0, 1], got {alpha!r}")
@@ -91,12 +95,17 @@ def overlay(
     if colormap is None:
         colormap = "diverging" if signed else "viridis"
     choices.check(choices.COLORMAPS, colormap, "colormap")
-    peak = float(np.abs(values).max())
-    scale = peak if peak > 0 else 1.0
-    x01 = values / scale * 0.5 + 0.5 if signed else values / scale
+    magnitude = np.abs(values)
+    peak = float(magnitude.max())
+    # Gradient maps are a few bright pixels over a faint rest: the colours span up to the
+    # 99.5th percentile of |map| (brighter pixels saturate), else the picture is nearly empty.
+    scale = float(np.percentile(magnitude, CLIP_PERCENTILE)) or peak or 1.0
+    x01 = np.clip(values / scale * 0.5 + 0.5 if signed else values / scale, 0, 1)
     colours = apply_colormap(x01, colormap).astype(np.float32) / 255
     picture = np.asarray(image, np.float32)
     picture = np.repeat(picture, 3, axis=0) if picture.shape[0] == 1 else picture[:3]
     blended = (1 - alpha) * picture.transpose(1, 2, 0) + alpha * colours
     pixels = np.clip(np.rint(blended * 255), 0, 255).astype(np.uint8)
-    return Rendered(pixels, meta={"kind": "attribution", "peak": peak, "signed": signed})
+    return Rendered(
+        pixels, meta={"kind": "attribution", "peak": peak, "scale": scale, "signed": signed}
+    )

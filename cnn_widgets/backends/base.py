@@ -346,6 +346,8 @@ class Adapter(ABC):
         target: int | Sequence[int] | np.ndarray | Callable[[Any], Any] | None = None,
         *,
         backward: bool = True,
+        input_grad: bool = True,
+        guided: bool = False,
     ) -> Gradients:
         """The chosen layers' outputs and the gradients of a target with respect to them and
         to the image, from one forward and one backward pass of ``batch`` (``(N, C, H, W)``,
@@ -359,7 +361,11 @@ class Adapter(ABC):
         image's gradients are those of its own score: in inference mode images do not interact,
         so the backward pass of the summed scores gives every image its own.
         ``backward=False`` runs the forward pass only (``layer_grads`` empty, ``input_grad``
-        None): logits and scores of many images, cheaply.
+        None): logits and scores of many images, cheaply. ``input_grad=False`` leaves out the
+        gradient with respect to the image (``input_grad`` None): the backward pass then stops
+        at the chosen layers, which for a layer near the output is a fraction of the network.
+        ``guided=True`` backpropagates through every ReLU (and ReLU6) only what is positive
+        (Springenberg et al. 2015, guided backpropagation); the forward pass is unchanged.
 
         Raises
         ------
@@ -372,11 +378,17 @@ class Adapter(ABC):
         names = list(dict.fromkeys(self.layer(k).name for k in layers))
         resolved = resolve_target(target, len(batch))
         with self.protect():
-            result = self._gradients(batch, names, resolved, backward)
+            result = self._gradients(batch, names, resolved, backward, input_grad, guided)
         return result
 
     def _gradients(
-        self, batch: np.ndarray, names: Sequence[str], target: Target, backward: bool
+        self,
+        batch: np.ndarray,
+        names: Sequence[str],
+        target: Target,
+        backward: bool,
+        input_grad: bool = True,
+        guided: bool = False,
     ) -> Gradients:
         raise NotImplementedError(f"{type(self).__name__} cannot compute gradients")
 

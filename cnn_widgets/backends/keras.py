@@ -299,12 +299,18 @@ class KerasAdapter(Adapter):
         return pre(x)
 
     def _gradients(
-        self, batch: np.ndarray, names: Sequence[str], target: Any, backward: bool
+        self,
+        batch: np.ndarray,
+        names: Sequence[str],
+        target: Any,
+        backward: bool,
+        input_grad: bool = True,
+        guided: bool = False,
     ) -> Any:
         """See :meth:`Adapter.gradients` (:mod:`.keras_gradients`)."""
         from .keras_gradients import keras_gradients  # imports TensorFlow itself
 
-        return keras_gradients(self, batch, names, target, backward)
+        return keras_gradients(self, batch, names, target, backward, input_grad, guided)
 
     def _weight_handles(self, name: str) -> list[Any]:
         layer = self.layer_object(name)

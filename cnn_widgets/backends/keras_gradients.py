@@ -22,6 +22,7 @@ from .keras_layers import (
     _numpy,
     _recording_call,
     _to_channels_first,
+    all_layers,
     first_tensor,
     softmax_kind,
 )
@@ -36,6 +37,8 @@ def keras_gradients(
     names: Sequence[str],
     target: Target,
     backward: bool = True,
+    input_grad: bool = True,
+    guided: bool = False,
 ) -> Gradients:
     """See :meth:`Adapter.gradients`; the caller holds :meth:`KerasAdapter.protect`."""
     if batch.ndim != 4 or batch.shape[1] != adapter.spec.channels:
@@ -74,6 +77,8 @@ def keras_gradients(
             yield output_layer, "call", softmax_input(output_layer.call)
         elif kind == "activation":
             yield output_layer, "activation", keras.activations.linear
+        if guided and backward:
+            yield from _guided_changes(all_layers(adapter.model))
 
     x = tf.convert_to_tensor(np.ascontiguousarray(batch.transpose(0, 2, 3, 1)))
     with tape:
@@ -100,7 +105,11 @@ def keras_gradients(
     scores_np = score_vector(_numpy(scores), len(batch))
     if not backward:
         return Gradients(logits_np, scores_np, activations, {}, None)
-    grads = tape.gradient(total, [x, *wanted])
+    # Without the image's gradient, the tape differentiates only down to the chosen layers.
+    if input_grad:
+        grads = tape.gradient(total, [x, *wanted])
+    else:
+        grads = [None, *tape.gradient(total, wanted)]
     return Gradients(
         logits=logits_np,
         scores=scores_np,
@@ -108,8 +117,39 @@ def keras_gradients(
         layer_grads={
             n: channels_first(g, t) for n, g, t in zip(names, grads[1:], wanted, strict=True)
         },
-        input_grad=channels_first(grads[0], x),
+        input_grad=channels_first(grads[0], x) if input_grad else None,
     )
+
+
+_RELUS = (keras.activations.relu, keras.activations.relu6)
+
+
+@tf.custom_gradient
+def _guide(x: Any) -> Any:
+    """Identity forward; backward passes only the positive part of the gradient. Put after a
+    ReLU, whose own backward then masks where its input was <= 0: guided backpropagation."""
+
+    def grad(upstream: Any) -> Any:
+        return tf.maximum(upstream, 0.0)
+
+    return tf.identity(x), grad
+
+
+def _guided(inner: Any) -> Any:
+    def call(*args: Any, **kwargs: Any) -> Any:
+        return _guide(inner(*args, **kwargs))
+
+    return call
+
+
+def _guided_changes(layers: Sequence[Any]) -> Any:
+    """``swapped`` changes that guide every ReLU: ReLU layers' ``call``, and relu / relu6
+    activations of any layer (``Conv2D(..., activation="relu")``, ``Activation("relu")``)."""
+    for layer in layers:
+        if isinstance(layer, keras.layers.ReLU):
+            yield layer, "call", _guided(layer.call)
+        elif getattr(layer, "activation", None) in _RELUS:
+            yield layer, "activation", _guided(layer.activation)
 
 
 def _scores(logits: Any, target: Target, n: int) -> Any:

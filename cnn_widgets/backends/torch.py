@@ -320,10 +320,16 @@ class TorchAdapter(Adapter):
         return preprocess(inputs)
 
     def _gradients(
-        self, batch: np.ndarray, names: Sequence[str], target: Any, backward: bool
+        self,
+        batch: np.ndarray,
+        names: Sequence[str],
+        target: Any,
+        backward: bool,
+        input_grad: bool = True,
+        guided: bool = False,
     ) -> Any:
         """See :meth:`Adapter.gradients` (:mod:`.torch_gradients`)."""
-        return torch_gradients(self, batch, names, target, backward)
+        return torch_gradients(self, batch, names, target, backward, input_grad, guided)
 
     def _weight_handles(self, name: str) -> list[Any]:
         return list(self.module(name).parameters())  # buffers (running stats) are no weights

@@ -10,7 +10,7 @@ import numpy as np
 import torch
 
 from .gradients import Gradients, Target, check_classes, score_vector
-from .torch_layers import SOFTMAX_MODULES, _to_numpy, first_tensor
+from .torch_layers import _to_numpy, first_tensor, is_softmax
 
 if TYPE_CHECKING:
     from .torch import TorchAdapter
@@ -22,6 +22,8 @@ def torch_gradients(
     names: Sequence[str],
     target: Target,
     backward: bool = True,
+    input_grad: bool = True,
+    guided: bool = False,
 ) -> Gradients:
     """See :meth:`Adapter.gradients`; the caller holds :meth:`TorchAdapter.protect`."""
     device, dtype = adapter.placement()
@@ -52,8 +54,12 @@ def torch_gradients(
     try:
         for name in names:
             handles.append(adapter.module(name).register_forward_hook(capturer(name)))
-        if isinstance(output_module, SOFTMAX_MODULES):
+        if is_softmax(output_module):
             handles.append(output_module.register_forward_pre_hook(softmax_input))
+        if guided and backward:
+            for module in adapter.model.modules():
+                if isinstance(module, (torch.nn.ReLU, torch.nn.ReLU6)):
+                    handles.append(module.register_forward_hook(_guide_output))
         with torch.enable_grad() if backward else torch.no_grad():
             try:
                 output = adapter.model(adapter.preprocess(inputs))
@@ -72,7 +78,12 @@ def torch_gradients(
             scores = _scores(logits, target, len(batch))
             wanted = [captured[n] for n in names]
             if backward:
-                grads = torch.autograd.grad(scores.sum(), [inputs, *wanted], allow_unused=True)
+                # Without the image's gradient, autograd runs only the part of the backward
+                # pass between the score and the chosen layers.
+                sources = [inputs, *wanted] if input_grad else wanted
+                grads = torch.autograd.grad(scores.sum(), sources, allow_unused=True)
+                if not input_grad:
+                    grads = (None, *grads)
     finally:
         for handle in handles:
             handle.remove()
@@ -85,18 +96,35 @@ def torch_gradients(
         n: _to_numpy(g) if g is not None else np.zeros(tuple(t.shape), np.float32)
         for n, g, t in zip(names, grads[1:], wanted, strict=True)
     }
-    input_grad = grads[0]
+    image_grad = grads[0]
+    if not input_grad:
+        image_grad = None
+    elif image_grad is None:  # the score does not depend on the image
+        image_grad = torch.zeros_like(inputs)
     return Gradients(
         logits=_to_numpy(logits).astype(np.float32),
         scores=score_vector(_to_numpy(scores), len(batch)),
         activations=activations,
         layer_grads={n: g.astype(np.float32) for n, g in layer_grads.items()},
-        input_grad=(
-            _to_numpy(input_grad).astype(np.float32)
-            if input_grad is not None
-            else np.zeros(batch.shape, np.float32)
-        ),
+        input_grad=None if image_grad is None else _to_numpy(image_grad).astype(np.float32),
     )
+
+
+class _Guide(torch.autograd.Function):
+    """Identity forward; backward passes only the positive part of the gradient. Put after a
+    ReLU, whose own backward then masks where its input was <= 0: guided backpropagation."""
+
+    @staticmethod
+    def forward(ctx: Any, x: torch.Tensor) -> torch.Tensor:
+        return x.clone()  # a new tensor: a later in-place op cannot touch the ReLU's output
+
+    @staticmethod
+    def backward(ctx: Any, grad: torch.Tensor) -> torch.Tensor:
+        return grad.clamp(min=0)
+
+
+def _guide_output(module: Any, args: Any, output: Any) -> Any:
+    return _Guide.apply(output) if isinstance(output, torch.Tensor) else None
 
 
 def _scores(logits: torch.Tensor, target: Target, n: int) -> torch.Tensor:

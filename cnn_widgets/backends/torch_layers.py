@@ -24,6 +24,14 @@ SOFTMAX_MODULES = (nn.Softmax, nn.LogSoftmax, nn.Softmax2d)
 """Modules after which a model's values are probabilities: a class score (an attribution
 target, a feature-viz class objective) is taken from such a module's input, the logits."""
 
+
+def is_softmax(module: nn.Module) -> bool:
+    """Whether ``module`` turns logits into probabilities: one of :data:`SOFTMAX_MODULES`, or
+    the softmax layer of a model read from a Caffe or ONNX file (``formats.torch_ops.Shaping``
+    with ``op == "softmax"``, recognised by that attribute so that the backend does not import
+    the readers)."""
+    return isinstance(module, SOFTMAX_MODULES) or getattr(module, "op", None) == "softmax"
+
 def _infer_channels(model: nn.Module) -> int:
     first_linear: tuple[str, nn.Linear] | None = None
     for name, module in model.named_modules():

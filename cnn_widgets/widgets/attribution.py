@@ -26,8 +26,9 @@ __all__ = ["COMPARE_METHODS", "TOP_CLASSES", "AttributionPanel", "overlay_strip"
 
 TOP_CLASSES = 5
 """Classes offered as targets: the most probable ones for the image."""
-COMPARE_METHODS = ("gradcam", "gradcam++", "layercam", "saliency", "integrated_gradients")
-"""The methods shown side by side in compare mode unless ``attr_compare_methods`` says."""
+COMPARE_METHODS = ("gradcam", "gradcam++", "layercam", "saliency")
+"""The methods shown side by side in compare mode unless ``attr_compare_methods`` says (the
+quick ones: one backward pass each)."""
 TILE_PAD = 2
 CACHE_SIZE = 64
 PROGRESS_INTERVAL = 0.1  # seconds between progress messages

@@ -53,6 +53,8 @@ export const CHOICES = Object.freeze({
     ["saliency", "saliency (gradient)"],
     ["smoothgrad", "SmoothGrad"],
     ["integrated_gradients", "integrated gradients"],
+    ["guided_backprop", "guided backprop"],
+    ["guided_gradcam", "guided Grad-CAM"],
   ],
   view: [
     ["filters", "Filters"],

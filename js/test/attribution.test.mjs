@@ -91,7 +91,7 @@ describe("attribution view", () => {
     assert.equal(el.querySelector('[data-part="attribution"]').hidden, false);
     assert.equal(el.querySelector('[data-part="picture"]').hidden, true);
     const methods = [...byRole("attr-method").options].map((o) => o.value);
-    assert.equal(methods.length, 8);
+    assert.equal(methods.length, 10);
     assert.equal(byRole("attr-method").value, "gradcam");
     const layers = [...byRole("attr-layer").options].map((o) => [o.value, o.textContent]);
     assert.deepEqual(layers, [
