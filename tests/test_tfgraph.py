@@ -550,3 +550,25 @@ def test_the_explorer_shows_a_session_graph_and_leaves_it_untouched(seed003: TF1
     assert viewer.error == ""
     assert adapter.same_state(before, adapter.snapshot())
     assert graph_state(seed003) == graph_before
+
+
+@pytest.mark.parametrize("method", ["gradcam", "saliency", "integrated_gradients"])
+def test_attribution_on_the_graph_agrees_with_the_keras_twin(
+    twin: tuple[keras.Model, Path, Path], method: str
+) -> None:
+    # The same float32 computation (the graph is the twin's function frozen); TensorFlow may
+    # fuse ops differently in a graph than eagerly, which moves the last bits, so the maps agree
+    # to 1e-4 of their scale (equal here), for the predicted class (whose Grad-CAM is not 0).
+    model, _, pb = twin
+    graph, keras_adapter = cw.adapt(pb), cw.adapt(model)
+    image = np.random.default_rng(0).random((3, 16, 16), dtype=np.float32)
+    cam = method == "gradcam"
+    before = graph.snapshot()
+    ours = cw.attribution(graph, image, method=method, layer=graph_op_of(graph, "mix") if cam
+                          else None)  # fmt: skip
+    theirs = cw.attribution(keras_adapter, image, method=method, layer="mix" if cam else None)
+    assert ours.target == theirs.target
+    assert np.abs(theirs.map).max() > 0
+    np.testing.assert_allclose(ours.map, theirs.map, atol=1e-4 * np.abs(theirs.map).max())
+    np.testing.assert_allclose(ours.score, theirs.score, rtol=1e-5)
+    assert graph.same_state(before, graph.snapshot())
