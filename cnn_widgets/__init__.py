@@ -30,7 +30,7 @@ from .api import (
 )
 from .backends import Adapter, InputSpec, LayerInfo, Normalization, adapt
 from .featureviz import feature_viz
-from .render import tile
+from .render import save_animation, tile
 
 if TYPE_CHECKING:
     from . import zoo
@@ -73,6 +73,7 @@ __all__ = [
     "prepare_image",
     "render_activations",
     "render_filters",
+    "save_animation",
     "summary",
     "tile",
     "top_classes",
