@@ -31,6 +31,7 @@ from torch import nn
 from ..backends.torch import TorchAdapter, first_tensor
 from .objectives import Capture
 from .spec import ChunkSpec, ForwardError, LucidParams, RunSpec
+from .torch_fold import folded_copy
 
 __all__ = ["Session"]
 
@@ -117,6 +118,10 @@ def _gram_similarity(acts: torch.Tensor, group: torch.Tensor) -> torch.Tensor:
 class Session:
     """One feature-visualization run on a :class:`TorchAdapter` (see :mod:`.loop`)."""
 
+    fold_batchnorm = True
+    """Fold eval-mode BatchNorms into their convs in a private copy (False: run the model
+    itself; the benchmark measures both)."""
+
     def __init__(self, adapter: TorchAdapter, captures: tuple[Capture, ...]) -> None:
         self.adapter = adapter
         self.model: nn.Module = adapter.model
@@ -129,11 +134,21 @@ class Session:
             self._targets.append((module, capture.logits and isinstance(module, _SOFTMAX)))
         self._relus = [m for m in self.model.modules() if isinstance(m, (nn.ReLU, nn.ReLU6))]
         self.run: RunSpec | None = None
+        self.folded = 0  # BatchNorms folded into convs in the private copy the run uses
 
     # -- the truncated forward -------------------------------------------------------------
     def _forward(self, x: torch.Tensor, redirect: bool) -> list[torch.Tensor]:
-        recorded: list[torch.Tensor | None] = [None] * len(self._targets)
-        remaining = [len(self._targets)]
+        return self._forward_on(self.model, self._targets, x, redirect)
+
+    def _forward_on(
+        self,
+        model: nn.Module,
+        targets: list[tuple[nn.Module, bool]],
+        x: torch.Tensor,
+        redirect: bool,
+    ) -> list[torch.Tensor]:
+        recorded: list[torch.Tensor | None] = [None] * len(targets)
+        remaining = [len(targets)]
 
         def record(i: int, value: Any) -> None:
             if recorded[i] is not None:
@@ -162,12 +177,12 @@ class Session:
         try:
             if redirect:
                 handles += self._redirect_hooks()
-            for i, (module, use_input) in enumerate(self._targets):
+            for i, (module, use_input) in enumerate(targets):
                 if use_input:
                     handles.append(module.register_forward_pre_hook(input_hook(i)))
                 else:
                     handles.append(module.register_forward_hook(output_hook(i)))
-            self.model(x)
+            model(x)
         except _Captured:
             pass
         finally:
@@ -238,6 +253,28 @@ class Session:
             self._channels_last = True
         except Exception:  # any failure: keep the default layout
             self._channels_last = False
+        if self.fold_batchnorm:
+            self._use_folded_copy()
+
+    def _use_folded_copy(self) -> None:
+        """Run on a private copy with the BatchNorms folded into their convs, when one
+        computes the same targets (see :mod:`.torch_fold`); the user's model is not changed."""
+        generator = torch.Generator().manual_seed(0)
+        example = torch.rand((2, self.run.channels, *self.run.size), generator=generator)
+        x = self._layout(self._preprocess(example.to(self.device)), self._channels_last)
+        uses = [use_input for _, use_input in self._targets]
+
+        def outputs(model: nn.Module, modules: list[nn.Module]) -> list[torch.Tensor]:
+            with torch.no_grad():
+                return self._forward_on(model, list(zip(modules, uses, strict=True)), x, False)
+
+        folded = folded_copy(self.model, [module for module, _ in self._targets], outputs)
+        if folded is None:
+            return
+        self.folded = folded.folded
+        self.model = folded.model
+        self._targets = [(folded.module(m), use_input) for m, use_input in self._targets]
+        self._relus = [m for m in self.model.modules() if isinstance(m, (nn.ReLU, nn.ReLU6))]
 
     def start(self, chunk: ChunkSpec) -> _State:
         param = torch.tensor(chunk.init, device=self.device).requires_grad_(True)
@@ -363,3 +400,4 @@ class Session:
 
     def close(self) -> None:
         self.run = None
+        self.model = self.adapter.model  # drop the private copy
