@@ -206,10 +206,17 @@ def run_unfolded(*args: Any, **options: Any) -> dict[str, Any]:
 @contextlib.contextmanager
 def torchvision_stand_in() -> Iterator[None]:
     """A ``torchvision.transforms.Normalize`` good enough for Lucent's import, on sys.path
-    only while Lucent is imported (and only if no real torchvision is importable)."""
+    only while Lucent is imported (and only if no working torchvision is importable: a wheel
+    built for another torch fails at import with "operator torchvision::nms does not exist")."""
     if importlib.util.find_spec("torchvision") is not None:
-        yield
-        return
+        try:
+            importlib.import_module("torchvision.transforms")
+        except Exception:  # installed, but not for this torch
+            for name in [m for m in sys.modules if m.split(".")[0] == "torchvision"]:
+                del sys.modules[name]
+        else:
+            yield
+            return
     with tempfile.TemporaryDirectory() as folder:
         package = Path(folder, "torchvision")
         package.mkdir()
