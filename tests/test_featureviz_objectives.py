@@ -220,6 +220,8 @@ def test_frames_are_taken_every_k_steps_and_end_with_the_images(framework: str) 
 def test_record_every_must_be_a_positive_int() -> None:
     with pytest.raises(ValueError, match=r"record_every must be"):
         feature_viz(build("torch"), "conv2", [0], steps=2, record_every=0)
+    with pytest.raises(ValueError, match=r"record_every must be"):
+        feature_viz(build("torch"), "conv2", [0], image=np.zeros((8, 8)), steps=0, record_every=-1)
 
 
 def test_an_animation_has_one_gif_frame_per_recorded_frame(tmp_path) -> None:

@@ -194,12 +194,12 @@ def feature_viz(
         hw = parse_size(size)
         start = np.clip(load_image(image, adapter.spec.channels, hw), 0.0, 1.0)
         size = start.shape[1:] if hw is None else hw
+    if record_every is not None:
+        record_every = _positive_int(record_every, "record_every")
     if steps == 0 and start is not None and not isinstance(steps, bool):
         images = np.repeat(start.transpose(1, 2, 0)[None], len(objectives), axis=0)
         return images if record_every is None else (images, images[None].copy())
     steps = _positive_int(steps, "steps")
-    if record_every is not None:
-        record_every = _positive_int(record_every, "record_every")
     callback_every = _positive_int(callback_every, "callback_every")
     if batch_size is not None:
         batch_size = _positive_int(batch_size, "batch_size")
