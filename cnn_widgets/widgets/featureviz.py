@@ -61,9 +61,12 @@ class FeatureVizPanel(SelectionPanel):
     model's own input size when smaller)."""
     fv_recipe = traitlets.Unicode("lucid").tag(sync=True)
     """``"lucid"`` (interpretable pictures) or ``"naive"`` (plain pixel ascent)."""
-    fv_objective = traitlets.Unicode("channel").tag(sync=True)
-    """``"channel"``, ``"neuron"`` (the centre position), ``"layer"`` (DeepDream, one image)
-    or ``"class"`` (the logit of each unit of the layer)."""
+    fv_objective = traitlets.Unicode("auto").tag(sync=True)
+    """``"auto"`` (``"channel"``, except near a linear first layer, where a channel's mean
+    is maximized by a flat saturated image: there each unit's kernel, see
+    :func:`~cnn_widgets.feature_viz`), ``"channel"``, ``"neuron"`` (the centre position),
+    ``"layer"`` (DeepDream, one image), ``"class"`` (the logit of each unit of the layer) or
+    ``"diversity"`` (as ``"channel"`` here, where a page shows each channel once)."""
     fv_run = traitlets.Int(0).tag(sync=True)
     """The browser's "Run" button: each increment starts a run for the current page of
     channels (a running one is stopped first). Python code calls :meth:`run_feature_viz`."""
