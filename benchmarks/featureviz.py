@@ -422,6 +422,9 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--page", type=int, default=None, help="our page (default 64, quick 8)")
     parser.add_argument("--rounds", type=int, default=None, help="speed rounds (3, quick 1)")
     parser.add_argument("--skip-keras", action="store_true")
+    parser.add_argument(
+        "--skip-first-layers", action="store_true", help="not featureviz_first_layers.py"
+    )
     parser.add_argument("--out", type=Path, default=ROOT / "results" / "featureviz.json")
     args = parser.parse_args(argv)
     quick = args.quick
@@ -547,7 +550,7 @@ def main(argv: list[str] | None = None) -> int:
         "floor_seconds_per_image_step": floor,
         "speedup_vs_lucent_per_channel": speed[LUCENT] / speed[TORCH_OURS],
         "speedup_from_batchnorm_folding": speed[TORCH_UNFOLDED] / speed[TORCH_OURS],
-        "first_layers": first_layers.run_all(),
+        "first_layers": {} if args.skip_first_layers else first_layers.run_all(),
         "speedup_vs_lucent_per_round": [
             lu / ours for lu, ours in zip(per_round[LUCENT], per_round[TORCH_OURS], strict=True)
         ],
