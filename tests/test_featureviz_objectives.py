@@ -91,8 +91,8 @@ def test_diversity_gives_different_images_that_each_excite_the_channel(framework
     # (style similarity 0.99, measured), the diverse ones are not (0.87, 0.15, 0.10).
     lenet = cw.zoo.load("lenet", framework)
     layer, c = "relu2", 3
-    plain = feature_viz(lenet, layer, [c] * 3, steps=48, objective="diversity", diversity_weight=0)
-    diverse = feature_viz(lenet, layer, [c] * 3, steps=48, objective="diversity")
+    plain = feature_viz(lenet, layer, [c] * 3, steps=32, objective="diversity", diversity_weight=0)
+    diverse = feature_viz(lenet, layer, [c] * 3, steps=32, objective="diversity")
     before = style_similarities(lenet, plain, layer)
     after = style_similarities(lenet, diverse, layer)
     assert before.min() > 0.9 and after.mean() < 0.6 and np.all(after < before.min()), after
