@@ -71,7 +71,10 @@ os.environ.setdefault("KERAS_BACKEND", "tensorflow")
 import numpy as np
 
 import cnn_widgets as cw
-from cnn_widgets.featureviz import feature_viz
+from cnn_widgets.featureviz import feature_viz, torch_impl
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+import featureviz_first_layers as first_layers  # a sibling script
 
 ROOT = Path(__file__).resolve().parent
 PIP_HINT = (
@@ -191,13 +194,29 @@ def run_ours(
     }
 
 
+def run_unfolded(*args: Any, **options: Any) -> dict[str, Any]:
+    """``run_ours`` on the model itself, without the folded private copy."""
+    torch_impl.Session.fold_batchnorm = False
+    try:
+        return run_ours(*args, **options)
+    finally:
+        torch_impl.Session.fold_batchnorm = True
+
+
 @contextlib.contextmanager
 def torchvision_stand_in() -> Iterator[None]:
     """A ``torchvision.transforms.Normalize`` good enough for Lucent's import, on sys.path
-    only while Lucent is imported (and only if no real torchvision is importable)."""
+    only while Lucent is imported (and only if no working torchvision is importable: a wheel
+    built for another torch fails at import with "operator torchvision::nms does not exist")."""
     if importlib.util.find_spec("torchvision") is not None:
-        yield
-        return
+        try:
+            importlib.import_module("torchvision.transforms")
+        except Exception:  # installed, but not for this torch
+            for name in [m for m in sys.modules if m.split(".")[0] == "torchvision"]:
+                del sys.modules[name]
+        else:
+            yield
+            return
     with tempfile.TemporaryDirectory() as folder:
         package = Path(folder, "torchvision")
         package.mkdir()
@@ -388,6 +407,7 @@ def matmul_flops_per_second(n: int = 2048, repeats: int = 7) -> float:
 TORCH_OURS = "cnn_widgets lucid (torch, batched)"
 TORCH_NAIVE = "cnn_widgets naive (torch, batched)"
 TORCH_NEURON = "cnn_widgets lucid, neuron objective (torch, batched)"
+TORCH_UNFOLDED = "cnn_widgets lucid, BatchNorm not folded (torch, batched)"
 LUCENT = "lucent 0.1.8 render_vis (torch, looped)"
 KERAS_OURS = "cnn_widgets lucid (keras, batched)"
 TFKV = "tf-keras-vis 0.8.7 ActivationMaximization (keras, batched)"
@@ -402,6 +422,9 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--page", type=int, default=None, help="our page (default 64, quick 8)")
     parser.add_argument("--rounds", type=int, default=None, help="speed rounds (3, quick 1)")
     parser.add_argument("--skip-keras", action="store_true")
+    parser.add_argument(
+        "--skip-first-layers", action="store_true", help="not featureviz_first_layers.py"
+    )
     parser.add_argument("--out", type=Path, default=ROOT / "results" / "featureviz.json")
     args = parser.parse_args(argv)
     quick = args.quick
@@ -428,6 +451,7 @@ def main(argv: list[str] | None = None) -> int:
     lucent = Lucent(adapter, layer, size)
     methods: dict[str, Callable[[list[int], int, int], dict[str, Any]]] = {
         TORCH_OURS: lambda ch, n, k: run_ours(adapter, layer, ch, n, size, k),
+        TORCH_UNFOLDED: lambda ch, n, k: run_unfolded(adapter, layer, ch, n, size, k),
         LUCENT: lucent,
     }
     if not args.skip_keras:
@@ -435,7 +459,13 @@ def main(argv: list[str] | None = None) -> int:
         keras_adapter = cw.adapt(keras_model, preprocess=adapter.spec.preprocess)
         methods[KERAS_OURS] = lambda ch, n, k: run_ours(keras_adapter, layer, ch, n, size, k)
         methods[TFKV] = TfKerasVis(keras_model, layer, size)
-    speed_channels = {TORCH_OURS: page, LUCENT: page[:2], KERAS_OURS: page, TFKV: page[:n_tfkv]}
+    speed_channels = {
+        TORCH_OURS: page,
+        TORCH_UNFOLDED: page,
+        LUCENT: page[:2],
+        KERAS_OURS: page,
+        TFKV: page[:n_tfkv],
+    }
 
     # (a) Speed: all methods in turn, `rounds` times, so that the load of this shared machine
     # falls on all of them alike; per round the median step time of each; then the median.
@@ -472,7 +502,9 @@ def main(argv: list[str] | None = None) -> int:
     speed[TORCH_NAIVE] = speed[TORCH_NEURON] = speed[TORCH_OURS]  # same step, same cost
     results: dict[str, Any] = {}
     for name, (run, channels) in quality_runs.items():
+        began = time.perf_counter()
         result = run(channels, steps, every)
+        wall = time.perf_counter() - began  # one-time costs (copy, fold, trace) included
         chans = np.asarray(channels)
         scores = judge.score(result["images"], chans)
         first = steps_to_bar(judge, result["snapshots"], chans)
@@ -480,6 +512,7 @@ def main(argv: list[str] | None = None) -> int:
             "channels": len(chans),
             "seconds_per_image_step": speed[name],
             "seconds_per_channel": speed[name] * steps,
+            "wall_seconds_per_channel": wall / len(chans),
             "steps_to_bar_median": float(np.median(first)),
             "seconds_per_channel_to_bar": float(np.median(first)) * speed[name],
             "mean_argmax": float(np.mean(scores["mean_argmax"])),
@@ -516,6 +549,8 @@ def main(argv: list[str] | None = None) -> int:
         "matmul_flops_per_second": peak,
         "floor_seconds_per_image_step": floor,
         "speedup_vs_lucent_per_channel": speed[LUCENT] / speed[TORCH_OURS],
+        "speedup_from_batchnorm_folding": speed[TORCH_UNFOLDED] / speed[TORCH_OURS],
+        "first_layers": {} if args.skip_first_layers else first_layers.run_all(),
         "speedup_vs_lucent_per_round": [
             lu / ours for lu, ours in zip(per_round[LUCENT], per_round[TORCH_OURS], strict=True)
         ],
@@ -555,6 +590,8 @@ def print_table(summary: dict[str, Any]) -> None:
             f"{e['seconds_per_channel_to_bar']:>8.2f}"
         )
     print(f"speed-up per channel vs Lucent: {summary['speedup_vs_lucent_per_channel']:.1f}x")
+    print(f"speed-up from BatchNorm folding: {summary['speedup_from_batchnorm_folding']:.2f}x")
+    first_layers.print_table(summary["first_layers"])
     if "speedup_keras_vs_tf_keras_vis_per_channel" in summary:
         print(
             "speed-up per channel vs tf-keras-vis: "

@@ -35,7 +35,7 @@ from .atlas import AtlasReport, atlas
 from .attribution import Attribution, SanityReport, attribution, plot_attribution, sanity_check
 from .backends import Adapter, InputSpec, LayerInfo, Normalization, adapt
 from .featureviz import feature_viz
-from .render import tile
+from .render import save_animation, tile
 
 if TYPE_CHECKING:
     from . import zoo
@@ -99,6 +99,7 @@ __all__ = [
     "render_activations",
     "render_filters",
     "sanity_check",
+    "save_animation",
     "summary",
     "tile",
     "top_classes",

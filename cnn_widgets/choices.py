@@ -86,10 +86,12 @@ INPUT_CHANNEL_WORDS: Choices = (("auto", "auto"), ("rgb", "RGB"), ("mean", "mean
 """Which input channel of each kernel the filters view draws; an index is valid too."""
 
 FV_OBJECTIVES: Choices = (
+    ("auto", "auto (channel; neuron near the input)"),
     ("channel", "channel (mean)"),
     ("neuron", "neuron (centre)"),
     ("layer", "layer (DeepDream)"),
     ("class", "class logit"),
+    ("diversity", "diversity (channel, several styles)"),
 )
 
 FV_RECIPES: Choices = (("lucid", "lucid (interpretable)"), ("naive", "naive (pixel ascent)"))

@@ -447,7 +447,8 @@ BAD_INPUTS = {
     "unknown objective": (
         dict(layer="conv2", channels=[0], objective="neurons"),
         ValueError,
-        "unknown objective 'neurons'; valid: 'channel', 'neuron', 'layer', 'class'",
+        "unknown objective 'neurons'; valid: 'auto', 'channel', 'neuron', 'layer', 'class', "
+        "'diversity'",
     ),
     "unknown setting": (
         dict(layer="conv2", channels=[0], learning_rate=0.1),

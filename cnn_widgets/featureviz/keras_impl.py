@@ -103,6 +103,7 @@ class _State:
     v: tf.Tensor
     views: np.ndarray  # (k, steps, 2, 3)
     groups: tuple[tuple[tf.Tensor, ...], ...]
+    penalty: tf.Tensor  # (k,) weights of the pull towards gray (zeros: none)
 
 
 class Session:
@@ -273,6 +274,7 @@ class Session:
             tf.TensorSpec((None, 2, 3), tf.float32),
             tf.TensorSpec((), tf.float32),
             group_spec,
+            tf.TensorSpec((None,), tf.float32),
         )
         self._scale = tf.constant(run.spectrum_scale)
         self._color = tf.constant(run.color)
@@ -312,7 +314,14 @@ class Session:
             for g in chunk.groups
         )
         zeros = tf.zeros_like(param)
-        return _State(param=param, m=zeros, v=zeros, views=chunk.views, groups=groups)
+        return _State(
+            param=param,
+            m=zeros,
+            v=zeros,
+            views=chunk.views,
+            groups=groups,
+            penalty=tf.zeros([chunk.size], tf.float32),
+        )
 
     def step(self, state: _State, step: int) -> np.ndarray:
         warm = self._redirect and step < self.run.params.warmup_steps
@@ -323,9 +332,27 @@ class Session:
             tf.constant(state.views[:, step]),
             tf.constant(float(step + 1)),
             state.groups,
+            state.penalty,
         )
         state.param, state.m, state.v = param, m, v
         return values.numpy()
+
+    def gains(self, state: _State) -> np.ndarray:
+        """Per image, the largest ``|d objective / d pixel|`` at the current image (no random
+        view; the dead-ReLU redirect on, as in the torch session). Eager: once per run."""
+        with tf.GradientTape(watch_accessed_variables=False) as tape:
+            image = self._image(state.param)
+            tape.watch(image)
+            outputs = self._forward(self._preprocess(image), self._redirect)
+            values = self._objective(outputs, state.groups, tf.shape(state.param)[0])
+        grad = tape.gradient(values, image)
+        if grad is None:
+            return np.zeros(int(state.param.shape[0]), np.float32)
+        flat = tf.reshape(tf.abs(tf.convert_to_tensor(grad)), [tf.shape(grad)[0], -1])
+        return tf.reduce_max(flat, axis=1).numpy().astype(np.float32)
+
+    def set_penalty(self, state: _State, weights: np.ndarray) -> None:
+        state.penalty = tf.constant(np.asarray(weights, np.float32))
 
     def images(self, state: _State) -> np.ndarray:
         # Eager: a handful of ops, not worth a traced function per chunk shape.
@@ -356,6 +383,7 @@ class Session:
         theta: tf.Tensor,
         t: tf.Tensor,
         groups: tuple[tuple[tf.Tensor, ...], ...],
+        penalty: tf.Tensor,
         *,
         redirect: bool,
     ) -> tuple[tf.Tensor, tf.Tensor, tf.Tensor, tf.Tensor]:
@@ -365,6 +393,11 @@ class Session:
             view = _affine_sample(image, theta) if self._warped else image
             outputs = self._forward(self._preprocess(view), redirect)
             values = self._objective(outputs, groups, tf.shape(param)[0])
+            if self._lucid and self.run.params.contrast is not None:
+                pull = tf.reduce_sum(
+                    tf.reshape(tf.square(image - 0.5), [tf.shape(image)[0], -1]), axis=1
+                )
+                values = values - penalty * pull
             loss = -tf.reduce_sum(values)
         grad = tape.gradient(loss, param)
         if grad is None:  # the objective does not depend on the image at all
@@ -388,6 +421,7 @@ class Session:
         self, outputs: list[tf.Tensor], groups: tuple[tuple[tf.Tensor, ...], ...], k: tf.Tensor
     ) -> tf.Tensor:
         values = tf.zeros([k], tf.float32)
+        later = []
         for (kind, capture), (image, channel, y, x, weight) in zip(
             self.run.group_keys, groups, strict=True
         ):
@@ -401,13 +435,40 @@ class Session:
                     term = tf.reduce_mean(tf.reshape(picked, [tf.shape(picked)[0], -1]), axis=1)
             elif kind == "neuron":
                 term = tf.gather_nd(acts, tf.stack([image, y, x, channel], axis=1))
+            elif kind == "diversity":
+                later.append((_gram_similarity(tf.gather(acts, image), channel), image, weight))
+                continue
             else:  # layer: DeepDream
                 picked = tf.gather(acts, image)
                 term = tf.reduce_mean(
                     tf.square(tf.reshape(picked, [tf.shape(picked)[0], -1])), axis=1
                 )
             values = values + tf.math.unsorted_segment_sum(term * weight, image, k)
+        # In units of the rest of the image's objective, as in the torch session.
+        scale = tf.abs(tf.stop_gradient(values))
+        for term, image, weight in later:
+            scaled = term * weight * tf.gather(scale, image)
+            values = values + tf.math.unsorted_segment_sum(scaled, image, k)
         return values
+
+
+def _gram_similarity(acts: tf.Tensor, group: tf.Tensor) -> tf.Tensor:
+    """Per image, the mean cosine similarity of its Gram matrix with those of the other
+    images of its group (see the torch session's ``_gram_similarity``)."""
+    shape = tf.shape(acts)
+    flat = tf.reshape(acts, [shape[0], -1, shape[-1]])  # (m, HW, C)
+    flat = flat - tf.reduce_mean(flat, axis=1, keepdims=True)
+    positions = tf.cast(tf.shape(flat)[1], tf.float32)
+    gram = tf.matmul(flat, flat, transpose_a=True) / positions  # (m, C, C)
+    gram = tf.math.l2_normalize(tf.reshape(gram, [shape[0], -1]), axis=1, epsilon=1e-24)
+    similarity = tf.matmul(gram, gram, transpose_b=True)
+    same = tf.logical_and(
+        tf.equal(group[:, None], group[None, :]),
+        tf.logical_not(tf.cast(tf.eye(tf.shape(group)[0]), tf.bool)),
+    )
+    same = tf.cast(same, tf.float32)
+    partners = tf.maximum(tf.reduce_sum(same, axis=1), 1.0)
+    return tf.reduce_sum(similarity * same, axis=1) / partners
 
 
 def _affine_sample(image: tf.Tensor, theta: tf.Tensor) -> tf.Tensor:

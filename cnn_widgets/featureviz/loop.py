@@ -14,6 +14,8 @@ A session implements::
     start(chunk: ChunkSpec) -> state
     step(state, step: int) -> np.ndarray      # objective value of each image, then update
     images(state) -> np.ndarray               # (k, H, W, C) float32 in [0, 1]
+    gains(state) -> np.ndarray                # (k,) max |d objective / d pixel| at the start
+    set_penalty(state, weights) -> None       # (k,) weights of sum((image - 0.5) ** 2)
     close() -> None
 """
 
@@ -29,8 +31,8 @@ from typing import Any, Protocol
 import numpy as np
 
 from ..backends.base import Adapter, LayerInfo
-from .objectives import Capture, Objective, ResolvedTerm, Term, capture_for, resolve_term
-from .param import color_matrix, spectrum_scale
+from .objectives import Capture, Objective, ResolvedTerm, Term, capture_for, resolve_terms
+from .param import color_matrix, spectrum_from_image, spectrum_scale
 from .recipes import draw_image
 from .spec import (
     ChunkSpec,
@@ -62,6 +64,7 @@ _BYTES_PER_ELEMENT = 4 * 3
 _BACKENDS = {"torch": ".torch_impl", "keras": ".keras_impl"}
 
 StepCallback = Callable[[int, np.ndarray, np.ndarray], "bool | None"]
+Frames = list[np.ndarray]
 
 
 class StopFlag(Protocol):
@@ -82,8 +85,16 @@ def optimize(
     callback: StepCallback | None,
     callback_every: int,
     stop: StopFlag | None,
+    start_image: np.ndarray | None = None,
+    frames: Frames | None = None,
+    record_every: int = 1,
 ) -> np.ndarray:
-    """Run the optimization for already parsed arguments; see :func:`feature_viz`."""
+    """Run the optimization for already parsed arguments; see :func:`feature_viz`.
+
+    ``start_image`` (``(C, H, W)`` in [0, 1], at ``size``) replaces every image's random
+    start. When ``frames`` is a list, the images every ``record_every`` steps (and the final
+    ones) are appended to it.
+    """
     steps = _capped_steps(steps)
     infos = adapter.layers()
     captures, bound = _captures(adapter, objectives)
@@ -95,8 +106,11 @@ def optimize(
             hw, shapes = _choose_size(session, adapter, captures, size)
             per_image = [
                 tuple(
-                    resolve_term(term, cap, adapter.layer(captures[cap].layer), shapes[cap])
+                    resolved
                     for term, cap in terms
+                    for resolved in resolve_terms(
+                        term, cap, adapter.layer(captures[cap].layer), shapes[cap]
+                    )
                 )
                 for terms in bound
             ]
@@ -120,10 +134,22 @@ def optimize(
             )
             per_image_bytes = estimate_bytes_per_image(adapter, infos, captures, hw)
             chunk = _chunk_size(len(per_image), per_image_bytes, batch_size, memory_budget)
-            chunks = _chunks(run, per_image, seed, chunk)
+            if "diversity" in {kind for kind, _ in group_keys}:
+                chunk = len(per_image)  # the penalty compares images: one batch
+            chunks = _chunks(run, per_image, seed, chunk, start_image)
             session.compile(run)
             states = [session.start(c) for c in chunks]
-            return _loop(session, states, steps, callback, callback_every, stop)
+            contrast = getattr(params, "contrast", None)
+            if contrast is not None:
+                for state in states:
+                    # A linear objective v = g . image is maximized under the pull
+                    # lam * |image - 0.5|^2 by image = 0.5 + g / (2 lam): the strongest pixel
+                    # then sits `contrast` from gray instead of saturating.
+                    gains = session.gains(state)
+                    session.set_penalty(state, gains / (2.0 * contrast))
+            return _loop(
+                session, states, steps, callback, callback_every, stop, frames, record_every
+            )
         finally:
             session.close()
 
@@ -135,16 +161,27 @@ def _loop(
     callback: StepCallback | None,
     every: int,
     stop: StopFlag | None,
+    frames: Frames | None,
+    record_every: int,
 ) -> np.ndarray:
+    done = 0
     for step in range(1, steps + 1):
         if stop is not None and stop.is_set():
             break
         values = np.concatenate([session.step(state, step - 1) for state in states])
-        if callback is not None and (step % every == 0 or step == steps):
+        done = step
+        wanted = callback is not None and (step % every == 0 or step == steps)
+        record = frames is not None and step % record_every == 0
+        if wanted or record:
             images = np.concatenate([session.images(state) for state in states])
-            if callback(step, images, values) is False:
+            if record:
+                frames.append(images)
+            if wanted and callback(step, images, values) is False:
                 break
-    return np.concatenate([session.images(state) for state in states])
+    final = np.concatenate([session.images(state) for state in states])
+    if frames is not None and (done == 0 or done % record_every != 0):
+        frames.append(final)  # the last frame is always the returned images
+    return final
 
 
 # -- objectives -> captures ----------------------------------------------------------------
@@ -318,17 +355,30 @@ def estimate_bytes_per_image(
 
 
 def _chunks(
-    run: RunSpec, per_image: list[tuple[ResolvedTerm, ...]], seed: int, chunk: int
+    run: RunSpec,
+    per_image: list[tuple[ResolvedTerm, ...]],
+    seed: int,
+    chunk: int,
+    start_image: np.ndarray | None = None,
 ) -> list[ChunkSpec]:
     count = len(per_image)
     starts, views, seen = [], [], {}
+    given = None
+    if start_image is not None:
+        given = (
+            spectrum_from_image(start_image, run.color, run.spectrum_scale)
+            if isinstance(run.params, LucidParams)
+            else start_image.astype(np.float32)
+        )
     for terms in per_image:
         key = image_key(terms, run.captures, seen.setdefault(terms, 0))
         seen[terms] += 1
+        # The random start is drawn even when an image replaces it: the views come next
+        # from the same generator, and must not depend on how the image started.
         start, view = draw_image(
             run.recipe, run.params, image_rng(seed, key), run.channels, run.size, run.steps
         )
-        starts.append(start)
+        starts.append(start if given is None else given)
         views.append(view)
     # As many chunks as needed, as even as possible (64 at most 24 -> 22 + 21 + 21).
     parts = math.ceil(count / chunk)

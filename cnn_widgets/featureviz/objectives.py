@@ -5,7 +5,7 @@ read from it. Objectives combine like numbers (``channel("conv2", 3) - 0.5 * neu
 2)``), describe *one* image, and never touch a framework: the backends turn the resolved
 terms into tensor ops.
 
-The four kinds of term:
+The kinds of term:
 
 ``channel``
     Mean of one channel over every spatial position (for a dense layer: that unit).
@@ -15,14 +15,27 @@ The four kinds of term:
     Mean of the squared activations of the whole layer ("DeepDream").
 ``class``
     A class logit, always *before* a softmax: when the model ends in one, its input is used.
+``direction``
+    A weighted sum of the channel means of one layer (Lucid's ``direction``: the mean over
+    positions of the activation vector dotted with a weight vector, which is the same
+    number); it resolves into one ``channel`` term per nonzero weight.
+``diversity``
+    Lucid's diversity penalty: minus the mean cosine similarity between this image's Gram
+    matrix (of the layer's channels minus their spatial means, over positions) and those of
+    the other images of its batch in the same group, times the magnitude of the image's other
+    terms (held constant, so that one weight suits layers of any scale). It couples images,
+    so a request with it runs as one batch.
 """
 
 from __future__ import annotations
 
+import dataclasses
 import math
 import numbers
 from collections.abc import Iterable
 from dataclasses import dataclass
+
+import numpy as np
 
 from .. import choices
 from ..backends.base import LayerInfo, LayerKey
@@ -35,6 +48,8 @@ __all__ = [
     "channel",
     "class_logit",
     "deepdream",
+    "direction",
+    "diversity",
     "neuron",
 ]
 
@@ -61,6 +76,8 @@ class Term:
         Position of a ``neuron`` in the layer's output; ``None`` means the centre.
     weight:
         Factor of this term in the sum.
+    vector:
+        The channel weights of a ``direction`` term; ``None`` otherwise.
     """
 
     kind: str
@@ -69,13 +86,18 @@ class Term:
     y: int | None = None
     x: int | None = None
     weight: float = 1.0
+    vector: tuple[float, ...] | None = None
 
     def scaled(self, factor: float) -> Term:
-        return Term(self.kind, self.layer, self.index, self.y, self.x, self.weight * factor)
+        return dataclasses.replace(self, weight=self.weight * factor)
 
     def __str__(self) -> str:
         if self.kind == "layer":
             text = f"deepdream({self.layer!r})"
+        elif self.kind == "direction":
+            text = f"direction({self.layer!r}, <{len(self.vector or ())} weights>)"
+        elif self.kind == "diversity":
+            text = f"diversity({self.layer!r}, group={self.index})"
         elif self.kind == "class":
             where = "" if self.layer is None else f", layer={self.layer!r}"
             text = f"class_logit({self.index}{where})"
@@ -189,6 +211,40 @@ def deepdream(layer: LayerKey) -> Objective:
     return Objective([Term("layer", layer)])
 
 
+def direction(layer: LayerKey, weights: Iterable[float]) -> Objective:
+    """A weighted combination of ``layer``'s channels: ``sum(w[c] * channel_mean[c])``.
+
+    ``weights`` has one finite number per channel of the layer (checked when the layer's
+    size is known), e.g. a class's row of the classifier's weight matrix to visualize what
+    the features before it look for in that class.
+    """
+    try:
+        vector = np.asarray(weights, dtype=np.float64).reshape(-1)
+    except (TypeError, ValueError):
+        raise TypeError(
+            f"direction weights must be numbers (one per channel), got {type(weights).__name__}"
+        ) from None
+    if np.asarray(weights).ndim != 1 or vector.size == 0:
+        raise ValueError(
+            f"direction weights must be a 1-D sequence with one number per channel, got shape "
+            f"{np.asarray(weights).shape}"
+        )
+    if not np.all(np.isfinite(vector)):
+        raise ValueError("direction weights must be finite numbers")
+    if not np.any(vector):
+        raise ValueError("direction weights are all zero: the objective would be constant")
+    return Objective([Term("direction", layer, vector=tuple(float(v) for v in vector))])
+
+
+def diversity(layer: LayerKey, group: int = 0) -> Objective:
+    """Lucid's diversity term on ``layer``: the mean cosine similarity of this image's Gram
+    matrix with those of the other images of the same ``group``, which ``feature_viz``
+    optimizes as one batch, times the magnitude of the image's other terms. Add it with a
+    weight to another objective (``channel(l, 3) + diversity(l)``; it counts negatively) to
+    make the images of a group differ in style."""
+    return Objective([Term("diversity", layer, _check_index(group, "group"), weight=-1.0)])
+
+
 def class_logit(index: int, layer: LayerKey | None = None) -> Objective:
     """Logit of class ``index``: the value *before* any softmax.
 
@@ -242,10 +298,11 @@ class Capture:
 class ResolvedTerm:
     """A term bound to a capture, channel checked and neuron position filled in.
 
-    ``channel`` is -1 for ``layer`` terms; ``y``/``x`` are -1 except for ``neuron``.
+    ``channel`` is -1 for ``layer`` terms and the group for ``diversity``; ``y``/``x`` are -1
+    except for ``neuron``.
     """
 
-    kind: str  # "channel" | "neuron" | "layer"
+    kind: str  # "channel" | "neuron" | "layer" | "diversity"
     capture: int
     channel: int
     y: int
@@ -257,20 +314,48 @@ def capture_for(term: Term, info: LayerInfo) -> Capture:
     return Capture(info.name, term.kind == "class", info.index)
 
 
-def resolve_term(
+def resolve_terms(
     term: Term, capture_index: int, info: LayerInfo, shape: tuple[int, ...]
-) -> ResolvedTerm:
+) -> tuple[ResolvedTerm, ...]:
     """Check ``term`` against the layer's output ``shape`` (channels-first, no batch, at the
-    image size being optimized) and bind it to its capture.
+    image size being optimized) and bind it to its capture: one resolved term, or one per
+    nonzero weight of a ``direction``.
 
     Raises
     ------
     ValueError
-        Channel or class out of range, a neuron on a layer without a spatial output, or a
-        neuron position outside the output.
+        Channel or class out of range, a direction whose length is not the layer's channel
+        count, a neuron on a layer without a spatial output, or a neuron position outside
+        the output.
     """
+    if term.kind == "direction":
+        count = shape[0] if shape else 1
+        vector = term.vector or ()
+        if len(vector) != count:
+            raise ValueError(
+                f"direction on layer {info.name!r} needs {count} weights (one per channel), "
+                f"got {len(vector)}"
+            )
+        return tuple(
+            ResolvedTerm("channel", capture_index, c, -1, -1, term.weight * w)
+            for c, w in enumerate(vector)
+            if w != 0.0
+        )
+    return (_resolve_one(term, capture_index, info, shape),)
+
+
+def _resolve_one(
+    term: Term, capture_index: int, info: LayerInfo, shape: tuple[int, ...]
+) -> ResolvedTerm:
     if term.kind == "layer":
         return ResolvedTerm("layer", capture_index, -1, -1, -1, term.weight)
+    if term.kind == "diversity":
+        if len(shape) != 3:
+            raise ValueError(
+                f"the diversity objective needs a layer with a spatial output (C, H, W), but "
+                f"layer {info.name!r} ({info.type}) outputs shape {tuple(shape)}"
+            )
+        return ResolvedTerm("diversity", capture_index, int(term.index or 0), -1, -1, term.weight)
     count = shape[0] if shape else 1
     index = int(term.index if term.index is not None else 0)
     if not 0 <= index < count:

@@ -23,8 +23,14 @@ __all__ = [
     "color_matrix",
     "init_pixels",
     "init_spectrum",
+    "spectrum_from_image",
     "spectrum_scale",
 ]
+
+START_CLIP = 1e-3
+"""An image start is clipped to ``[START_CLIP, 1 - START_CLIP]`` before the sigmoid is
+inverted: a pure black or white pixel would need an infinite logit, and a pixel far out on
+the sigmoid's tail barely moves (its gradient is ``x (1 - x)``, 0.001 here)."""
 
 COLOR_SQRT_COVARIANCE = np.array(
     [[0.26, 0.09, 0.02], [0.27, 0.00, -0.05], [0.27, -0.09, 0.03]], dtype=np.float64
@@ -77,3 +83,18 @@ def init_pixels(
     ``128 / 255 + noise * random()`` with ``noise = 20 / 255``.
     """
     return (128.0 / 255.0 + noise * rng.random((channels, height, width))).astype(np.float32)
+
+
+def spectrum_from_image(image: np.ndarray, color: np.ndarray, scale: np.ndarray) -> np.ndarray:
+    """The spectrum ``(C, h, w//2+1, 2)`` whose parameterized image is ``image``.
+
+    The inverse of the formula in this module's docstring: logit, unmix the colours, undo the
+    ``/ 4``, ``rfft2`` with ``norm="ortho"``, divide by the frequency scaling. ``image`` is
+    ``(C, h, w)`` in [0, 1]; it comes back exactly, up to float rounding, wherever it lies
+    within ``[START_CLIP, 1 - START_CLIP]``.
+    """
+    x = np.clip(image.astype(np.float64), START_CLIP, 1.0 - START_CLIP)
+    logits = np.log(x) - np.log1p(-x)
+    unmixed = np.einsum("ij,jhw->ihw", np.linalg.inv(color.astype(np.float64)), logits)
+    spectrum = np.fft.rfft2(unmixed * FOURIER_DIVISOR, norm="ortho") / scale
+    return np.stack([spectrum.real, spectrum.imag], axis=-1).astype(np.float32)

@@ -91,6 +91,12 @@ def _check(params: RecipeParams) -> None:
             raise ValueError(f"{name} must be a non-empty sequence of finite numbers")
     if min(float(s) for s in params.scales) <= 0:
         raise ValueError("scales must all be > 0")
+    if params.contrast is not None and not (
+        isinstance(params.contrast, numbers.Real) and 0 < params.contrast < 0.5
+    ):
+        raise ValueError(
+            f"contrast must be None (no penalty) or a number in (0, 0.5), got {params.contrast!r}"
+        )
 
 
 def draw_image(

@@ -64,6 +64,13 @@ class LucidParams:
         them (Lucid's redirected ReLU), so channels that are dead on a gray image wake up.
     beta1, beta2, eps:
         Adam's constants.
+    contrast:
+        ``None``: no penalty. A number in (0, 0.5): each image is pulled towards gray by
+        ``lam * sum((image - 0.5) ** 2)``, with ``lam`` chosen per image at the start so that
+        for a linear objective the most wanted pixel settles ``contrast`` away from gray
+        (``lam = max|d objective / d pixel| / (2 * contrast)``). Near a linear first layer the
+        plain objective's optimum is a saturated image; with the pull it is the kernel itself.
+        ``objective="auto"`` sets it there.
     """
 
     lr: float = 0.05
@@ -79,6 +86,7 @@ class LucidParams:
     beta1: float = 0.9
     beta2: float = 0.999
     eps: float = 1e-8
+    contrast: float | None = None
 
 
 @dataclass(frozen=True)

@@ -31,6 +31,7 @@ from torch import nn
 from ..backends.torch import TorchAdapter, first_tensor
 from .objectives import Capture
 from .spec import ChunkSpec, ForwardError, LucidParams, RunSpec
+from .torch_fold import folded_copy
 
 __all__ = ["Session"]
 
@@ -89,10 +90,37 @@ class _State:
         tuple[str, int, torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor]
     ]
     size: int
+    penalty: torch.Tensor | None = None  # (k,) weights of the pull towards gray
+
+
+def _gram_similarity(acts: torch.Tensor, group: torch.Tensor) -> torch.Tensor:
+    """Per image, the mean cosine similarity of its Gram matrix (channels x channels, over
+    positions, of the activations minus their spatial means) with those of the other images
+    of its group; 0 for an image alone.
+
+    Centred, because the raw Gram matrices of a ReLU layer are dominated by the channels'
+    means, which every image of one channel shares: their cosine similarity is 0.999 for
+    images that look nothing alike (measured on LeNet's relu2), and its gradient is too weak
+    to push them apart. Centred, it measures the texture: 0.99 for the near-copies the plain
+    channel objective gives, 0.1 to 0.2 with the penalty."""
+    flat = acts.float().flatten(2)  # (m, C, HW)
+    flat = flat - flat.mean(dim=2, keepdim=True)
+    gram = torch.bmm(flat, flat.transpose(1, 2)).flatten(1) / flat.shape[2]
+    gram = F.normalize(gram, dim=1)
+    similarity = gram @ gram.T
+    same = (group[:, None] == group[None, :]) & ~torch.eye(
+        len(group), dtype=torch.bool, device=group.device
+    )
+    partners = same.sum(dim=1).clamp(min=1)
+    return (similarity * same).sum(dim=1) / partners
 
 
 class Session:
     """One feature-visualization run on a :class:`TorchAdapter` (see :mod:`.loop`)."""
+
+    fold_batchnorm = True
+    """Fold eval-mode BatchNorms into their convs in a private copy (False: run the model
+    itself; the benchmark measures both)."""
 
     def __init__(self, adapter: TorchAdapter, captures: tuple[Capture, ...]) -> None:
         self.adapter = adapter
@@ -106,11 +134,21 @@ class Session:
             self._targets.append((module, capture.logits and isinstance(module, _SOFTMAX)))
         self._relus = [m for m in self.model.modules() if isinstance(m, (nn.ReLU, nn.ReLU6))]
         self.run: RunSpec | None = None
+        self.folded = 0  # BatchNorms folded into convs in the private copy the run uses
 
     # -- the truncated forward -------------------------------------------------------------
     def _forward(self, x: torch.Tensor, redirect: bool) -> list[torch.Tensor]:
-        recorded: list[torch.Tensor | None] = [None] * len(self._targets)
-        remaining = [len(self._targets)]
+        return self._forward_on(self.model, self._targets, x, redirect)
+
+    def _forward_on(
+        self,
+        model: nn.Module,
+        targets: list[tuple[nn.Module, bool]],
+        x: torch.Tensor,
+        redirect: bool,
+    ) -> list[torch.Tensor]:
+        recorded: list[torch.Tensor | None] = [None] * len(targets)
+        remaining = [len(targets)]
 
         def record(i: int, value: Any) -> None:
             if recorded[i] is not None:
@@ -139,12 +177,12 @@ class Session:
         try:
             if redirect:
                 handles += self._redirect_hooks()
-            for i, (module, use_input) in enumerate(self._targets):
+            for i, (module, use_input) in enumerate(targets):
                 if use_input:
                     handles.append(module.register_forward_pre_hook(input_hook(i)))
                 else:
                     handles.append(module.register_forward_hook(output_hook(i)))
-            self.model(x)
+            model(x)
         except _Captured:
             pass
         finally:
@@ -215,6 +253,28 @@ class Session:
             self._channels_last = True
         except Exception:  # any failure: keep the default layout
             self._channels_last = False
+        if self.fold_batchnorm:
+            self._use_folded_copy()
+
+    def _use_folded_copy(self) -> None:
+        """Run on a private copy with the BatchNorms folded into their convs, when one
+        computes the same targets (see :mod:`.torch_fold`); the user's model is not changed."""
+        generator = torch.Generator().manual_seed(0)
+        example = torch.rand((2, self.run.channels, *self.run.size), generator=generator)
+        x = self._layout(self._preprocess(example.to(self.device)), self._channels_last)
+        uses = [use_input for _, use_input in self._targets]
+
+        def outputs(model: nn.Module, modules: list[nn.Module]) -> list[torch.Tensor]:
+            with torch.no_grad():
+                return self._forward_on(model, list(zip(modules, uses, strict=True)), x, False)
+
+        folded = folded_copy(self.model, [module for module, _ in self._targets], outputs)
+        if folded is None:
+            return
+        self.folded = folded.folded
+        self.model = folded.model
+        self._targets = [(folded.module(m), use_input) for m, use_input in self._targets]
+        self._relus = [m for m in self.model.modules() if isinstance(m, (nn.ReLU, nn.ReLU6))]
 
     def start(self, chunk: ChunkSpec) -> _State:
         param = torch.tensor(chunk.init, device=self.device).requires_grad_(True)
@@ -267,6 +327,9 @@ class Session:
         redirect = self._lucid and step < run.params.warmup_steps
         outputs = self._forward(self._layout(self._preprocess(view), self._channels_last), redirect)
         values = self._objective(outputs, state)
+        if state.penalty is not None:
+            pull = (image - 0.5).square().reshape(state.size, -1).sum(dim=1)
+            values = values - state.penalty * pull
         (grad,) = torch.autograd.grad(-values.sum(), state.param)
         with torch.no_grad():
             if self._lucid:
@@ -277,6 +340,7 @@ class Session:
 
     def _objective(self, outputs: list[torch.Tensor], state: _State) -> torch.Tensor:
         values = torch.zeros(state.size, device=self.device)
+        later = []
         for kind, capture, image, channel, y, x, weight in state.groups:
             if image.numel() == 0:
                 continue
@@ -286,10 +350,34 @@ class Session:
                 term = picked.reshape(picked.shape[0], -1).mean(dim=1)
             elif kind == "neuron":
                 term = acts[image, channel, y, x]
+            elif kind == "diversity":
+                later.append((_gram_similarity(acts[image], channel), image, weight))
+                continue
             else:  # layer: DeepDream
                 term = acts[image].reshape(image.shape[0], -1).square().mean(dim=1)
             values = values.index_add(0, image, term * weight)
+        # The diversity penalty counts in units of the rest of the image's objective (held
+        # constant), so that one weight suits layers of any scale.
+        scale = values.detach().abs()
+        for term, image, weight in later:
+            values = values.index_add(0, image, term * weight * scale[image])
         return values
+
+    def gains(self, state: _State) -> np.ndarray:
+        """Per image, the largest ``|d objective / d pixel|`` at the current image, seen
+        without a random view, with the dead-ReLU redirect (a unit dead on the start image
+        still tells which pixels it wants)."""
+        image = self._image(state.param.detach()).requires_grad_(True)
+        redirect = self._lucid and self.run.params.warmup_steps > 0
+        seen = self._layout(self._preprocess(image), self._channels_last)
+        values = self._objective(self._forward(seen, redirect), state)
+        (grad,) = torch.autograd.grad(values.sum(), image, allow_unused=True)
+        if grad is None:
+            return np.zeros(state.size, np.float32)
+        return grad.abs().reshape(state.size, -1).amax(dim=1).to("cpu", torch.float32).numpy()
+
+    def set_penalty(self, state: _State, weights: np.ndarray) -> None:
+        state.penalty = torch.as_tensor(weights, dtype=torch.float32, device=self.device)
 
     def _adam(self, state: _State, grad: torch.Tensor, t: int) -> None:
         p = self.run.params
@@ -312,3 +400,4 @@ class Session:
 
     def close(self) -> None:
         self.run = None
+        self.model = self.adapter.model  # drop the private copy

@@ -8,6 +8,7 @@ their natural size for the widget's wire, where the browser enlarges them with
 transparent.
 """
 
+from .animation import animation_frames, save_animation
 from .colormaps import COLORMAPS, NONFINITE_COLOR, apply_colormap, lut
 from .encode import WIRE_FORMATS, encode_jpeg, encode_png, encode_wire
 from .normalize import MODES, normalize
@@ -41,6 +42,7 @@ __all__ = [
     "activation_grid",
     "activation_single",
     "activation_sum",
+    "animation_frames",
     "apply_colormap",
     "dense_plot",
     "encode_jpeg",
@@ -52,6 +54,7 @@ __all__ = [
     "normalize",
     "readable_png",
     "readable_scale",
+    "save_animation",
     "tile",
     "tile_layout",
     "tile_rgba",

@@ -1502,6 +1502,11 @@ function featureVizPanel(ctx) {
   const { model, make } = ctx;
   const run = button(ctx, "fv-run", "Run gradient ascent", "cnnw-button cnnw-primary");
   const stop = button(ctx, "fv-stop", "Stop");
+  const saveGif = button(ctx, "fv-save-gif", "Save GIF", "cnnw-button", {
+    title: "download the optimization of the run on screen as an animated GIF",
+  });
+  // Set by a click: the next fv_gif the kernel sends is downloaded (and only that one).
+  let gifWanted = false;
   const steps = settingField(ctx, {
     role: "fv-steps",
     label: "Steps",
@@ -1538,6 +1543,11 @@ function featureVizPanel(ctx) {
   const bump = (/** @type {string} */ name) => ctx.send(name, Number(model.get(name) ?? 0) + 1);
   run.addEventListener("click", () => bump("fv_run"), ctx.listen);
   stop.addEventListener("click", () => bump("fv_stop"), ctx.listen);
+  const askForGif = () => {
+    gifWanted = true;
+    bump("fv_save_gif");
+  };
+  saveGif.addEventListener("click", askForGif, ctx.listen);
   return {
     el: make("div", { className: "cnnw-fv", attrs: { "data-part": "featureviz" } }, [
       make("div", { className: "cnnw-row cnnw-fv-settings" }, [
@@ -1546,7 +1556,13 @@ function featureVizPanel(ctx) {
         steps.wrap,
         size.wrap,
       ]),
-      make("div", { className: "cnnw-row cnnw-fv-actions" }, [run, stop, progress, progressText]),
+      make("div", { className: "cnnw-row cnnw-fv-actions" }, [
+        run,
+        stop,
+        saveGif,
+        progress,
+        progressText,
+      ]),
       hint,
     ]),
     traits: [
@@ -1559,9 +1575,16 @@ function featureVizPanel(ctx) {
       "fv_objective",
       "fv_meta",
       "fv_image",
+      "fv_gif",
+      "fv_gif_ready",
     ],
     paint(changed) {
       const running = Boolean(model.get("fv_running"));
+      saveGif.disabled = running || !model.get("fv_gif_ready");
+      if (gifWanted && changed.has("fv_gif") && model.get("fv_gif")?.byteLength) {
+        gifWanted = false;
+        downloadGif(ctx);
+      }
       steps.paint(changed);
       size.paint(changed);
       recipe.paint();
@@ -1966,11 +1989,32 @@ function downloadPicture(ctx) {
   /** @type {DataView | null} */
   const data = model.get(source.bytes);
   if (!data || !data.byteLength) return;
-  const url = URL.createObjectURL(new Blob([data], { type: `image/${source.format}` }));
-  ctx.urls.add(url);
   const name = safeFileName(`${model.get("layer")}-${model.get("view")}`);
   const extension = source.format === "jpeg" ? "jpg" : source.format;
-  const link = ctx.make("a", { attrs: { href: url, download: `${name}.${extension}` } });
+  saveBytes(ctx, data, `image/${source.format}`, `${name}.${extension}`);
+}
+
+/**
+ * The feature-visualization run on screen as an animated GIF (``fv_gif``), downloaded.
+ * @param {Context} ctx
+ */
+function downloadGif(ctx) {
+  const meta = ctx.model.get("fv_meta") ?? {};
+  const name = safeFileName(`${meta.layer ?? ctx.model.get("layer")}-featureviz`);
+  saveBytes(ctx, ctx.model.get("fv_gif"), "image/gif", `${name}.gif`);
+}
+
+/**
+ * Download bytes as a file, through a Blob URL and a temporary `<a download>`.
+ * @param {Context} ctx
+ * @param {DataView} data
+ * @param {string} type MIME type
+ * @param {string} fileName
+ */
+function saveBytes(ctx, data, type, fileName) {
+  const url = URL.createObjectURL(new Blob([data], { type }));
+  ctx.urls.add(url);
+  const link = ctx.make("a", { attrs: { href: url, download: fileName } });
   link.hidden = true;
   ctx.root.append(link);
   link.click();

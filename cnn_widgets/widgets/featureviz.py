@@ -10,6 +10,7 @@ are cached per layer, channels and settings, so coming back to them is instant.
 
 from __future__ import annotations
 
+import io
 import logging
 from collections.abc import Sequence
 from typing import Any
@@ -19,6 +20,7 @@ import traitlets
 
 from .. import choices
 from .. import featureviz as _featureviz
+from ..render import save_animation
 from .frames import jsonable
 from .fvframes import (
     FvRequest,
@@ -41,13 +43,16 @@ FV_PAGE_SIZE = 16
 """Channels per page (and per run) of :class:`FeatureVisualizer`: optimizing is slow."""
 CACHE_SIZE = 8
 """Finished runs kept per widget."""
+GIF_FRAMES = 32
+"""Frames kept of a run for "Save GIF" (evenly spaced steps, and the last); as 8-bit pixels,
+a 16-channel page of 128 px takes 0.8 MB a frame."""
 _SETTINGS = ("fv_steps", "fv_size", "fv_recipe", "fv_objective")
 
 
 class FeatureVizPanel(SelectionPanel):
     """Runs feature visualization for the current layer and page (see the module docstring)."""
 
-    _writable = frozenset({*_SETTINGS, "fv_run", "fv_stop"})
+    _writable = frozenset({*_SETTINGS, "fv_run", "fv_stop", "fv_save_gif"})
 
     fv_steps = traitlets.Int(256).tag(sync=True)
     """Optimization steps of a run (``CNN_WIDGETS_MAX_STEPS`` caps them)."""
@@ -56,9 +61,12 @@ class FeatureVizPanel(SelectionPanel):
     model's own input size when smaller)."""
     fv_recipe = traitlets.Unicode("lucid").tag(sync=True)
     """``"lucid"`` (interpretable pictures) or ``"naive"`` (plain pixel ascent)."""
-    fv_objective = traitlets.Unicode("channel").tag(sync=True)
-    """``"channel"``, ``"neuron"`` (the centre position), ``"layer"`` (DeepDream, one image)
-    or ``"class"`` (the logit of each unit of the layer)."""
+    fv_objective = traitlets.Unicode("auto").tag(sync=True)
+    """``"auto"`` (``"channel"``, except near a linear first layer, where a channel's mean
+    is maximized by a flat saturated image: there each unit's kernel, see
+    :func:`~cnn_widgets.feature_viz`), ``"channel"``, ``"neuron"`` (the centre position),
+    ``"layer"`` (DeepDream, one image), ``"class"`` (the logit of each unit of the layer) or
+    ``"diversity"`` (as ``"channel"`` here, where a page shows each channel once)."""
     fv_run = traitlets.Int(0).tag(sync=True)
     """The browser's "Run" button: each increment starts a run for the current page of
     channels (a running one is stopped first). Python code calls :meth:`run_feature_viz`."""
@@ -82,6 +90,13 @@ class FeatureVizPanel(SelectionPanel):
     ``"stopped"``, ``"cached"``) and ``values`` (the objective per image)."""
     fv_detail = traitlets.Bytes(b"").tag(sync=True)
     """The selected channel's image alone (PNG), when the run on screen includes it."""
+    fv_save_gif = traitlets.Int(0).tag(sync=True)
+    """The browser's "Save GIF" button: each increment puts the animation of the run on
+    screen into ``fv_gif``, which the browser then downloads."""
+    fv_gif = traitlets.Bytes(b"").tag(sync=True)
+    """The animated GIF of the run on screen, after a "Save GIF" (read-only)."""
+    fv_gif_ready = traitlets.Bool(False).tag(sync=True)
+    """True when the run on screen has frames for "Save GIF" (read-only)."""
 
     def _prepare(self, adapter: Any, image: Any, options: dict, state: dict) -> None:
         super()._prepare(adapter, image, options, state)
@@ -89,6 +104,7 @@ class FeatureVizPanel(SelectionPanel):
         # The images on screen with the request that made them; the request being optimized.
         self._fv_shown: tuple[FvRequest, np.ndarray] | None = None
         self._fv_active: FvRequest | None = None
+        self._fv_frames = LRU(CACHE_SIZE)  # id of a run's final images -> its frames
         self._fv_started = False
         self.featureviz_lane = self._lane("featureviz", on_fail=self._fv_failed)
         """The lane that runs optimizations (its counters are public)."""
@@ -212,9 +228,13 @@ class FeatureVizPanel(SelectionPanel):
             self._fv_started = True
         throttle = Throttle(FRAME_INTERVAL)
         last: dict[str, Any] = {"step": 0, "values": None}
+        frames: list[np.ndarray] = []
+        frame_every = max(1, -(-total // GIF_FRAMES))
 
         def on_step(step: int, images: np.ndarray, values: np.ndarray) -> None:
             last["step"], last["values"] = step, values
+            if step >= frame_every * (len(frames) + 1) and step < total:
+                frames.append(_pixels(images))
             # The final frame goes out below as a PNG; in between, at most one per interval.
             if step < total and throttle.ready():
                 self._fv_publish(ticket, request, images, values, step, total, "running")
@@ -234,6 +254,7 @@ class FeatureVizPanel(SelectionPanel):
         )
         complete = last["step"] >= total
         state = "done" if complete else "stopped"
+        self._fv_frames.put(id(images), (images, [*frames, _pixels(images)]))
         meta = self._fv_publish(ticket, request, images, last["values"], last["step"], total, state)
         if complete and meta is not None:
             self._fv_cache.put(request, (images, {**meta, "state": "cached"}))
@@ -270,6 +291,7 @@ class FeatureVizPanel(SelectionPanel):
 
         def apply() -> None:
             self._fv_shown = (request, images)
+            self.fv_gif_ready = not running and self._fv_frames.get(id(images)) is not None
             self.fv_format, self.fv_image = kind, data
             self.fv_layout, self.fv_meta = layout, meta
             self.fv_step = step
@@ -339,12 +361,14 @@ class FeatureVizPanel(SelectionPanel):
                         self.fv_step = int(meta.get("step", 0))
                         self.fv_progress = 1.0
                         self._fv_shown = (request, images)
+                        self.fv_gif_ready = self._fv_frames.get(id(images)) is not None
                         self.status = "idle"
                     self.fv_detail = self._fv_detail_png(request, images)
                 elif shown is not None and self._selection_of(shown[0]) == selection:
                     self.fv_detail = self._fv_detail_png(shown[0], shown[1])
                 else:
                     self._fv_shown = None
+                    self.fv_gif_ready = False
                     self.fv_image, self.fv_layout, self.fv_meta = b"", {}, {}
                     self.fv_detail, self.fv_step, self.fv_progress = b"", 0, 0.0
                     if not self.fv_running:
@@ -359,17 +383,60 @@ class FeatureVizPanel(SelectionPanel):
         if self.view == "featureviz":
             self._fv_show()
 
-    @traitlets.observe("fv_run", "fv_stop")
+    @traitlets.observe("fv_run", "fv_stop", "fv_save_gif")
     def _on_fv_button(self, change: dict[str, Any]) -> None:
         if self._quiet or change["old"] == change["new"]:
             return
         if change["name"] == "fv_run":
             self.run_feature_viz()
-        else:
+        elif change["name"] == "fv_stop":
             self.stop_feature_viz()
+        else:
+            self._fv_send_gif()
+
+    # -- animations ------------------------------------------------------------------------
+    def feature_viz_frames(self) -> np.ndarray | None:
+        """``(T, n, H, W, C)`` float32 frames of the finished or stopped run on screen (about
+        :data:`GIF_FRAMES` evenly spaced steps, the last its images; 8-bit levels), or None."""
+        shown = self._fv_shown
+        kept = None if shown is None else self._fv_frames.get(id(shown[1]))
+        if kept is None or kept[0] is not shown[1]:
+            return None
+        return np.stack(kept[1]).astype(np.float32) / 255.0
+
+    def save_feature_viz_gif(self, path: Any) -> None:
+        """Write the run on screen as an animated GIF (see :func:`cnn_widgets.save_animation`).
+
+        Raises
+        ------
+        ValueError
+            No finished or stopped run is on screen (while one runs, its frames are not
+            complete).
+        """
+        frames = None if self.fv_running else self.feature_viz_frames()
+        if frames is None:
+            raise ValueError(
+                "no feature-visualization run on screen to animate: run one (and let it "
+                "finish or stop it) first"
+            )
+        save_animation(frames, path)
+
+    def _fv_send_gif(self) -> None:
+        buffer = io.BytesIO()
+        try:
+            self.save_feature_viz_gif(buffer)
+        except Exception as exc:
+            self._report(exc)
+            return
+        self.fv_gif = buffer.getvalue()
 
     def _picture(self) -> Any:
         if self.view != "featureviz":
             return super()._picture()
         shown = self._fv_shown
         return fv_file_picture(shown[1]) if shown is not None else None
+
+
+def _pixels(images: np.ndarray) -> np.ndarray:
+    """A frame kept as 8-bit pixels (a quarter of float32's memory; a GIF holds no more)."""
+    return np.round(np.clip(images, 0.0, 1.0) * 255.0).astype(np.uint8)

@@ -143,7 +143,7 @@ describe("feature visualization view", () => {
   test("every feature-viz control is labelled and suppresses notebook shortcuts", () => {
     const { el } = mount();
     const controls = el.querySelectorAll(".cnnw-fv button, .cnnw-fv input, .cnnw-fv select");
-    assert.equal(controls.length, 6);
+    assert.equal(controls.length, 7);
     for (const node of controls) {
       assert.ok(node.hasAttribute("data-lm-suppress-shortcuts"), node.outerHTML.slice(0, 80));
       if (node.tagName !== "BUTTON")
@@ -162,6 +162,40 @@ describe("feature visualization view", () => {
     assert.equal(byRole("status").querySelector(".cnnw-spinner").hidden, false);
     byRole("fv-stop").click();
     assert.deepEqual(model.sets().at(-1), ["fv_stop", 1]);
+  });
+
+  test("Save GIF asks the kernel for the animation and downloads the GIF it sends", async () => {
+    const { model, byRole, el } = mount();
+    const downloads = [];
+    dom.window.HTMLAnchorElement.prototype.click = function () {
+      downloads.push({ name: this.download, attached: el.contains(this) });
+    };
+    const save = byRole("fv-save-gif");
+    assert.equal(save.disabled, true); // no run on screen
+    model.emit("fv_gif_ready", true);
+    await frame();
+    assert.equal(save.disabled, false);
+    model.emit("fv_running", true);
+    await frame();
+    assert.equal(save.disabled, true); // frames of a run still going are not complete
+    model.emit("fv_running", false);
+    await frame();
+    // A GIF that arrives unasked (another view of the same widget asked) is not downloaded.
+    model.emit("fv_gif", new DataView(new Uint8Array([0x47, 0x49, 0x46]).buffer));
+    await frame();
+    assert.equal(downloads.length, 0);
+    save.click();
+    assert.deepEqual(model.sets(), [["fv_save_gif", 1]]);
+    model.emit("fv_meta", { layer: HOSTILE, state: "done" });
+    model.emit("fv_gif", new DataView(new Uint8Array([0x47, 0x49, 0x46, 0x38]).buffer));
+    await frame();
+    assert.equal(downloads.length, 1);
+    assert.match(downloads[0].name, /^[\w.-]+-featureviz\.gif$/);
+    assert.equal(downloads[0].attached, true);
+    assert.equal(el.querySelectorAll("a").length, 0);
+    model.emit("fv_gif", new DataView(new Uint8Array([0x47, 0x49, 0x46, 0x39]).buffer));
+    await frame();
+    assert.equal(downloads.length, 1); // one click, one download
   });
 
   test("settings are sent as numbers and choices; bad numbers stay in the browser", async () => {

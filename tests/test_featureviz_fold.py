@@ -1,0 +1,145 @@
+"""BatchNorm folding for torch feature visualization (``cnn_widgets.featureviz.torch_fold``):
+the run uses a private copy with each eval-mode BatchNorm folded into its conv, computes the
+same targets, and never changes the user's model."""
+
+from __future__ import annotations
+
+from collections import OrderedDict
+from collections.abc import Sequence
+
+import numpy as np
+import pytest
+import torch
+from torch import nn
+
+import cnn_widgets as cw
+from cnn_widgets.featureviz import feature_viz, torch_impl
+from cnn_widgets.featureviz.torch_fold import folded_copy
+
+
+def with_statistics(model: nn.Module) -> nn.Module:
+    """Give every BatchNorm running statistics and an affine map far from the identity, so
+    that a fold that is wrong (or missing) changes the numbers."""
+    generator = torch.Generator().manual_seed(1)
+    with torch.no_grad():
+        for module in model.modules():
+            if isinstance(module, nn.BatchNorm2d):
+                n = module.num_features
+                module.running_mean.copy_(torch.randn(n, generator=generator))
+                module.running_var.copy_(torch.rand(n, generator=generator) * 3 + 0.2)
+                module.weight.copy_(torch.randn(n, generator=generator))
+                module.bias.copy_(torch.randn(n, generator=generator))
+    return model.eval()
+
+
+def conv_bn_model() -> nn.Module:
+    torch.manual_seed(0)
+    return with_statistics(
+        nn.Sequential(
+            OrderedDict(
+                conv1=nn.Conv2d(3, 8, 3, padding=1),
+                bn1=nn.BatchNorm2d(8),
+                relu1=nn.ReLU(),
+                dw=nn.Conv2d(8, 8, 3, padding=1, groups=8, bias=False),
+                bn2=nn.BatchNorm2d(8),
+                relu2=nn.ReLU6(),
+                conv3=nn.Conv2d(8, 16, 3, padding=1),
+                bn3=nn.BatchNorm2d(16),
+            )
+        )
+    )
+
+
+class SkipFromConv(nn.Module):
+    """The conv's output feeds its BatchNorm *and* a skip connection: folding would change
+    the skip, so the check must refuse it."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.conv = nn.Conv2d(3, 4, 3, padding=1)
+        self.bn = nn.BatchNorm2d(4)
+        self.out = nn.Conv2d(4, 4, 1)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        y = self.conv(x)
+        return self.out(self.bn(y) + y)
+
+
+def hooked_outputs(model: nn.Module, modules: Sequence[nn.Module]) -> list[torch.Tensor]:
+    """``run`` for folded_copy: the modules' outputs on one fixed random image."""
+    x = torch.rand((2, 3, 16, 16), generator=torch.Generator().manual_seed(0))
+    seen: dict[int, torch.Tensor] = {}
+    handles = [
+        m.register_forward_hook(lambda mod, args, out: seen.setdefault(id(mod), out.clone()))
+        for m in modules
+    ]
+    try:
+        with torch.no_grad():
+            model(x)
+    finally:
+        for handle in handles:
+            handle.remove()
+    return [seen[id(m)] for m in modules]
+
+
+def test_the_copy_folds_every_conv_batchnorm_pair_and_computes_the_same() -> None:
+    model = conv_bn_model()
+    adapter = cw.adapt(model, input_shape=(3, 16, 16))
+    before = adapter.snapshot()
+    targets = [model.relu2, model.bn3]
+    folded = folded_copy(model, targets, hooked_outputs)
+    assert folded is not None and folded.folded == 3
+    assert not any(isinstance(m, nn.BatchNorm2d) for m in folded.model.modules())
+    expected = hooked_outputs(model, targets)
+    actual = hooked_outputs(folded.model, [folded.module(t) for t in targets])
+    for want, got in zip(expected, actual, strict=True):
+        # float32 sums in another order: a few ulps of the largest value
+        np.testing.assert_allclose(got, want, atol=1e-5 * float(want.abs().max()))
+    assert adapter.same_state(before, adapter.snapshot())
+    assert sum(isinstance(m, nn.BatchNorm2d) for m in model.modules()) == 3
+
+
+def test_a_conv_that_is_a_target_or_feeds_a_skip_is_not_folded() -> None:
+    model = conv_bn_model()
+    folded = folded_copy(model, [model.conv3], hooked_outputs)
+    assert folded is not None and folded.folded == 2  # conv3's output is the target
+    skip = with_statistics(SkipFromConv())
+    assert folded_copy(skip, [skip.out], hooked_outputs) is None
+
+
+@pytest.mark.parametrize("layer", ["relu2", "bn3", "conv3"])
+def test_feature_viz_on_the_folded_copy_matches_the_model_and_leaves_it_alone(
+    layer: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    adapter = cw.adapt(conv_bn_model(), input_shape=(3, 16, 16))
+    adapter.model.train()  # a mode the run must give back
+    before = adapter.snapshot()
+    counts = []
+    compile_ = torch_impl.Session.compile
+
+    def spy(self: torch_impl.Session, run: object) -> None:
+        compile_(self, run)
+        counts.append(self.folded)
+
+    monkeypatch.setattr(torch_impl.Session, "compile", spy)
+    recorders = {}
+    for fold in (True, False):
+        monkeypatch.setattr(torch_impl.Session, "fold_batchnorm", fold)
+        values: list[np.ndarray] = []
+        feature_viz(
+            adapter,
+            layer,
+            [0, 1],
+            steps=3,
+            size=16,
+            objective="channel",
+            callback=lambda step, images, v, kept=values: kept.append(v.copy()),
+        )
+        recorders[fold] = np.stack(values)
+    assert counts == [{"relu2": 2, "bn3": 3, "conv3": 2}[layer], 0]
+    # The first step's values are the model's response to the same view of the same start;
+    # later ones may drift by rounding amplified by Adam, far less than the values move.
+    np.testing.assert_allclose(recorders[True][0], recorders[False][0], rtol=1e-4, atol=1e-5)
+    assert adapter.same_state(before, adapter.snapshot())
+    assert adapter.model.training
+    assert sum(isinstance(m, nn.BatchNorm2d) for m in adapter.model.modules()) == 3
