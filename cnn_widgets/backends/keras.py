@@ -49,7 +49,6 @@ from .base import (
     LayerInfo,
     LayerKey,
     Normalization,
-    OutputFinder,
     Preprocess,
     Shape,
 )
@@ -72,6 +71,7 @@ from .keras_layers import (
     unique,
     walk,
 )
+from .output_finder import OutputFinder
 
 __all__ = ["KerasAdapter", "first_tensor"]
 

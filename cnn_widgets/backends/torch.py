@@ -27,10 +27,10 @@ from .base import (
     LayerInfo,
     LayerKey,
     Normalization,
-    OutputFinder,
     Preprocess,
     Shape,
 )
+from .output_finder import OutputFinder
 from .torch_gradients import torch_gradients
 from .torch_layers import (
     _CONV_2D,
