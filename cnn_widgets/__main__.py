@@ -154,8 +154,11 @@ def _atlas(args: argparse.Namespace) -> int:
     options: dict[str, Any] = {"steps": args.steps, "seed": args.seed}
     if args.size is not None:
         options["size"] = args.size
+    model: Any = args.model
+    if args.device is not None:
+        model = _on_device(load_model(args.model, args.framework), args.device, args.executor)
     report = atlas(
-        args.model,
+        model,
         args.out,
         layers=args.layers.split(",") if args.layers else None,
         channels_per_unit=args.channels_per_unit,
@@ -173,6 +176,28 @@ def _atlas(args: argparse.Namespace) -> int:
     for unit, error in report.failed:
         print(f"failed: {unit}: {error}", file=sys.stderr)
     return 1 if report.failed else 0
+
+
+def _on_device(model: Any, device: str, executor: str) -> Any:
+    """The CLI's own copy of a torch model, moved to ``device`` (a GPU job-array task)."""
+    if executor != "none":
+        raise ValueError(
+            f"--device is for runs in this process (--executor none, --shard), got --executor "
+            f"{executor}: Ray gives each actor a GPU of its own when the cluster has GPUs"
+        )
+    from .backends import Adapter, adapt
+
+    adapter = model if isinstance(model, Adapter) else adapt(model)
+    if adapter.framework != "torch":
+        raise ValueError(
+            f"--device moves torch models; this is a {adapter.framework} model, which runs on "
+            "the GPU TensorFlow sees (choose it with CUDA_VISIBLE_DEVICES)"
+        )
+    try:
+        adapter.model.to(device)
+    except (AssertionError, RuntimeError) as exc:  # torch says "not compiled with CUDA" so
+        raise RuntimeError(f"--device {device}: the model cannot move there ({exc})") from exc
+    return adapter
 
 
 def _shard(value: str) -> tuple[int, int]:
@@ -268,6 +293,8 @@ def build_parser() -> argparse.ArgumentParser:
     book.add_argument("--workers", type=int, help="Ray workers (default: one per CPU)")
     book.add_argument("--address", help="an existing Ray cluster's address")
     book.add_argument("--shard", help="i/N: only units i, i+N, ... (job arrays; no engine)")
+    book.add_argument("--device", help="torch device for a run in this process, e.g. cuda or "
+                                       "cuda:1 (Ray places its actors on GPUs itself)")
     book.add_argument("--add", action="store_true",
                       help="allow an out that holds another model's atlas")
     book.add_argument("--quiet", action="store_true", help="no progress bar")

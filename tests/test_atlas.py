@@ -388,14 +388,18 @@ class FakeRay:
     """What ``executors.ray_outcomes`` calls, done at once in this process: actors are plain
     objects, ``remote`` calls run immediately, ``lost`` units fail as a lost worker would."""
 
-    def __init__(self, lost: tuple[str, ...] = ()) -> None:
+    def __init__(
+        self, lost: tuple[str, ...] = (), resources: dict[str, float] | None = None
+    ) -> None:
         self.lost, self.killed, self.actors, self.options = lost, [], [], {}
+        self.resources = resources or {"CPU": 2.0}
+        self.sources: list = []  # what each actor was started with
 
     def is_initialized(self) -> bool:
         return True
 
     def cluster_resources(self) -> dict[str, float]:
-        return {"CPU": 2.0}
+        return dict(self.resources)
 
     def remote(self, **options: object):
         self.options = options
@@ -424,6 +428,7 @@ class FakeRay:
 
 def fake_actor(fake: FakeRay, args: tuple) -> object:
     worker = fake.cls(*args)
+    fake.sources.append(args[0])
 
     class Method:
         @staticmethod

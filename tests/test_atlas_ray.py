@@ -57,6 +57,18 @@ def test_ray_draws_the_same_pictures_as_this_process(tmp_path: Path) -> None:
     assert here.fingerprint == there.fingerprint
 
 
+def test_ray_draws_efficientnets_first_layers_as_this_process_does(tmp_path: Path) -> None:
+    """The bundled EfficientNet-Lite0's first two layers, two channels each, one per unit."""
+    options = {"layers": ["_conv_stem", "_bn0"], "max_channels": 2, "channels_per_unit": 1,
+               "steps": 2, "size": 32, "progress": False}
+    here = cw.atlas("efficientnet_lite0", tmp_path / "here", **options)
+    there = cw.atlas("efficientnet_lite0", tmp_path / "ray", executor="ray", workers=2,
+                     **options)
+    assert len(there.done) == len(set(there.done)) == 4 and not there.failed
+    assert files(tmp_path / "ray") == files(tmp_path / "here")
+    assert here.fingerprint == there.fingerprint
+
+
 def _rendering_workers() -> list[int]:
     """Process ids of Ray actors busy with a unit (Ray titles them ``ray::_RayWorker.render``)."""
     found = []

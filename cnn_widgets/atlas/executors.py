@@ -8,18 +8,23 @@ cancels the units not started; what finished is already written.
 
 from __future__ import annotations
 
+import dataclasses
 import os
 import socket
-from collections.abc import Iterator, Sequence
+from collections.abc import Iterator, Mapping, Sequence
 from concurrent.futures import FIRST_COMPLETED, Executor, Future, wait
 from concurrent.futures.process import BrokenProcessPool
+from dataclasses import dataclass
 from typing import Any
 
 from ..backends import Adapter
 from .plan import Unit
 from .work import ModelSource, UnitOutcome, render_unit
 
-__all__ = ["EXECUTORS", "futures_outcomes", "in_process_outcomes", "ray_outcomes"]
+__all__ = [
+    "EXECUTORS", "RayActors", "futures_outcomes", "in_process_outcomes", "ray_actors",
+    "ray_outcomes",
+]
 
 EXECUTORS = ("None (in this process)", "a concurrent.futures.Executor", "'ray'")
 RAY_INSTALL = 'pip install "cnn_widgets[atlas]"'
@@ -68,6 +73,36 @@ def _future_outcome(future: Future, unit: Unit) -> UnitOutcome:
         return UnitOutcome(unit=unit, error=f"{type(exc).__name__}: {exc}")
 
 
+@dataclass(frozen=True)
+class RayActors:
+    """How many Ray actors render units and what each asks Ray for: ``num_cpus`` CPUs,
+    ``num_gpus`` GPUs (a fraction when actors share a GPU) and the torch ``device`` its model
+    copy moves to (None: where the model loads, the CPU)."""
+
+    count: int
+    num_cpus: float = 1
+    num_gpus: float = 0
+    device: str | None = None
+
+
+def ray_actors(resources: Mapping[str, float], workers: int | None, units: int) -> RayActors:
+    """The actors for a cluster with ``resources`` (``ray.cluster_resources()``).
+
+    With GPUs in the cluster: one actor per GPU, each holding one GPU (``workers`` more than
+    the GPUs share them: each actor asks for ``GPUs / workers``, so Ray packs them evenly);
+    without: one actor per CPU, or ``workers``. Never more actors than units (an idle actor
+    would still load the model)."""
+    gpus = float(resources.get("GPU", 0) or 0)
+    if gpus >= 1:
+        count = workers or int(gpus)
+        share = 1.0 if count <= gpus else gpus / count
+        actors = RayActors(count, num_cpus=1, num_gpus=share, device="cuda")
+    else:
+        count = workers or max(1, int(resources.get("CPU", 1) or 1))
+        actors = RayActors(count)
+    return dataclasses.replace(actors, count=max(1, min(actors.count, units)))
+
+
 class _RayWorker:
     """One Ray actor: loads the model once, then renders the units it is handed."""
 
@@ -85,8 +120,10 @@ def ray_outcomes(
     workers: int | None = None,
     address: str | None = None,
 ) -> Iterator[UnitOutcome]:
-    """Units on Ray: one actor per worker (each loads the model once) pulling the next unit
-    as it finishes one. A lost worker is restarted and its unit retried (``RAY_RETRIES``).
+    """Units on Ray: one actor per GPU, or per worker (each loads the model once, a torch
+    model moves to the actor's GPU) pulling the next unit as it finishes one
+    (:func:`ray_actors` says how many and with what). A lost worker is restarted and its unit
+    retried (``RAY_RETRIES``).
     Ray is started here (``num_cpus=workers``) unless it runs already or ``address`` names a
     cluster; a Ray started here is shut down at the end."""
     ray = _import_ray()
@@ -115,12 +152,14 @@ def _ray_pull(
     ray: Any, source: ModelSource, units: Sequence[Unit], options: dict[str, Any],
     workers: int | None,
 ) -> Iterator[UnitOutcome]:
-    count = workers or max(1, int(ray.cluster_resources().get("CPU", 1)))
-    count = max(1, min(count, len(units)))
-    actor = ray.remote(num_cpus=1, max_restarts=RAY_RETRIES, max_task_retries=RAY_RETRIES)(
-        _RayWorker
-    )
-    actors = [actor.remote(source) for _ in range(count)]
+    plan = ray_actors(ray.cluster_resources(), workers, len(units))
+    actor = ray.remote(
+        num_cpus=plan.num_cpus, num_gpus=plan.num_gpus, max_restarts=RAY_RETRIES,
+        max_task_retries=RAY_RETRIES,
+    )(_RayWorker)
+    if plan.device is not None:
+        source = dataclasses.replace(source, device=plan.device)
+    actors = [actor.remote(source) for _ in range(plan.count)]
     queue = list(reversed(units))
     running: dict[Any, tuple[Any, Unit]] = {}
     try:

@@ -38,13 +38,16 @@ PNG_LEVEL = 6
 class ModelSource:
     """Where a worker finds the model: ``spec`` is what
     :func:`cnn_widgets.__main__.load_model` reads (``demo:<name>`` or a model file), with the
-    zoo ``framework``, and the adapter's input spec as plain data."""
+    zoo ``framework``, and the adapter's input spec as plain data. ``device`` (``"cuda"``,
+    ``"cuda:1"``): the worker moves its own copy of a torch model there after loading it
+    (a Keras model runs on the GPU TensorFlow sees); None leaves it where it loads."""
 
     spec: str
     fingerprint: str
     framework: str = "auto"
     input_shape: tuple[int | None, ...] | None = None
     normalization: tuple[tuple[float, ...], tuple[float, ...], float] | None = None
+    device: str | None = None
 
 
 @dataclass(frozen=True)
@@ -85,6 +88,8 @@ def load_source(source: ModelSource) -> Adapter:
                 f"the model loaded from {source.spec!r} has fingerprint {found}, not "
                 f"{source.fingerprint} as when the atlas run started: did the file change?"
             )
+        if source.device is not None and adapter.framework == "torch":
+            adapter.model.to(source.device)  # the worker's own copy, after the check
         _CACHE[source] = adapter
         return adapter
 
