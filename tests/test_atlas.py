@@ -236,6 +236,26 @@ def test_a_failing_unit_is_recorded_and_the_run_goes_on(
     assert (report.out / "pool1" / "manifest.json").exists()
 
 
+def test_the_driver_reads_a_layers_records_once_when_it_completes_not_per_unit(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from cnn_widgets.atlas.store import Store
+
+    reads: list[str] = []
+    real = Store.records
+    monkeypatch.setattr(Store, "records", lambda self, layer: (reads.append(layer),
+                                                               real(self, layer))[1])
+    options = {**SMALL, "channels_per_unit": 1}  # four units per layer
+    report = cw.atlas("lenet", tmp_path, **options)
+    assert len(report.done) == 8
+    # Once before the run (a layer completed by a run killed just then), once at the end of
+    # each layer: never once per unit, which grows with the square of a layer's channels.
+    assert sorted(reads) == ["conv1", "conv1", "pool1", "pool1"]
+    for layer in ("conv1", "pool1"):
+        manifest = json.loads((report.out / layer / "manifest.json").read_text())
+        assert [e["channel"] for e in manifest["channels"]] == [0, 1, 2, 3]
+
+
 # -- bad input ----------------------------------------------------------------------------------
 def test_an_out_holding_another_models_atlas_is_refused_and_nothing_written(
     tmp_path: Path,

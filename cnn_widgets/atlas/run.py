@@ -75,17 +75,29 @@ class AtlasReport:
 
 @dataclass
 class _Run:
-    """The driver's state: the store and the layer bookkeeping for manifests."""
+    """The driver's state: the store and the layer bookkeeping for manifests. ``pending``
+    counts each layer's units still to come in this run: the manifest is attempted when it
+    reaches zero (reading the layer's records once), not after every unit (which read them
+    all again each time: quadratic in a layer's channels, on the driver that feeds every
+    worker)."""
 
     store: Store
     key: str
     settings: dict[str, Any]
     layer_channels: dict[str, list[int]]
     report: AtlasReport
+    pending: dict[str, int] = field(default_factory=dict)
     done: list[Unit] = field(default_factory=list)
     failed: list[tuple[Unit, str]] = field(default_factory=list)
 
     def write(self, outcome: UnitOutcome) -> None:
+        self._write(outcome)
+        layer = outcome.unit.layer
+        self.pending[layer] -= 1
+        if self.pending[layer] == 0 and outcome.error is None:
+            self.store.write_manifest(layer, self.layer_channels[layer], self.key)
+
+    def _write(self, outcome: UnitOutcome) -> None:
         unit = outcome.unit
         if outcome.error is not None:
             self.store.write_error(unit.layer, unit.channels, {
@@ -107,7 +119,6 @@ class _Run:
             })
         self.store.clear_error(unit.layer, unit.channels)
         self.done.append(unit)
-        self.store.write_manifest(unit.layer, self.layer_channels[unit.layer], self.key)
 
     def snapshot(self, start: float, stopped: bool = False) -> AtlasReport:
         return dataclasses.replace(
@@ -228,7 +239,10 @@ def _drive(
         out=store.root, fingerprint=store.fingerprint, settings_key=key, units=tuple(units),
         skipped=tuple(u for u in units if u not in waiting),
     )
-    run = _Run(store, key, settings, layer_channels, report)
+    pending: dict[str, int] = {}
+    for unit in todo:
+        pending[unit.layer] = pending.get(unit.layer, 0) + 1
+    run = _Run(store, key, settings, layer_channels, report, pending)
     outcomes = _outcomes(kind, executor, worker_model, todo, options, workers, address)
     bar = _bar(len(todo)) if progress and todo else None
     try:
