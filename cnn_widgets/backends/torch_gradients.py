@@ -128,7 +128,7 @@ def _pass(
     finally:
         for handle in handles:
             handle.remove()
-    activations = {n: _to_numpy(captured[n]).astype(np.float32) for n in names}
+    activations = {n: _to_numpy(captured[n]) for n in names}
     if not backward:
         return Gradients(
             _to_numpy(logits), score_vector(_to_numpy(scores), len(batch)), activations, {}, None
@@ -143,11 +143,11 @@ def _pass(
     elif image_grad is None:  # the score does not depend on the image
         image_grad = torch.zeros_like(inputs)
     return Gradients(
-        logits=_to_numpy(logits).astype(np.float32),
+        logits=_to_numpy(logits),
         scores=score_vector(_to_numpy(scores), len(batch)),
         activations=activations,
-        layer_grads={n: g.astype(np.float32) for n, g in layer_grads.items()},
-        input_grad=None if image_grad is None else _to_numpy(image_grad).astype(np.float32),
+        layer_grads=layer_grads,  # _to_numpy gives float32 copies already
+        input_grad=None if image_grad is None else _to_numpy(image_grad),
     )
 
 
