@@ -1,26 +1,42 @@
 """Attribution: speed against captum / torchcam (torch) and tf-keras-vis (Keras), and
 faithfulness (deletion / insertion AUC, Petsiuk et al. 2018) against a random and a centred
-Gaussian map. One run, one machine: EfficientNet-Lite0 at 224 px (the bundled twins) and the
-bundled photos.
+Gaussian map. One run, one machine, one thread (``OMP_NUM_THREADS=1``, torch and TensorFlow
+set to one thread unless ``--threads`` says otherwise): EfficientNet-Lite0 at 224 px (the
+bundled twins) and the bundled photos.
 
 Speed: the same inputs, target class and layer (the last feature maps, ``_relu1`` / ``relu``),
 the paper defaults (SmoothGrad 50 samples at 15 % noise, integrated gradients 50 steps, both
 batched 16 at a time on both sides; Score-CAM over the 32 most active channels in Keras, where
-tf-keras-vis's ``max_N`` does the same). The libraries get the model and the preprocessed
-tensor; we get the adapter and the [0, 1] image, so our time includes the preprocessing. One
-untimed warm-up each, then the median of ``--repeats`` runs, ours and theirs interleaved (one
-run for SmoothGrad and IG).
+tf-keras-vis's ``max_N`` does the same). Both sides get the photo at the model's size (resized
+once, before timing); the libraries get it normalized as the model expects, we get the [0, 1]
+image, so our time includes the normalization. One untimed warm-up each, then the median of
+``--repeats`` runs (``--long-repeats`` for SmoothGrad, IG and Score-CAM), ours and theirs
+interleaved.
 
-Faithfulness (torch, each photo): lower deletion AUC and higher insertion AUC are better; a
-method that does not beat both the random and the centred Gaussian map on average is marked.
+Faithfulness (torch): every photo in three views (the centre crop the model takes, and two
+off-centre crops, so that the centred Gaussian map is no trivially strong guess), the target
+being each view's top class. Two protocols: ``pixel/rise`` (Petsiuk et al.: single pixels,
+deleted to black, inserted into a blurred image) and ``patch16/blur`` (16x16 patches ranked by
+the map's mean, deleted to and inserted into a blurred image). Per method the mean deletion
+AUC (lower is better), insertion AUC (higher) and deletion gain (least-first minus
+most-first deletion AUC, higher); a method that does not beat both the random and the
+Gaussian map on a measure is marked.
 
 Usage::
 
-    python benchmarks/attribution.py [--repeats 3] [--photos chelsea coffee] [--steps 16]
-                                     [--out benchmarks/results/attribution.json]
+    python benchmarks/attribution.py [--repeats 15] [--long-repeats 5] [--steps 16]
+        [--photos astronaut chelsea coffee rocket camera] [--skip torch keras faith]
+        [--out benchmarks/results/attribution.json]
 """
 
 from __future__ import annotations
+
+import os
+import sys
+
+if __name__ == "__main__":  # before numpy, torch or TensorFlow read it
+    _threads = sys.argv[sys.argv.index("--threads") + 1] if "--threads" in sys.argv else "1"
+    os.environ.setdefault("OMP_NUM_THREADS", _threads)
 
 import argparse
 import json
@@ -37,7 +53,7 @@ import cnn_widgets as cw
 from cnn_widgets.attribution import CAM_METHODS, cam_layers, deletion_insertion
 
 ROOT = Path(__file__).resolve().parent
-LONG = ("smoothgrad", "integrated_gradients")
+LONG = ("smoothgrad", "integrated_gradients", "scorecam")
 
 
 def timed_pair(ours: Callable[[], Any], theirs: Callable[[], Any], repeats: int) -> list[float]:
@@ -54,7 +70,7 @@ def timed_pair(ours: Callable[[], Any], theirs: Callable[[], Any], repeats: int)
     return [statistics.median(t) for t in times]
 
 
-def torch_speed(photo: np.ndarray, repeats: int) -> dict[str, dict[str, float]]:
+def torch_speed(photo: np.ndarray, repeats: tuple[int, int]) -> dict[str, dict[str, float]]:
     import torch
     from captum import attr as captum
     from torchcam import methods as torchcam
@@ -62,6 +78,7 @@ def torch_speed(photo: np.ndarray, repeats: int) -> dict[str, dict[str, float]]:
     adapter = cw.zoo.load("efficientnet_lite0", "torch")
     model = adapter.model
     layer = _last_spatial(adapter)  # _relu1
+    photo = cw.prepare_image(adapter, photo)  # at the model's size, for both sides
     x = torch.from_numpy(preprocessed(adapter, photo))
     target = cw.attribution(adapter, photo, method="saliency").target
 
@@ -90,7 +107,7 @@ def torch_speed(photo: np.ndarray, repeats: int) -> dict[str, dict[str, float]]:
     return _compare(adapter, photo, target, layer, theirs, repeats, "captum/torchcam")
 
 
-def keras_speed(photo: np.ndarray, repeats: int) -> dict[str, dict[str, float]]:
+def keras_speed(photo: np.ndarray, repeats: tuple[int, int]) -> dict[str, dict[str, float]]:
     from tf_keras_vis.gradcam import Gradcam
     from tf_keras_vis.gradcam_plus_plus import GradcamPlusPlus
     from tf_keras_vis.layercam import Layercam
@@ -101,6 +118,7 @@ def keras_speed(photo: np.ndarray, repeats: int) -> dict[str, dict[str, float]]:
     adapter = cw.zoo.load("efficientnet_lite0", "keras")
     model = adapter.model
     layer = _last_spatial(adapter)
+    photo = cw.prepare_image(adapter, photo)  # at the model's size, for both sides
     x = preprocessed(adapter, photo).transpose(0, 2, 3, 1)
     target = cw.attribution(adapter, photo, method="saliency").target
     score = CategoricalScore(target)
@@ -151,7 +169,7 @@ def _compare(
     target: int,
     layer: str,
     theirs: dict[str, Callable[[], Any]],
-    repeats: int,
+    repeats: tuple[int, int],
     library: str,
 ) -> dict[str, dict[str, float]]:
     rows = {}
@@ -159,7 +177,7 @@ def _compare(
         options: dict[str, Any] = {"k": 32} if method == "scorecam" else {}
         if method in CAM_METHODS:
             options["layer"] = layer
-        n = 1 if method in LONG else repeats
+        n = repeats[1] if method in LONG else repeats[0]
 
         def ours(method: str = method, options: dict = options) -> Any:
             return cw.attribution(adapter, photo, method=method, target=target, **options)
@@ -171,69 +189,170 @@ def _compare(
     return rows
 
 
-def faithfulness(photos: dict[str, np.ndarray], steps: int) -> dict[str, dict[str, float]]:
+def views(photo: np.ndarray) -> dict[str, np.ndarray]:
+    """The photo (the model centre-crops it) and two off-centre square crops of 70 % of its
+    shorter side, from the top-left and the bottom-right corners: the object the photo was
+    taken of then lies off the centre, and a centred Gaussian map is no longer a good guess."""
+    h, w = photo.shape[:2]
+    side = int(0.7 * min(h, w))
+    return {
+        "centre": photo,
+        "top-left": photo[:side, :side],
+        "bottom-right": photo[h - side :, w - side :],
+    }
+
+
+PROTOCOLS: dict[str, dict[str, Any]] = {
+    # Petsiuk et al.: single pixels, deleted to black, inserted into a blurred image
+    "pixel/rise": {"patch": 1, "fill": "rise"},
+    # coarse: 16x16 patches ranked by the map's mean, removed to (inserted into) a blur
+    "patch16/blur": {"patch": 16, "fill": "blur"},
+}
+BASELINES = ("random", "gaussian")
+MEASURES = ("deletion", "insertion", "gain")
+
+
+def faithfulness(photos: dict[str, np.ndarray], steps: int) -> dict[str, Any]:
+    """Mean deletion AUC, insertion AUC and deletion gain per method and protocol over every
+    view of every photo, the target being the top class of each view."""
     adapter = cw.zoo.load("efficientnet_lite0", "torch")
     methods = [m for m, _ in cw.choices.ATTRIBUTION_METHODS]
-    scores: dict[str, list[tuple[float, float]]] = {m: [] for m in [*methods, "random", "gaussian"]}
+    rows = [*methods, *BASELINES]
+    scores: dict[str, dict[str, list[tuple[float, float, float]]]] = {
+        p: {m: [] for m in rows} for p in PROTOCOLS
+    }
     for name, photo in photos.items():
-        x = cw.prepare_image(adapter, photo)
-        target = cw.attribution(adapter, photo, method="saliency").target
-        h, w = x.shape[1:]
-        yy, xx = np.mgrid[:h, :w]
-        maps = {
-            "random": np.random.default_rng(0).random((h, w)),
-            "gaussian": np.exp(-(((yy - h / 2) / (h / 4)) ** 2 + ((xx - w / 2) / (w / 4)) ** 2)),
+        for view, crop in views(photo).items():
+            x = cw.prepare_image(adapter, crop)
+            target = cw.attribution(adapter, x, method="saliency").target
+            h, w = x.shape[1:]
+            yy, xx = np.mgrid[:h, :w]
+            maps = {
+                "random": np.random.default_rng(len(name) * 7 + len(view)).random((h, w)),
+                "gaussian": np.exp(
+                    -(((yy - h / 2) / (h / 4)) ** 2 + ((xx - w / 2) / (w / 4)) ** 2)
+                ),
+            }
+            for method in methods:
+                options = {"k": 32} if method == "scorecam" else {}
+                maps[method] = cw.attribution(
+                    adapter, x, method=method, target=target, **options
+                ).map
+            for protocol, options in PROTOCOLS.items():
+                # Equal maps give equal curves: HiResCAM = Grad-CAM and LayerCAM = Grad-CAM++
+                # at a layer before a global-average-pool head; measured once each.
+                done: dict[bytes, tuple[float, float, float]] = {}
+                for method, heat in maps.items():
+                    key = np.asarray(heat, np.float64).tobytes()
+                    if key not in done:
+                        r = deletion_insertion(adapter, x, heat, target, steps=steps, **options)
+                        done[key] = (r.deletion, r.insertion, r.deletion_gain)
+                    scores[protocol][method].append(done[key])
+            print(f"  {name}/{view}: target {target}", flush=True)
+    table: dict[str, Any] = {}
+    for protocol, per_method in scores.items():
+        means = {
+            m: dict(zip(MEASURES, np.mean(v, axis=0).tolist(), strict=True))
+            for m, v in per_method.items()
         }
         for method in methods:
-            options = {"k": 32} if method == "scorecam" else {}
-            result = cw.attribution(adapter, photo, method=method, target=target, **options)
-            maps[method] = result.map
-        for method, heat in maps.items():
-            result = deletion_insertion(adapter, photo, heat, target, steps=steps)
-            scores[method].append((result.deletion, result.insertion))
-            print(f"  {name:<10} {method:<22} deletion {result.deletion:.3f}  "
-                  f"insertion {result.insertion:.3f}", flush=True)
-    table = {}
-    for method, values in scores.items():
-        deletion = float(np.mean([v[0] for v in values]))
-        insertion = float(np.mean([v[1] for v in values]))
-        table[method] = {"deletion": deletion, "insertion": insertion}
-    for method in methods:
-        row = table[method]
-        row["beats_baselines"] = all(
-            row["deletion"] < table[b]["deletion"] and row["insertion"] > table[b]["insertion"]
-            for b in ("random", "gaussian")
-        )
+            row = means[method]
+            row["beats_on_deletion"] = all(
+                row["deletion"] < means[b]["deletion"] for b in BASELINES
+            )
+            row["beats_on_insertion"] = all(
+                row["insertion"] > means[b]["insertion"] for b in BASELINES
+            )
+            row["beats_on_gain"] = all(row["gain"] > means[b]["gain"] for b in BASELINES)
+        table[protocol] = means
     return table
+
+
+def print_tables(report: dict[str, Any]) -> None:
+    """The README's tables (markdown)."""
+    names = dict(cw.choices.ATTRIBUTION_METHODS)
+    if "torch" in report or "keras" in report:
+        print("\n| method | torch: ours / captum·torchcam (s) | Keras: ours / tf-keras-vis (s) |")
+        print("|---|---|---|")
+        for method in names:
+            cells = []
+            for side in ("torch", "keras"):
+                row = report.get(side, {}).get(method)
+                cells.append(
+                    "—" if row is None
+                    else f"{row['ours_s']:.3f} / {row['theirs_s']:.3f} (×{row['ratio']:.2f})"
+                )
+            if cells != ["—", "—"]:
+                print(f"| {names[method]} | {cells[0]} | {cells[1]} |")
+    if "faithfulness" in report:
+        protocols = list(report["faithfulness"])
+        head = " | ".join(f"{p}: del ↓ / ins ↑ / gain ↑" for p in protocols)
+        print(f"\n| method | {head} |")
+        print("|---|" + "---|" * len(protocols))
+        for method in [*names, *BASELINES]:
+            cells = []
+            for p in protocols:
+                row = report["faithfulness"][p][method]
+                marks = [
+                    "" if row.get(f"beats_on_{k}", True) else "*"
+                    for k in ("deletion", "insertion", "gain")
+                ]
+                cells.append(
+                    f"{row['deletion']:.3f}{marks[0]} / {row['insertion']:.3f}{marks[1]} / "
+                    f"{row['gain']:.3f}{marks[2]}"
+                )
+            label = names.get(method, f"{method} map")
+            print(f"| {label} | " + " | ".join(cells) + " |")
+        print("\n(* = does not beat both the random and the centred Gaussian map)")
 
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument("--repeats", type=int, default=3)
-    parser.add_argument("--photos", nargs="+", default=["chelsea", "coffee"])
+    parser.add_argument("--repeats", type=int, default=15)
+    parser.add_argument("--long-repeats", type=int, default=5)
+    parser.add_argument("--threads", type=int, default=1)
+    parser.add_argument(
+        "--photos", nargs="+", default=["astronaut", "chelsea", "coffee", "rocket", "camera"]
+    )
+    parser.add_argument("--speed-photo", default="chelsea")
     parser.add_argument("--steps", type=int, default=16, help="deletion/insertion steps")
     parser.add_argument("--skip", nargs="*", default=[], choices=["torch", "keras", "faith"])
     parser.add_argument("--out", type=Path, default=ROOT / "results" / "attribution.json")
     args = parser.parse_args()
+    import torch
+
+    torch.set_num_threads(args.threads)
+    if "keras" not in args.skip:
+        import tensorflow as tf
+
+        tf.config.threading.set_intra_op_parallelism_threads(args.threads)
+        tf.config.threading.set_inter_op_parallelism_threads(args.threads)
     photos = {name: cw.zoo.sample_image(name) for name in args.photos}
-    first = photos[args.photos[0]]
+    speed_photo = cw.zoo.sample_image(args.speed_photo)
+    repeats = (args.repeats, args.long_repeats)
     report: dict[str, Any] = {
         "machine": platform.processor() or platform.machine(),
+        "threads": args.threads,
         "photos": args.photos,
-        "repeats": args.repeats,
+        "speed_photo": args.speed_photo,
+        "repeats": list(repeats),
+        "steps": args.steps,
     }
+    start = time.perf_counter()
     if "torch" not in args.skip:
         print("speed, torch (ours vs captum/torchcam):", flush=True)
-        report["torch"] = torch_speed(first, args.repeats)
+        report["torch"] = torch_speed(speed_photo, repeats)
     if "keras" not in args.skip:
         print("speed, keras (ours vs tf-keras-vis):", flush=True)
-        report["keras"] = keras_speed(first, args.repeats)
+        report["keras"] = keras_speed(speed_photo, repeats)
     if "faith" not in args.skip:
         print(f"faithfulness, torch, {args.steps} steps:", flush=True)
         report["faithfulness"] = faithfulness(photos, args.steps)
+    report["seconds"] = time.perf_counter() - start
     args.out.parent.mkdir(parents=True, exist_ok=True)
     args.out.write_text(json.dumps(report, indent=2))
-    print(f"wrote {args.out}")
+    print_tables(report)
+    print(f"wrote {args.out} ({report['seconds']:.0f} s)")
 
 
 if __name__ == "__main__":

@@ -124,7 +124,7 @@ def test_smoothgrad_is_the_mean_of_captum_gradients_on_the_same_noise(torch_case
     )
     rng = np.random.default_rng(7)  # the documented draw: one normal array for all samples
     sigma = np.float32(0.2 * float(x.max() - x.min()))
-    noisy = x[None] + rng.normal(0, 1, (6, *x.shape)).astype(np.float32) * sigma
+    noisy = x[None] + rng.standard_normal((6, *x.shape), dtype=np.float32) * sigma
     saliency = captum_attr.Saliency(model)
     grads = [
         saliency.attribute(tensor(n), target=CLASS, abs=False)[0].numpy() for n in noisy

@@ -53,7 +53,8 @@ def keras_gradients(
         if name in recorded:
             return  # a layer called again: its first call is the one used
         tensor = first_tensor(result)
-        tape.watch(tensor)
+        if backward:
+            tape.watch(tensor)
         recorded[name] = tensor
 
     def softmax_input(inner: Any) -> Any:
@@ -82,7 +83,10 @@ def keras_gradients(
 
     x = tf.convert_to_tensor(np.ascontiguousarray(batch.transpose(0, 2, 3, 1)))
     with tape:
-        tape.watch(x)
+        if backward and input_grad:
+            # Watched only when its gradient is wanted: CAM methods then record the forward
+            # pass from the first chosen layer on (the tape records what watched tensors touch).
+            tape.watch(x)
         with adapter.swapped(changes()):
             output = adapter.model(adapter.preprocess(x), training=False)
         missing = [n for n in names if n not in recorded]

@@ -116,7 +116,8 @@ class TorchAdapter(Adapter):
         return self._leaf_modules()[self.layer(layer).name]
 
     def placement(self) -> tuple[torch.device, torch.dtype]:
-        """The device and floating dtype of the model's parameters (CPU float32 without)."""
+        """The device and floating dtype of the model's parameters (CPU float32 without);
+        read from the first tensors, not from a list of all of them (it runs every pass)."""
         return _device_and_dtype(self.model)
 
     def _discover_layers(self) -> list[LayerInfo]:
@@ -353,18 +354,23 @@ class TorchAdapter(Adapter):
         parameter's ``.grad``, which is never touched.
         """
         with self._lock:  # two blocks at once could restore each other's half-changed state
+            # Only what is set must be put back: a model already in eval mode with frozen
+            # parameters (the usual case for inspection) costs two scans and no writes.
             modes = [(module, module.training) for module in self.model.modules()]
-            grad_flags = [(param, param.requires_grad) for param in self.model.parameters()]
+            changed = any(training for _, training in modes)
+            thawed = [param for param in self.model.parameters() if param.requires_grad]
             try:
-                self.model.eval()
-                for param, _ in grad_flags:
+                if changed:
+                    self.model.eval()
+                for param in thawed:
                     param.requires_grad_(False)
                 yield
             finally:
-                for module, training in modes:
-                    module.training = training
-                for param, requires_grad in grad_flags:
-                    param.requires_grad_(requires_grad)
+                if changed:
+                    for module, training in modes:
+                        module.training = training
+                for param in thawed:
+                    param.requires_grad_(True)
 
     def _weight_arrays(self) -> Iterator[tuple[str, Any]]:
         for name, tensor in self.model.state_dict(keep_vars=False).items():

@@ -25,11 +25,38 @@ def torch_gradients(
     input_grad: bool = True,
     guided: bool = False,
 ) -> Gradients:
-    """See :meth:`Adapter.gradients`; the caller holds :meth:`TorchAdapter.protect`."""
+    """See :meth:`Adapter.gradients`; the caller holds :meth:`TorchAdapter.protect`.
+
+    Without the image's gradient (CAM methods) the graph starts at the first chosen layer
+    that runs: its output is made a leaf, so nothing before it is recorded. When that cannot
+    work (the layer returns a tuple, or a chosen layer or the score does not depend on that
+    leaf) the pass runs again with the whole graph from the image."""
+    if backward and not input_grad and names:
+        short = _pass(adapter, batch, names, target, backward, input_grad, guided, start=True)
+        if short is not None:
+            return short
+    result = _pass(adapter, batch, names, target, backward, input_grad, guided, start=False)
+    assert result is not None
+    return result
+
+
+def _pass(
+    adapter: TorchAdapter,
+    batch: np.ndarray,
+    names: Sequence[str],
+    target: Target,
+    backward: bool,
+    input_grad: bool,
+    guided: bool,
+    start: bool,
+) -> Gradients | None:
+    """One forward (and backward) pass; with ``start``, the graph begins at the first chosen
+    layer and None says that this did not work (the caller then runs the whole graph)."""
     device, dtype = adapter.placement()
-    inputs = torch.tensor(batch, device=device, dtype=dtype, requires_grad=backward)
+    inputs = torch.tensor(batch, device=device, dtype=dtype, requires_grad=backward and not start)
     captured: dict[str, torch.Tensor] = {}
     logits_box: list[torch.Tensor] = []
+    leaf: list[torch.Tensor | None] = []  # the graph's start (one entry once a layer ran)
 
     def capturer(name: str) -> Callable[..., Any]:
         def hook(module: Any, args: Any, output: Any) -> Any:
@@ -38,6 +65,14 @@ def torch_gradients(
             tensor = first_tensor(output)
             if tensor is None:
                 raise ValueError(f"layer {name!r} returned {type(output).__name__}, not a tensor")
+            if start and not leaf:
+                if tensor is not output or not tensor.is_floating_point():
+                    leaf.append(None)  # a tuple output: no place to start the graph
+                else:
+                    tensor = tensor.detach().requires_grad_(True)
+                    leaf.append(tensor)
+                    captured[name] = tensor
+                    return tensor.clone()  # the model goes on from a copy (in-place ops)
             captured[name] = tensor
             # The next module may work in place (ReLU(inplace=True)); it then changes this
             # copy, and the captured tensor keeps the layer's own values and gradient.
@@ -77,6 +112,12 @@ def torch_gradients(
             logits = logits_box[0] if logits_box else first_tensor(output)
             scores = _scores(logits, target, len(batch))
             wanted = [captured[n] for n in names]
+            if start and (
+                leaf[0] is None
+                or not scores.requires_grad
+                or not all(t.requires_grad for t in wanted)
+            ):
+                return None
             if backward:
                 # Without the image's gradient, autograd runs only the part of the backward
                 # pass between the score and the chosen layers.
@@ -87,7 +128,7 @@ def torch_gradients(
     finally:
         for handle in handles:
             handle.remove()
-    activations = {n: _to_numpy(captured[n]).astype(np.float32) for n in names}
+    activations = {n: _to_numpy(captured[n]) for n in names}
     if not backward:
         return Gradients(
             _to_numpy(logits), score_vector(_to_numpy(scores), len(batch)), activations, {}, None
@@ -102,11 +143,11 @@ def torch_gradients(
     elif image_grad is None:  # the score does not depend on the image
         image_grad = torch.zeros_like(inputs)
     return Gradients(
-        logits=_to_numpy(logits).astype(np.float32),
+        logits=_to_numpy(logits),
         scores=score_vector(_to_numpy(scores), len(batch)),
         activations=activations,
-        layer_grads={n: g.astype(np.float32) for n, g in layer_grads.items()},
-        input_grad=None if image_grad is None else _to_numpy(image_grad).astype(np.float32),
+        layer_grads=layer_grads,  # _to_numpy gives float32 copies already
+        input_grad=None if image_grad is None else _to_numpy(image_grad),
     )
 
 

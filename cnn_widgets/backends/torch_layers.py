@@ -78,10 +78,16 @@ def _dummy_forward_failure(
 
 
 def _device_and_dtype(model: nn.Module) -> tuple[torch.device, torch.dtype]:
-    tensors = list(itertools.chain(model.parameters(), model.buffers()))
-    device = tensors[0].device if tensors else torch.device("cpu")
-    dtype = next((t.dtype for t in tensors if t.is_floating_point()), torch.float32)
-    return device, dtype
+    """The device of the first parameter or buffer and the dtype of the first floating one,
+    read lazily: a model with hundreds of tensors is not listed whole on every pass."""
+    tensors = itertools.chain(model.parameters(), model.buffers())
+    first = next(tensors, None)
+    if first is None:
+        return torch.device("cpu"), torch.float32
+    floating = first if first.is_floating_point() else None
+    if floating is None:
+        floating = next((t for t in tensors if t.is_floating_point()), None)
+    return first.device, torch.float32 if floating is None else floating.dtype
 
 
 def first_tensor(output: Any) -> torch.Tensor | None:
