@@ -42,7 +42,7 @@ import numpy as np
 import tensorflow as tf
 
 from ..backends.keras import KerasAdapter, first_tensor
-from .objectives import Capture
+from .objectives import LAYER_MAX_TEMPERATURE, Capture
 from .spec import ChunkSpec, ForwardError, LucidParams, RunSpec
 
 __all__ = ["Session"]
@@ -438,6 +438,11 @@ class Session:
             elif kind == "diversity":
                 later.append((_gram_similarity(tf.gather(acts, image), channel), image, weight))
                 continue
+            elif kind in ("layer_mean", "layer_max"):
+                picked = tf.gather(acts, image)  # (m, ..., C)
+                shape = tf.shape(picked)
+                means = tf.reduce_mean(tf.reshape(picked, [shape[0], -1, shape[-1]]), axis=1)
+                term = tf.reduce_mean(means, axis=1) if kind == "layer_mean" else _soft_max(means)
             else:  # layer: DeepDream
                 picked = tf.gather(acts, image)
                 term = tf.reduce_mean(
@@ -450,6 +455,14 @@ class Session:
             scaled = term * weight * tf.gather(scale, image)
             values = values + tf.math.unsorted_segment_sum(scaled, image, k)
         return values
+
+
+def _soft_max(means: tf.Tensor) -> tf.Tensor:
+    """Per row of ``(m, C)`` channel means, ``T * logsumexp(means / T)`` (see the torch
+    session's ``_soft_max``)."""
+    scale = tf.reduce_max(tf.abs(tf.stop_gradient(means)), axis=1, keepdims=True)
+    temperature = tf.maximum(scale * LAYER_MAX_TEMPERATURE, 1e-12)
+    return (temperature * tf.reduce_logsumexp(means / temperature, axis=1, keepdims=True))[:, 0]
 
 
 def _gram_similarity(acts: tf.Tensor, group: tf.Tensor) -> tf.Tensor:

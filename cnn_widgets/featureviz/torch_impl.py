@@ -30,7 +30,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from ..backends.torch import TorchAdapter, first_tensor
-from .objectives import Capture
+from .objectives import LAYER_MAX_TEMPERATURE, Capture
 from .spec import ChunkSpec, ForwardError, LucidParams, RunSpec
 from .torch_fold import folded_copy
 
@@ -115,6 +115,14 @@ def _gram_similarity(acts: torch.Tensor, group: torch.Tensor) -> torch.Tensor:
     )
     partners = same.sum(dim=1).clamp(min=1)
     return (similarity * same).sum(dim=1) / partners
+
+
+def _soft_max(means: torch.Tensor) -> torch.Tensor:
+    """Per row of ``(m, C)`` channel means, ``T * logsumexp(means / T)`` with ``T`` a fixed
+    fraction of the row's largest ``|mean|``, held constant (see ``objectives.layer_max``)."""
+    scale = means.detach().abs().amax(dim=1, keepdim=True)
+    temperature = (scale * LAYER_MAX_TEMPERATURE).clamp(min=1e-12)
+    return (temperature * torch.logsumexp(means / temperature, dim=1, keepdim=True))[:, 0]
 
 
 class Session:
@@ -371,6 +379,10 @@ class Session:
             elif kind == "diversity":
                 later.append((_gram_similarity(acts[image], channel), image, weight))
                 continue
+            elif kind in ("layer_mean", "layer_max"):
+                picked = acts[image]
+                means = picked.reshape(*picked.shape[:2], -1).mean(dim=2)  # (m, C)
+                term = means.mean(dim=1) if kind == "layer_mean" else _soft_max(means)
             else:  # layer: DeepDream
                 term = acts[image].reshape(image.shape[0], -1).square().mean(dim=1)
             values = values.index_add(0, image, term * weight)
