@@ -154,7 +154,7 @@ def test_layer_max_gradient_is_the_softmax_of_the_means(framework: str) -> None:
     else:
         import tensorflow as tf
 
-        from cnn_widgets.featureviz.keras_impl import _soft_max
+        from cnn_widgets.featureviz.keras_ops import soft_max as _soft_max
 
         x = tf.constant(means)
         with tf.GradientTape() as tape:
