@@ -4,6 +4,7 @@ steps and image size.
 
     python benchmarks/featureviz.py            # the full run (about 10 minutes on 2 cores)
     python benchmarks/featureviz.py --quick    # a smoke run in about a minute
+    python benchmarks/featureviz.py --threads 1   # torch and TensorFlow on one thread each
 
 Results go to ``benchmarks/results/featureviz.json`` and a table is printed.
 
@@ -49,19 +50,15 @@ is put on ``sys.path`` for the duration of the import.
 from __future__ import annotations
 
 import argparse
-import contextlib
-import copy
 import importlib
 import importlib.util
 import json
 import os
 import platform
 import sys
-import tempfile
-import textwrap
 import time
 import warnings
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -75,6 +72,7 @@ from cnn_widgets.featureviz import feature_viz, torch_impl
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 import featureviz_first_layers as first_layers  # a sibling script
+from featureviz_baselines import Lucent, TfKerasVis, keras_any_size_model
 
 ROOT = Path(__file__).resolve().parent
 PIP_HINT = (
@@ -203,165 +201,6 @@ def run_unfolded(*args: Any, **options: Any) -> dict[str, Any]:
         torch_impl.Session.fold_batchnorm = True
 
 
-@contextlib.contextmanager
-def torchvision_stand_in() -> Iterator[None]:
-    """A ``torchvision.transforms.Normalize`` good enough for Lucent's import, on sys.path
-    only while Lucent is imported (and only if no working torchvision is importable: a wheel
-    built for another torch fails at import with "operator torchvision::nms does not exist")."""
-    if importlib.util.find_spec("torchvision") is not None:
-        try:
-            importlib.import_module("torchvision.transforms")
-        except Exception:  # installed, but not for this torch
-            for name in [m for m in sys.modules if m.split(".")[0] == "torchvision"]:
-                del sys.modules[name]
-        else:
-            yield
-            return
-    with tempfile.TemporaryDirectory() as folder:
-        package = Path(folder, "torchvision")
-        package.mkdir()
-        (package / "__init__.py").write_text("")
-        (package / "transforms.py").write_text(
-            textwrap.dedent("""
-            import torch
-
-            class Normalize:
-                def __init__(self, mean, std):
-                    self.mean = torch.tensor(mean).reshape(-1, 1, 1)
-                    self.std = torch.tensor(std).reshape(-1, 1, 1)
-
-                def __call__(self, x):
-                    return (x - self.mean.to(x)) / self.std.to(x)
-            """)
-        )
-        sys.path.insert(0, folder)
-        try:
-            yield
-        finally:
-            sys.path.remove(folder)
-            for name in [m for m in sys.modules if m.split(".")[0] == "torchvision"]:
-                del sys.modules[name]
-
-
-class Lucent:
-    """torch-lucent's ``render_vis``, one channel at a time, on its own copy of the model
-    (Lucent leaves a forward hook on every module it sees), with our model's preprocessing in
-    front (``preprocess=False``) and no upsampling to 224 (``fixed_image_size``)."""
-
-    def __init__(self, adapter: cw.Adapter, layer: str, size: int) -> None:
-        import torch
-        from torch import nn
-
-        with torchvision_stand_in():
-            from lucent.optvis import param, render
-
-        class Preprocess(nn.Module):
-            def forward(self, x: torch.Tensor) -> torch.Tensor:
-                return adapter.preprocess(x)
-
-        self.torch, self.param, self.render = torch, param, render
-        self.model = nn.Sequential(Preprocess(), copy.deepcopy(adapter.model)).eval()
-        self.layer = "1_" + layer.replace(".", "_")  # Lucent joins module names with "_"
-        self.size = size
-        self.marks: list[float] = []
-        # One forward per step: time the steps from it.
-        self.model.register_forward_pre_hook(
-            lambda module, args: self.marks.append(time.perf_counter())
-        )
-
-    def __call__(self, channels: list[int], steps: int, every: int) -> dict[str, Any]:
-        thresholds = tuple(range(every, steps + 1, every))
-        if steps not in thresholds:
-            thresholds += (steps,)
-        finals, snapshots, step_times = [], [], []
-        for c in channels:
-            self.torch.manual_seed(c)
-            self.marks.clear()
-            shots = self.render.render_vis(
-                self.model,
-                f"{self.layer}:{c}",
-                param_f=lambda: self.param.image(self.size),
-                thresholds=thresholds,
-                preprocess=False,
-                progress=False,
-                show_image=False,
-                fixed_image_size=self.size,
-            )
-            step_times.extend(np.diff(self.marks))
-            finals.append(shots[-1][0])
-            snapshots.append([shot[0] for shot in shots])
-        by_step = [
-            (step, np.stack([shots[i] for shots in snapshots])) for i, step in enumerate(thresholds)
-        ]
-        return {
-            "images": np.stack(finals).astype(np.float32),
-            "snapshots": by_step,
-            "step_times": np.asarray(step_times),
-            "images_per_step": 1,
-        }
-
-
-def keras_any_size_model() -> Any:
-    """The bundled Keras EfficientNet-Lite0, built with an input of any size (the zoo build
-    fixes 224 x 224, which tf-keras-vis would have to use)."""
-    from cnn_widgets.zoo import efficientnet
-
-    saved = efficientnet.INPUT_SHAPE
-    efficientnet.INPUT_SHAPE = (3, None, None)
-    try:
-        return efficientnet.build_keras()
-    finally:
-        efficientnet.INPUT_SHAPE = saved
-
-
-class TfKerasVis:
-    """tf-keras-vis ``ActivationMaximization`` with its default settings (input modifiers,
-    regularizers, optimizer), batched over channels as its documentation shows, on the model
-    cut at the layer (its ``ExtractIntermediateLayer`` recipe) with our preprocessing in
-    front: tf-keras-vis optimizes 0..255 inputs."""
-
-    def __init__(self, model: Any, layer: str, size: int) -> None:
-        import keras
-        from tf_keras_vis.activation_maximization import ActivationMaximization
-
-        truncated = keras.Model(model.inputs, model.get_layer(layer).output)
-        inputs = keras.Input((size, size, 3))
-        scaled = keras.layers.Rescaling(1 / 128.0, offset=-127.0 / 128.0)(inputs)
-        self.visualize = ActivationMaximization(keras.Model(inputs, truncated(scaled)), clone=False)
-        self.size = size
-
-    def __call__(self, channels: list[int], steps: int, every: int) -> dict[str, Any]:
-        import tensorflow as tf
-        from tf_keras_vis.activation_maximization.callbacks import Callback
-
-        chans = tf.constant(channels)
-
-        def score(output: tf.Tensor) -> tf.Tensor:
-            picked = tf.gather(output, chans, axis=-1, batch_dims=1)  # (n, H, W)
-            return tf.reduce_mean(picked, axis=(1, 2))
-
-        marks: list[float] = []
-        shots: list[tuple[int, np.ndarray]] = []
-
-        class Snapshots(Callback):
-            def __call__(self, i: int, values: Any, *args: Any, **kwargs: Any) -> None:
-                marks.append(time.perf_counter())
-                if (i + 1) % every == 0 or i + 1 == steps:
-                    shots.append((i + 1, np.asarray(values[0]) / 255.0))
-
-        shape = (len(channels), self.size, self.size, 3)
-        seed = tf.random.stateless_uniform(shape, (0, 0), 0, 255)
-        start = time.perf_counter()
-        result = self.visualize(score, seed_input=seed, steps=steps, callbacks=[Snapshots()])
-        return {
-            "images": np.asarray(result, dtype=np.float32) / 255.0,
-            "snapshots": shots,
-            "step_times": np.diff([start, *marks]),
-            "images_per_step": len(channels),
-        }
-
-
-# -- the floor -------------------------------------------------------------------------------
 def flops_per_image_step(adapter: cw.Adapter, layer: str, size: int) -> float:
     """FLOPs of one forward to ``layer`` plus the backward pass to the image, per image."""
     import torch
@@ -407,10 +246,20 @@ def matmul_flops_per_second(n: int = 2048, repeats: int = 7) -> float:
 TORCH_OURS = "cnn_widgets lucid (torch, batched)"
 TORCH_NAIVE = "cnn_widgets naive (torch, batched)"
 TORCH_NEURON = "cnn_widgets lucid, neuron objective (torch, batched)"
-TORCH_UNFOLDED = "cnn_widgets lucid, BatchNorm not folded (torch, batched)"
+TORCH_UNFOLDED = "cnn_widgets lucid, model as is: no BN fold, no 1x1 rewrite (torch)"
 LUCENT = "lucent 0.1.8 render_vis (torch, looped)"
 KERAS_OURS = "cnn_widgets lucid (keras, batched)"
 TFKV = "tf-keras-vis 0.8.7 ActivationMaximization (keras, batched)"
+
+
+def set_threads(n: int) -> None:
+    """Run torch and TensorFlow on ``n`` threads (TensorFlow: before its first op)."""
+    import tensorflow as tf
+    import torch
+
+    torch.set_num_threads(n)
+    tf.config.threading.set_intra_op_parallelism_threads(n)
+    tf.config.threading.set_inter_op_parallelism_threads(n)
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -425,8 +274,19 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument(
         "--skip-first-layers", action="store_true", help="not featureviz_first_layers.py"
     )
+    parser.add_argument(
+        "--threads",
+        type=int,
+        default=None,
+        help="threads for torch and TensorFlow (intra- and inter-op); default: their own",
+    )
     parser.add_argument("--out", type=Path, default=ROOT / "results" / "featureviz.json")
     args = parser.parse_args(argv)
+    if args.threads is not None:
+        if args.threads < 1:
+            parser.error(f"--threads must be >= 1, got {args.threads}")
+        set_threads(args.threads)
+    load_before = os.getloadavg()
     quick = args.quick
     steps = args.steps or (32 if quick else 256)
     n_page = args.page or (8 if quick else 64)
@@ -537,6 +397,8 @@ def main(argv: list[str] | None = None) -> int:
     summary = {
         "machine": f"{platform.machine()} {os.cpu_count()} cores, shared with other jobs "
         "(timings are medians of interleaved rounds, still noisy)",
+        "threads": args.threads,
+        "load_average_1_5_15_min": {"start": load_before, "end": os.getloadavg()},
         "model": "efficientnet_lite0",
         "layer": layer,
         "size": size,
@@ -549,7 +411,7 @@ def main(argv: list[str] | None = None) -> int:
         "matmul_flops_per_second": peak,
         "floor_seconds_per_image_step": floor,
         "speedup_vs_lucent_per_channel": speed[LUCENT] / speed[TORCH_OURS],
-        "speedup_from_batchnorm_folding": speed[TORCH_UNFOLDED] / speed[TORCH_OURS],
+        "speedup_from_private_copy": speed[TORCH_UNFOLDED] / speed[TORCH_OURS],
         "first_layers": {} if args.skip_first_layers else first_layers.run_all(),
         "speedup_vs_lucent_per_round": [
             lu / ours for lu, ours in zip(per_round[LUCENT], per_round[TORCH_OURS], strict=True)
@@ -569,6 +431,11 @@ def print_table(summary: dict[str, Any]) -> None:
     print(
         f"\n{summary['model']} {summary['layer']}, {summary['steps']} steps, "
         f"{summary['size']}x{summary['size']}, {summary['machine']}"
+    )
+    load = summary["load_average_1_5_15_min"]
+    print(
+        f"threads: {summary['threads'] or 'default'}; load average (1 min) "
+        f"{load['start'][0]:.2f} at the start, {load['end'][0]:.2f} at the end"
     )
     print(
         f"floor: {summary['flops_per_image_step'] / 1e9:.3f} GFLOP per image-step / "
@@ -590,7 +457,8 @@ def print_table(summary: dict[str, Any]) -> None:
             f"{e['seconds_per_channel_to_bar']:>8.2f}"
         )
     print(f"speed-up per channel vs Lucent: {summary['speedup_vs_lucent_per_channel']:.1f}x")
-    print(f"speed-up from BatchNorm folding: {summary['speedup_from_batchnorm_folding']:.2f}x")
+    copy_gain = summary["speedup_from_private_copy"]
+    print(f"speed-up from the private copy (BN fold, 1x1 rewrite): {copy_gain:.2f}x")
     first_layers.print_table(summary["first_layers"])
     if "speedup_keras_vs_tf_keras_vis_per_channel" in summary:
         print(

@@ -67,7 +67,14 @@ class SkipFromConv(nn.Module):
 
 def hooked_outputs(model: nn.Module, modules: Sequence[nn.Module]) -> list[torch.Tensor]:
     """``run`` for folded_copy: the modules' outputs on one fixed random image."""
-    x = torch.rand((2, 3, 16, 16), generator=torch.Generator().manual_seed(0))
+    return hooked_outputs_of(model, modules)
+
+
+def hooked_outputs_of(
+    model: nn.Module, modules: Sequence[nn.Module], x: torch.Tensor | None = None
+) -> list[torch.Tensor]:
+    if x is None:
+        x = torch.rand((2, 3, 16, 16), generator=torch.Generator().manual_seed(0))
     seen: dict[int, torch.Tensor] = {}
     handles = [
         m.register_forward_hook(lambda mod, args, out: seen.setdefault(id(mod), out.clone()))
@@ -143,3 +150,61 @@ def test_feature_viz_on_the_folded_copy_matches_the_model_and_leaves_it_alone(
     assert adapter.same_state(before, adapter.snapshot())
     assert adapter.model.training
     assert sum(isinstance(m, nn.BatchNorm2d) for m in adapter.model.modules()) == 3
+
+
+def pointwise_model() -> nn.Module:
+    torch.manual_seed(0)
+    return with_statistics(
+        nn.Sequential(
+            OrderedDict(
+                conv1=nn.Conv2d(3, 8, 3, padding="same"),
+                relu1=nn.ReLU(),
+                expand=nn.Conv2d(8, 16, 1, bias=False),
+                bn=nn.BatchNorm2d(16),
+                relu2=nn.ReLU6(),
+                project=nn.Conv2d(16, 4, 1),
+                out=nn.Conv2d(4, 4, 3, padding="same", dilation=2),
+            )
+        )
+    )
+
+
+@pytest.mark.parametrize("channels_last", [True, False])
+def test_one_by_one_and_same_padded_convs_are_rewritten_and_compute_the_same(
+    channels_last: bool,
+) -> None:
+    model = pointwise_model()
+    before = {k: v.clone() for k, v in model.state_dict().items()}
+
+    def run(m: nn.Module, modules: Sequence[nn.Module]) -> list[torch.Tensor]:
+        x = torch.rand((2, 3, 16, 16), generator=torch.Generator().manual_seed(0))
+        if channels_last:
+            x = x.contiguous(memory_format=torch.channels_last)
+        return hooked_outputs_of(m, modules, x)
+
+    targets = [model.out]
+    folded = folded_copy(model, targets, run)
+    assert folded is not None and folded.folded == 1
+    # expand and project become matrix products; conv1 gets numbers; out is the target
+    assert folded.rewritten == 3
+    kinds = {n: type(m).__name__ for n, m in folded.model.named_children()}
+    assert kinds["expand"] == kinds["project"] == "PointwiseConv"
+    assert folded.model.conv1.padding == (1, 1) and folded.model.out.padding == "same"
+    for want, got in zip(run(model, targets), run(folded.model, [folded.model.out]), strict=True):
+        np.testing.assert_allclose(got, want, atol=1e-5 * float(want.abs().max()))
+    assert all(torch.equal(before[k], v) for k, v in model.state_dict().items())
+    assert model.conv1.padding == "same" and isinstance(model.expand, nn.Conv2d)
+
+
+def test_convs_are_not_rewritten_when_asked_not_to_or_when_hooked() -> None:
+    model = pointwise_model()
+    folded = folded_copy(model, [model.out], hooked_outputs_of, rewrite_convs=False)
+    assert folded is not None and folded.rewritten == 0
+    handle = model.project.register_forward_hook(lambda *args: None)
+    try:
+        folded = folded_copy(model, [model.out], hooked_outputs_of)
+        assert folded is not None
+        assert isinstance(folded.model.project, nn.Conv2d)  # the user's hook still runs
+        assert type(folded.model.expand).__name__ == "PointwiseConv"
+    finally:
+        handle.remove()

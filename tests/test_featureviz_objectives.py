@@ -1,4 +1,5 @@
-"""Feature visualization, second pass: the ``auto`` objective near linear first layers,
+"""Feature visualization, second pass: the ``auto`` objective (near linear first layers, and
+the rival term past them), ``layer_mean`` / ``layer_max``,
 ``diversity``, ``direction``, an ``image=`` start, ``record_every`` frames and
 :func:`cnn_widgets.save_animation`, for torch and Keras alike.
 
@@ -15,7 +16,16 @@ import pytest
 from PIL import Image
 
 import cnn_widgets as cw
-from cnn_widgets.featureviz import channel, direction, diversity, feature_viz
+from cnn_widgets import featureviz
+from cnn_widgets.featureviz import (
+    channel,
+    direction,
+    diversity,
+    feature_viz,
+    layer_max,
+    layer_mean,
+)
+from cnn_widgets.featureviz.objectives import LAYER_MAX_TEMPERATURE
 from cnn_widgets.images import load_image
 from tests.test_featureviz import FRAMEWORKS, Recorder, build, dirty
 
@@ -66,11 +76,102 @@ def test_auto_on_a_linear_first_layer_draws_the_kernel_without_saturating(framew
 
 
 @pytest.mark.parametrize("framework", FRAMEWORKS)
-def test_auto_is_the_channel_objective_past_the_first_layers(framework: str) -> None:
+def test_auto_past_the_first_layers_is_the_channel_minus_its_strongest_rivals(
+    framework: str,
+) -> None:
     adapter = build(framework)
     auto = feature_viz(adapter, "conv2", [1, 5], steps=6)
-    plain = feature_viz(adapter, "conv2", [1, 5], steps=6, objective="channel")
-    np.testing.assert_array_equal(auto, plain)
+    weight = featureviz.AUTO_RIVAL_WEIGHT
+    spelled = feature_viz(
+        adapter,
+        objective=[channel("conv2", c) - weight * layer_max("conv2") for c in (1, 5)],
+        steps=6,
+    )
+    np.testing.assert_array_equal(auto, spelled)
+    assert 0 < weight < 1  # the target's own gradient, 1 - weight * softmax, stays positive
+
+
+@pytest.mark.parametrize("framework", FRAMEWORKS)
+def test_auto_makes_the_target_the_most_active_channel_more_often_than_channel(
+    framework: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # LeNet's relu2 (16 channels, 28 px), 96 steps: with the plain channel mean a few strong
+    # channels win most pictures (measured: the target is the layer's most active channel for
+    # 3 of 16); auto's rival term makes it so for 10 of 16. The floors leave room for other
+    # CPUs' rounding, which Adam amplifies into other pictures.
+    monkeypatch.setenv("CNN_WIDGETS_MAX_STEPS", "96")
+    lenet = cw.zoo.load("lenet", framework)
+    targets = np.arange(16)
+    selectivity = {}
+    for objective in ("auto", "channel"):
+        images = feature_viz(lenet, "relu2", targets, steps=96, objective=objective)
+        means = channel_means(lenet, images, "relu2")
+        selectivity[objective] = float(np.mean(means.argmax(axis=1) == targets))
+    assert selectivity["auto"] >= 0.4, selectivity
+    assert selectivity["auto"] >= selectivity["channel"] + 0.2, selectivity
+
+
+# -- layer_mean and layer_max ------------------------------------------------------------------
+@pytest.mark.parametrize("framework", FRAMEWORKS)
+@pytest.mark.parametrize("kind", ["layer_mean", "layer_max"])
+def test_layer_terms_are_the_mean_and_soft_max_of_the_channel_means(
+    framework: str, kind: str
+) -> None:
+    # A vanishing learning rate and no random views: the first step's value is the term on
+    # the returned image, which the adapter's activations give independently.
+    adapter = build(framework)
+    term = layer_mean("conv2") if kind == "layer_mean" else layer_max("conv2")
+    recorder = Recorder()
+    images = feature_viz(
+        adapter, objective=term, steps=1, lr=1e-9, transforms=False, callback=recorder
+    )
+    means = channel_means(adapter, images, "conv2")[0].astype(np.float64)
+    if kind == "layer_mean":
+        expected = means.mean()
+    else:
+        t = LAYER_MAX_TEMPERATURE * np.abs(means).max()
+        expected = t * np.log(np.exp((means - means.max()) / t).sum()) + means.max()
+        # a soft maximum: at least the largest mean, at most T log C above it
+        assert means.max() <= expected <= means.max() + t * np.log(len(means))
+        assert expected < means.max() + 0.5 * (means.max() - np.sort(means)[-2]) + t
+    np.testing.assert_allclose(recorder.values[0][0], expected, rtol=1e-4)
+
+
+@pytest.mark.parametrize("framework", FRAMEWORKS)
+def test_layer_max_gradient_is_the_softmax_of_the_means(framework: str) -> None:
+    means = np.array([[1.0, 0.95, 0.2, -0.5], [0.0, 0.0, 0.0, 3.0]], np.float32)
+    t = LAYER_MAX_TEMPERATURE * np.abs(means).max(axis=1, keepdims=True)
+    weights = np.exp((means - means.max(axis=1, keepdims=True)) / t)
+    weights /= weights.sum(axis=1, keepdims=True)
+    if framework == "torch":
+        import torch
+
+        from cnn_widgets.featureviz.torch_impl import _soft_max
+
+        x = torch.tensor(means, requires_grad=True)
+        _soft_max(x).sum().backward()
+        grad = x.grad.numpy()
+    else:
+        import tensorflow as tf
+
+        from cnn_widgets.featureviz.keras_ops import soft_max as _soft_max
+
+        x = tf.constant(means)
+        with tf.GradientTape() as tape:
+            tape.watch(x)
+            value = tf.reduce_sum(_soft_max(x))
+        grad = tape.gradient(value, x).numpy()
+    np.testing.assert_allclose(grad, weights, rtol=1e-5, atol=1e-7)
+    assert np.all(grad > 0) and np.allclose(grad.sum(axis=1), 1.0)
+    # A rival T below the leader gets 1/e of its push down; a far one almost none.
+    assert grad[0, 1] > 0.25 and grad[0, 3] < 1e-6
+
+
+def test_layer_terms_print_and_need_no_channel() -> None:
+    assert repr(channel("conv2", 3) - 0.7 * layer_max("conv2")) == (
+        "channel('conv2', 3) - 0.7 * layer_max('conv2')"
+    )
+    assert repr(layer_mean(2)) == "layer_mean(2)"
 
 
 # -- diversity -------------------------------------------------------------------------------

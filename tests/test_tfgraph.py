@@ -370,7 +370,11 @@ def test_feature_viz_raises_its_channel_above_noise_and_gray(seed003: TF1Net) ->
     before, graph_before = adapter.snapshot(), graph_state(seed003)
     layer = seed003.h_conv2.op.name
     channels = [0, 3]
-    images = cw.feature_viz(adapter, layer, channels, steps=32, seed=0)
+    # The channel objective: what this test checks is its activation. The default "auto"
+    # subtracts a soft maximum of the layer (trading some of the channel's activation for
+    # being the layer's most active channel), which on this barely trained net, 32 steps,
+    # leaves channel 0 at 1.1x noise instead of the 1.5x asked here.
+    images = cw.feature_viz(adapter, layer, channels, steps=32, seed=0, objective="channel")
     assert images.shape == (2, 28, 28, 1)
     reached = adapter.activations(images.transpose(0, 3, 1, 2), [layer])[layer]
     gray = adapter.activations(np.full((1, 1, 28, 28), 0.5, np.float32), [layer])[layer]

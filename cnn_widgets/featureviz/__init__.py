@@ -44,6 +44,8 @@ from .objectives import (
     deepdream,
     direction,
     diversity,
+    layer_max,
+    layer_mean,
     neuron,
     parse_objective,
 )
@@ -64,6 +66,8 @@ __all__ = [
     "direction",
     "diversity",
     "feature_viz",
+    "layer_max",
+    "layer_mean",
     "neuron",
 ]
 
@@ -72,6 +76,16 @@ DEFAULT_DIVERSITY_WEIGHT = 0.5
 channel objective (its current value, held constant). 0.5 on LeNet's relu2: the styles' mean
 similarity falls from 0.99 to about 0.15 and each image keeps about 80 % of the activation
 of the plain objective; at 1 the images get noisy."""
+
+AUTO_RIVAL_WEIGHT = 0.7
+"""Past the first layers ``objective="auto"`` is ``channel(l, c) - AUTO_RIVAL_WEIGHT *
+layer_max(l)``: the channel's mean, minus a soft maximum of all the layer's channel means.
+The plain channel mean is often won by an image that excites a whole family of channels, some
+more than the target; the rival term takes the leader down with it, so the target becomes the
+layer's most active channel (its selectivity). Below 1, so the target's own gradient,
+``1 - w * softmax weight``, stays positive: the objective never pushes the target down.
+Chosen on EfficientNet-Lite0 ``_blocks.6._relu1`` by ``benchmarks/featureviz.py`` (see the
+README's feature-visualization table)."""
 
 AUTO_CONTRAST = 0.35
 """The ``contrast`` of the gray pull ``objective="auto"`` uses near a linear first layer: the
@@ -111,13 +125,15 @@ def feature_viz(
         One index or several; one image per index. ``None``: every channel of the layer
         (every class for ``"class"``).
     objective:
-        ``"auto"`` (the default: ``"channel"``, except on the first layers, up to the second
-        convolution, where a channel's mean is maximized by a flat saturated image because
-        the layer is (nearly) linear: there the ``"neuron"`` objective, without random views,
-        with a pull towards gray (``contrast``), which draws the unit's kernel as the pixels
-        it wants), ``"channel"`` (mean of the channel), ``"neuron"`` (the channel at the
-        centre of the layer's output), ``"layer"`` (DeepDream: mean of squares of the whole
-        layer, one image unless ``channels`` is None), ``"class"`` (the class logit, before
+        ``"auto"`` (the default: ``"channel"`` minus :data:`AUTO_RIVAL_WEIGHT` times
+        :func:`layer_max`, so that the channel becomes its layer's most active one; except on
+        the first layers, up to the second convolution, where a channel's mean is maximized
+        by a flat saturated image because the layer is (nearly) linear: there the
+        ``"neuron"`` objective, without random views, with a pull towards gray
+        (``contrast``), which draws the unit's kernel as the pixels it wants), ``"channel"``
+        (mean of the channel), ``"neuron"`` (the channel at the centre of the layer's
+        output), ``"layer"`` (DeepDream: mean of squares of the whole layer, one image unless
+        ``channels`` is None), ``"class"`` (the class logit, before
         any softmax), ``"diversity"`` (``"channel"`` minus ``diversity_weight`` times the
         similarity of the styles of the images of the same channel: ``channels=[c] * n``
         gives n different images of channel c); or an :class:`Objective` (one image;
@@ -277,12 +293,17 @@ def _objectives(
             )
         return [deepdream(layer)], {}
     auto: dict[str, Any] = {}
+    rival = 0.0
     if kind == "auto":
         kind = "channel"
         if info is not None and info.is_spatial and info.index < _second_conv(adapter):
             kind = "neuron"
             auto = {"transforms": False, "contrast": AUTO_CONTRAST}
+        else:
+            rival = AUTO_RIVAL_WEIGHT
     indices = _channel_list(adapter, info, channels, kind)
+    if rival:
+        return [channel(layer, c) - rival * layer_max(layer) for c in indices], auto
     if kind == "channel":
         return [channel(layer, c) for c in indices], auto
     if kind == "neuron":

@@ -42,6 +42,7 @@ import numpy as np
 import tensorflow as tf
 
 from ..backends.keras import KerasAdapter, first_tensor
+from .keras_ops import affine_sample, objective_values, redirected
 from .objectives import Capture
 from .spec import ChunkSpec, ForwardError, LucidParams, RunSpec
 
@@ -56,44 +57,6 @@ _SOFTMAX_NAMES = ("softmax", "log_softmax")
 class _Captured(BaseException):
     """Ends our forward pass once every capture is recorded. A BaseException, so that Keras's
     error decorators (which rewrap ``Exception``) let it through untouched."""
-
-
-def _redirected(x: tf.Tensor, upper: float | None) -> tf.Tensor:
-    """``clamp(x, 0, upper)`` whose gradient is redirected for images that would get none
-    through this layer (see the torch backend's ``_RedirectedClamp``)."""
-
-    @tf.custom_gradient
-    def clamp(x: tf.Tensor) -> Any:
-        if upper is None:
-            y = tf.nn.relu(x)
-        elif upper == 6.0:
-            y = tf.nn.relu6(x)
-        else:
-            y = tf.clip_by_value(x, 0.0, upper)
-
-        def grad(dy: Any) -> tf.Tensor:
-            dy = tf.convert_to_tensor(dy)  # IndexedSlices when the objective gathers
-            if upper is None:
-                plain = tf.raw_ops.ReluGrad(gradients=dy, features=x)
-            elif upper == 6.0:
-                plain = tf.raw_ops.Relu6Grad(gradients=dy, features=x)
-            else:
-                plain = tf.where((x > 0) & (x < upper), dy, tf.zeros_like(dy))
-
-            # A descent step moves x by -dy: dy > 0 pushes a negative x further down.
-            outward = (x < 0) & (dy > 0)
-            if upper is not None:
-                outward = outward | ((x > upper) & (dy < 0))
-            redirected = tf.where(outward, tf.zeros_like(dy), dy)
-            flat = tf.reshape(tf.abs(plain), [tf.shape(plain)[0], -1])
-            dead = tf.reduce_max(flat, axis=1) == 0
-            rank = tf.rank(dy)
-            dead = tf.reshape(dead, tf.concat([[-1], tf.ones([rank - 1], tf.int32)], 0))
-            return tf.where(dead, redirected, plain)
-
-        return y, grad
-
-    return clamp(x)
 
 
 @dataclass
@@ -184,10 +147,10 @@ class Session:
             return call
 
         def relu_call(upper: float | None) -> Any:
-            return lambda inputs, *args, **kwargs: _redirected(inputs, upper)
+            return lambda inputs, *args, **kwargs: redirected(inputs, upper)
 
         def relu_activation(upper: float | None) -> Any:
-            return lambda x, *args, **kwargs: _redirected(x, upper)
+            return lambda x, *args, **kwargs: redirected(x, upper)
 
         redirects: list[tuple[Any, str, Any]] = []
         if redirect:
@@ -390,7 +353,7 @@ class Session:
         with tf.GradientTape(watch_accessed_variables=False) as tape:
             tape.watch(param)
             image = self._image(param)
-            view = _affine_sample(image, theta) if self._warped else image
+            view = affine_sample(image, theta) if self._warped else image
             outputs = self._forward(self._preprocess(view), redirect)
             values = self._objective(outputs, groups, tf.shape(param)[0])
             if self._lucid and self.run.params.contrast is not None:
@@ -420,97 +383,7 @@ class Session:
     def _objective(
         self, outputs: list[tf.Tensor], groups: tuple[tuple[tf.Tensor, ...], ...], k: tf.Tensor
     ) -> tf.Tensor:
-        values = tf.zeros([k], tf.float32)
-        later = []
-        for (kind, capture), (image, channel, y, x, weight) in zip(
-            self.run.group_keys, groups, strict=True
-        ):
-            acts = tf.cast(outputs[capture], tf.float32)
-            if kind == "channel":
-                picked = tf.gather(acts, image)  # (m, ..., C)
-                if acts.shape.rank == 2:
-                    term = tf.gather(picked, channel, axis=1, batch_dims=1)
-                else:
-                    picked = tf.gather(picked, channel, axis=-1, batch_dims=1)  # (m, ...)
-                    term = tf.reduce_mean(tf.reshape(picked, [tf.shape(picked)[0], -1]), axis=1)
-            elif kind == "neuron":
-                term = tf.gather_nd(acts, tf.stack([image, y, x, channel], axis=1))
-            elif kind == "diversity":
-                later.append((_gram_similarity(tf.gather(acts, image), channel), image, weight))
-                continue
-            else:  # layer: DeepDream
-                picked = tf.gather(acts, image)
-                term = tf.reduce_mean(
-                    tf.square(tf.reshape(picked, [tf.shape(picked)[0], -1])), axis=1
-                )
-            values = values + tf.math.unsorted_segment_sum(term * weight, image, k)
-        # In units of the rest of the image's objective, as in the torch session.
-        scale = tf.abs(tf.stop_gradient(values))
-        for term, image, weight in later:
-            scaled = term * weight * tf.gather(scale, image)
-            values = values + tf.math.unsorted_segment_sum(scaled, image, k)
-        return values
-
-
-def _gram_similarity(acts: tf.Tensor, group: tf.Tensor) -> tf.Tensor:
-    """Per image, the mean cosine similarity of its Gram matrix with those of the other
-    images of its group (see the torch session's ``_gram_similarity``)."""
-    shape = tf.shape(acts)
-    flat = tf.reshape(acts, [shape[0], -1, shape[-1]])  # (m, HW, C)
-    flat = flat - tf.reduce_mean(flat, axis=1, keepdims=True)
-    positions = tf.cast(tf.shape(flat)[1], tf.float32)
-    gram = tf.matmul(flat, flat, transpose_a=True) / positions  # (m, C, C)
-    gram = tf.math.l2_normalize(tf.reshape(gram, [shape[0], -1]), axis=1, epsilon=1e-24)
-    similarity = tf.matmul(gram, gram, transpose_b=True)
-    same = tf.logical_and(
-        tf.equal(group[:, None], group[None, :]),
-        tf.logical_not(tf.cast(tf.eye(tf.shape(group)[0]), tf.bool)),
-    )
-    same = tf.cast(same, tf.float32)
-    partners = tf.maximum(tf.reduce_sum(same, axis=1), 1.0)
-    return tf.reduce_sum(similarity * same, axis=1) / partners
-
-
-def _affine_sample(image: tf.Tensor, theta: tf.Tensor) -> tf.Tensor:
-    """Bilinear resampling of ``(k, H, W, C)`` images through ``(k, 2, 3)`` affine maps, in
-    the convention of ``torch.nn.functional.affine_grid`` / ``grid_sample`` with
-    ``align_corners=False`` and zero padding, applied to ``image - 0.5`` (so outside the
-    image reads 0.5). Written with gathers so that it is differentiable and exact."""
-    shape = tf.shape(image)
-    k, height, width, channels = shape[0], shape[1], shape[2], shape[3]
-    h_f, w_f = tf.cast(height, tf.float32), tf.cast(width, tf.float32)
-    xs = (2.0 * tf.range(w_f) + 1.0) / w_f - 1.0
-    ys = (2.0 * tf.range(h_f) + 1.0) / h_f - 1.0
-    grid_y, grid_x = tf.meshgrid(ys, xs, indexing="ij")  # (H, W)
-
-    def row(i: int) -> tf.Tensor:
-        t = theta[:, i]
-        return t[:, 0, None, None] * grid_x + t[:, 1, None, None] * grid_y + t[:, 2, None, None]
-
-    # Normalized -> pixel coordinates (pixel centres at integers).
-    col = ((row(0) + 1.0) * w_f - 1.0) / 2.0  # (k, H, W)
-    rowp = ((row(1) + 1.0) * h_f - 1.0) / 2.0
-    c0 = tf.floor(col)
-    r0 = tf.floor(rowp)
-    wc = col - c0
-    wr = rowp - r0
-    flat = tf.reshape(image - 0.5, [-1, channels])
-    base = tf.reshape(tf.range(k) * height * width, [-1, 1, 1])
-    out = tf.zeros_like(image)
-    for dr, dc, weight in (
-        (0.0, 0.0, (1 - wr) * (1 - wc)),
-        (0.0, 1.0, (1 - wr) * wc),
-        (1.0, 0.0, wr * (1 - wc)),
-        (1.0, 1.0, wr * wc),
-    ):
-        rr = r0 + dr
-        cc = c0 + dc
-        inside = (rr >= 0) & (rr <= h_f - 1) & (cc >= 0) & (cc <= w_f - 1)
-        ri = tf.cast(tf.clip_by_value(rr, 0.0, h_f - 1), tf.int32)
-        ci = tf.cast(tf.clip_by_value(cc, 0.0, w_f - 1), tf.int32)
-        values = tf.gather(flat, base + ri * width + ci)  # (k, H, W, C)
-        out = out + values * tf.expand_dims(weight * tf.cast(inside, tf.float32), -1)
-    return out + 0.5
+        return objective_values(outputs, self.run.group_keys, groups, k)
 
 
 def _channels_first(shape: tuple[int, ...]) -> tuple[int, ...]:

@@ -13,6 +13,14 @@ The kinds of term:
     One channel at one spatial position, by default the centre of the layer's output.
 ``layer``
     Mean of the squared activations of the whole layer ("DeepDream").
+``layer_mean``
+    The mean of the layer's channel means (its mean activation).
+``layer_max``
+    A soft maximum of the layer's channel means: ``T * logsumexp(means / T)``, the
+    temperature ``T`` being 1/20 of the largest ``|mean|`` (held constant in the gradient).
+    Its gradient spreads over the channels by their softmax weights, so ``channel(l, c) -
+    w * layer_max(l)`` raises channel ``c`` and lowers whichever rival is ahead:
+    ``objective="auto"`` uses it to make ``c`` the layer's most active channel.
 ``class``
     A class logit, always *before* a softmax: when the model ends in one, its input is used.
 ``direction``
@@ -50,8 +58,15 @@ __all__ = [
     "deepdream",
     "direction",
     "diversity",
+    "layer_max",
+    "layer_mean",
     "neuron",
 ]
+
+LAYER_MAX_TEMPERATURE = 1.0 / 20.0
+"""The temperature of ``layer_max`` as a fraction of the largest ``|channel mean|`` of the
+layer: a channel 1/20 of that below the leader gets ``1/e`` of its weight, so the soft max
+follows the leader and the few channels close to it, not the whole layer."""
 
 OBJECTIVES = choices.values(choices.FV_OBJECTIVES)
 """The objective names :func:`cnn_widgets.feature_viz` accepts as strings."""
@@ -67,7 +82,8 @@ class Term:
     Attributes
     ----------
     kind:
-        ``"channel"``, ``"neuron"``, ``"layer"`` or ``"class"``.
+        ``"channel"``, ``"neuron"``, ``"layer"``, ``"layer_mean"``, ``"layer_max"``,
+        ``"class"``, ``"direction"`` or ``"diversity"``.
     layer:
         Layer name or index; ``None`` for ``class`` means the model's last layer.
     index:
@@ -94,6 +110,8 @@ class Term:
     def __str__(self) -> str:
         if self.kind == "layer":
             text = f"deepdream({self.layer!r})"
+        elif self.kind in ("layer_mean", "layer_max"):
+            text = f"{self.kind}({self.layer!r})"
         elif self.kind == "direction":
             text = f"direction({self.layer!r}, <{len(self.vector or ())} weights>)"
         elif self.kind == "diversity":
@@ -211,6 +229,22 @@ def deepdream(layer: LayerKey) -> Objective:
     return Objective([Term("layer", layer)])
 
 
+def layer_mean(layer: LayerKey) -> Objective:
+    """The mean of ``layer``'s channel means: its mean activation over channels and
+    positions (``channel(l, c) - layer_mean(l)`` rewards ``c`` above the layer's average)."""
+    return Objective([Term("layer_mean", layer)])
+
+
+def layer_max(layer: LayerKey) -> Objective:
+    """A soft maximum of ``layer``'s channel means (spatial means; for a dense layer, its
+    units): ``T * logsumexp(means / T)`` with ``T`` = :data:`LAYER_MAX_TEMPERATURE` times
+    the largest ``|mean|`` of the image, held constant. At least the largest mean and at most
+    ``T * log(C)`` above it; its gradient is the softmax of ``means / T``, positive for every
+    channel and summing to 1. Subtract it from a channel objective to make that channel the
+    layer's most active one."""
+    return Objective([Term("layer_max", layer)])
+
+
 def direction(layer: LayerKey, weights: Iterable[float]) -> Objective:
     """A weighted combination of ``layer``'s channels: ``sum(w[c] * channel_mean[c])``.
 
@@ -298,11 +332,11 @@ class Capture:
 class ResolvedTerm:
     """A term bound to a capture, channel checked and neuron position filled in.
 
-    ``channel`` is -1 for ``layer`` terms and the group for ``diversity``; ``y``/``x`` are -1
-    except for ``neuron``.
+    ``channel`` is -1 for ``layer``, ``layer_mean`` and ``layer_max`` terms and the group for
+    ``diversity``; ``y``/``x`` are -1 except for ``neuron``.
     """
 
-    kind: str  # "channel" | "neuron" | "layer" | "diversity"
+    kind: str  # "channel" | "neuron" | "layer" | "layer_mean" | "layer_max" | "diversity"
     capture: int
     channel: int
     y: int
@@ -347,8 +381,8 @@ def resolve_terms(
 def _resolve_one(
     term: Term, capture_index: int, info: LayerInfo, shape: tuple[int, ...]
 ) -> ResolvedTerm:
-    if term.kind == "layer":
-        return ResolvedTerm("layer", capture_index, -1, -1, -1, term.weight)
+    if term.kind in ("layer", "layer_mean", "layer_max"):
+        return ResolvedTerm(term.kind, capture_index, -1, -1, -1, term.weight)
     if term.kind == "diversity":
         if len(shape) != 3:
             raise ValueError(

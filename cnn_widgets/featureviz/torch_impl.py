@@ -19,6 +19,7 @@ dtype) and ``first_tensor`` (what a layer's output means), so each has one defin
 
 from __future__ import annotations
 
+import math
 from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
@@ -29,7 +30,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from ..backends.torch import TorchAdapter, first_tensor
-from .objectives import Capture
+from .objectives import LAYER_MAX_TEMPERATURE, Capture
 from .spec import ChunkSpec, ForwardError, LucidParams, RunSpec
 from .torch_fold import folded_copy
 
@@ -85,6 +86,7 @@ class _State:
     param: torch.Tensor
     m: torch.Tensor
     v: torch.Tensor
+    scratch: torch.Tensor  # Adam's per-step temporary, allocated once
     views: torch.Tensor  # (k, steps, 2, 3)
     groups: list[
         tuple[str, int, torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor]
@@ -115,12 +117,24 @@ def _gram_similarity(acts: torch.Tensor, group: torch.Tensor) -> torch.Tensor:
     return (similarity * same).sum(dim=1) / partners
 
 
+def _soft_max(means: torch.Tensor) -> torch.Tensor:
+    """Per row of ``(m, C)`` channel means, ``T * logsumexp(means / T)`` with ``T`` a fixed
+    fraction of the row's largest ``|mean|``, held constant (see ``objectives.layer_max``)."""
+    scale = means.detach().abs().amax(dim=1, keepdim=True)
+    temperature = (scale * LAYER_MAX_TEMPERATURE).clamp(min=1e-12)
+    return (temperature * torch.logsumexp(means / temperature, dim=1, keepdim=True))[:, 0]
+
+
 class Session:
     """One feature-visualization run on a :class:`TorchAdapter` (see :mod:`.loop`)."""
 
     fold_batchnorm = True
     """Fold eval-mode BatchNorms into their convs in a private copy (False: run the model
     itself; the benchmark measures both)."""
+
+    rewrite_convs = True
+    """In that copy, run 1x1 convs as matrix products and give "same" padding as numbers
+    (see :mod:`.torch_fold`; False: fold only, for the benchmark)."""
 
     def __init__(self, adapter: TorchAdapter, captures: tuple[Capture, ...]) -> None:
         self.adapter = adapter
@@ -240,7 +254,13 @@ class Session:
     def compile(self, run: RunSpec) -> None:
         self.run = run
         self._scale = torch.tensor(run.spectrum_scale, device=self.device)[..., None]
-        self._color = torch.tensor(run.color, device=self.device)
+        self._color = torch.tensor(run.color, device=self.device) / 4.0  # Lucid's divisor
+        height, width = run.size
+        # affine_grid's sampling positions, as align_corners=False places them: the grid of
+        # every view is base_x * theta[0] + base_y * theta[1] + theta[2], computed by
+        # broadcasting (affine_grid's batched product with 3-wide rows is ~10x slower here).
+        self._base_x = ((torch.arange(width, device=self.device) * 2 + 1) / width - 1)[None, :]
+        self._base_y = ((torch.arange(height, device=self.device) * 2 + 1) / height - 1)[:, None]
         self._lucid = isinstance(run.params, LucidParams)
         self._warped = self._lucid and run.params.transforms
         # oneDNN's convolutions run ~30 % faster on channels-last input here (EfficientNet-
@@ -268,7 +288,12 @@ class Session:
             with torch.no_grad():
                 return self._forward_on(model, list(zip(modules, uses, strict=True)), x, False)
 
-        folded = folded_copy(self.model, [module for module, _ in self._targets], outputs)
+        folded = folded_copy(
+            self.model,
+            [module for module, _ in self._targets],
+            outputs,
+            rewrite_convs=self.rewrite_convs and self._channels_last,
+        )
         if folded is None:
             return
         self.folded = folded.folded
@@ -294,6 +319,7 @@ class Session:
             param=param,
             m=torch.zeros_like(param, requires_grad=False),
             v=torch.zeros_like(param, requires_grad=False),
+            scratch=torch.empty_like(param, requires_grad=False),
             views=torch.tensor(chunk.views, device=self.device),
             groups=groups,
             size=chunk.size,
@@ -306,15 +332,15 @@ class Session:
         height, width = self.run.size
         spectrum = torch.view_as_complex(param * self._scale)
         image = torch.fft.irfft2(spectrum, s=(height, width), norm="ortho")
-        image = torch.einsum("ij,kjhw->kihw", self._color, image / 4.0)
-        return torch.sigmoid(image)
+        # The colour mix (with the / 4) as one product over the whole batch.
+        mixed = torch.matmul(self._color, image.flatten(2)).view(image.shape)
+        return torch.sigmoid(mixed)
 
     def step(self, state: _State, step: int) -> np.ndarray:
         run = self.run
         image = self._image(state.param)
         if self._warped:
-            theta = state.views[:, step]
-            grid = F.affine_grid(theta, list(image.shape), align_corners=False)
+            grid = self._grid(state.views[:, step])
             # Sample (image - 0.5) with zero padding: outside the image reads 0.5.
             view = (
                 F.grid_sample(
@@ -353,6 +379,10 @@ class Session:
             elif kind == "diversity":
                 later.append((_gram_similarity(acts[image], channel), image, weight))
                 continue
+            elif kind in ("layer_mean", "layer_max"):
+                picked = acts[image]
+                means = picked.reshape(*picked.shape[:2], -1).mean(dim=2)  # (m, C)
+                term = means.mean(dim=1) if kind == "layer_mean" else _soft_max(means)
             else:  # layer: DeepDream
                 term = acts[image].reshape(image.shape[0], -1).square().mean(dim=1)
             values = values.index_add(0, image, term * weight)
@@ -379,13 +409,21 @@ class Session:
     def set_penalty(self, state: _State, weights: np.ndarray) -> None:
         state.penalty = torch.as_tensor(weights, dtype=torch.float32, device=self.device)
 
+    def _grid(self, theta: torch.Tensor) -> torch.Tensor:
+        """``F.affine_grid(theta, (k, C, H, W), align_corners=False)``, by broadcasting."""
+        t = theta[:, :, :, None, None]  # (k, 2, 3, 1, 1)
+        grid = t[:, :, 0] * self._base_x + t[:, :, 1] * self._base_y + t[:, :, 2]
+        return grid.permute(0, 2, 3, 1)  # (k, H, W, 2)
+
     def _adam(self, state: _State, grad: torch.Tensor, t: int) -> None:
+        """Adam's update, in place on preallocated state (no per-step tensors):
+        ``param -= lr * m_hat / (sqrt(v_hat) + eps)``."""
         p = self.run.params
-        state.m.mul_(p.beta1).add_(grad, alpha=1 - p.beta1)
+        state.m.lerp_(grad, 1 - p.beta1)
         state.v.mul_(p.beta2).addcmul_(grad, grad, value=1 - p.beta2)
-        m_hat = state.m / (1 - p.beta1**t)
-        v_hat = state.v / (1 - p.beta2**t)
-        state.param.sub_(p.lr * m_hat / (v_hat.sqrt() + p.eps))
+        denom = torch.sqrt(state.v, out=state.scratch)
+        denom.div_(math.sqrt(1 - p.beta2**t)).add_(p.eps)
+        state.param.addcdiv_(state.m, denom, value=-p.lr / (1 - p.beta1**t))
 
     def _ascend(self, state: _State, grad: torch.Tensor) -> None:
         # grad is of the loss (-objective): step against it, normalized by its RMS per image.
