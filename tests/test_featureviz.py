@@ -203,6 +203,26 @@ def test_a_callback_returning_false_stops_within_one_step(framework: str) -> Non
 
 
 @pytest.mark.parametrize("framework", FRAMEWORKS)
+def test_a_callback_that_wants_only_values_gets_no_images_and_the_same_run(
+    framework: str,
+) -> None:
+    adapter = build(framework)
+    seen: list[tuple[int, object, np.ndarray]] = []
+
+    def curve(step: int, images: np.ndarray | None, values: np.ndarray) -> None:
+        seen.append((step, images, values.copy()))
+
+    curve.wants_images = False  # type: ignore[attr-defined]
+    recorder = Recorder()
+    lean = feature_viz(adapter, "conv2", [0, 1], steps=5, callback=curve)
+    full = feature_viz(adapter, "conv2", [0, 1], steps=5, callback=recorder)
+    assert [s for s, _, _ in seen] == recorder.steps == [1, 2, 3, 4, 5]
+    assert all(images is None for _, images, _ in seen)
+    np.testing.assert_array_equal(lean, full)  # decoding pictures never changed the run
+    np.testing.assert_array_equal(np.stack([v for _, _, v in seen]), np.stack(recorder.values))
+
+
+@pytest.mark.parametrize("framework", FRAMEWORKS)
 def test_a_stop_event_ends_the_run_before_the_next_step(framework: str) -> None:
     stop = threading.Event()
 

@@ -119,9 +119,11 @@ def _render(adapter: Adapter, unit: Unit, options: dict[str, Any], start: float)
     at: list[int] = []
     values: list[np.ndarray] = []
 
-    def record(step: int, images: np.ndarray, objective: np.ndarray) -> None:
+    def record(step: int, images: np.ndarray | None, objective: np.ndarray) -> None:
         at.append(int(step))
         values.append(np.asarray(objective, np.float64).copy())
+
+    record.wants_images = False  # type: ignore[attr-defined]  # the curve needs no pictures
 
     # feature_viz calls back every `every` steps and after the last one.
     images = feature_viz(

@@ -162,7 +162,9 @@ def feature_viz(
         ``callback(step, images, values)`` after every ``callback_every`` steps and after the
         last: ``step`` counts the steps done, ``images`` is ``(n, H, W, C)`` in [0, 1],
         ``values`` the ``(n,)`` objective values of that step (higher is better). Returning
-        ``False`` stops the run after this step.
+        ``False`` stops the run after this step. A callback with an attribute
+        ``wants_images = False`` receives ``images=None``: the pictures are not decoded for
+        it (cheaper when only the values are wanted, a loss curve say).
     callback_every:
         Steps between callbacks.
     stop:
