@@ -59,7 +59,7 @@ import cnn_widgets as cw  # noqa: E402
 from cnn_widgets.atlas import plan_units  # noqa: E402
 
 MODEL = "efficientnet_lite0"
-LAYER = "_blocks.1._project_conv"
+LAYER = "_blocks.2._expand_conv"  # 144 channels: the 12 default units fit
 RESNET50_CHANNELS = 26_560  # conv output channels of torchvision's resnet50, counted
 TARGET_SCALING = 1.7
 TARGET_OVERHEAD = 0.10
