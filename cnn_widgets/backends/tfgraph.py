@@ -22,7 +22,8 @@ import numpy as np
 import tensorflow as tf
 
 from .base import ConvConfig, LayerInfo, LayerKey, Normalization, Preprocess, Shape
-from .keras import KerasAdapter, _check_normalization
+from .keras import KerasAdapter
+from .keras_inputs import _check_normalization
 from .keras_layers import _channels_first_shape, _depthwise_oihw, _to_channels_first
 from .tfgraph_model import GraphModel, graph_index
 from .tfgraph_plan import op_name, tensor_name
