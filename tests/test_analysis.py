@@ -4,7 +4,6 @@ correctly, and none of it touches the model."""
 
 from __future__ import annotations
 
-import importlib
 import io
 import warnings
 from collections import OrderedDict
@@ -25,16 +24,12 @@ from cnn_widgets.analysis import (
 )
 from cnn_widgets.analysis.responses import conv_per_input
 from cnn_widgets.backends.base import ConvConfig
+from tests.cases import case
 
 FRAMEWORKS = ("torch", "keras")
 DIGITS = [cw.zoo.sample_image(f"digit{d}") for d in range(10)]
 
 
-def case(framework: str, key: str) -> tuple[Any, cw.Adapter]:
-    """A fresh model of the shared catalogue and its adapter."""
-    module = importlib.import_module(f"tests.cases.{framework}_cases")
-    model, shape = module.CASES[key]()
-    return model, cw.adapt(model, input_shape=shape)
 
 
 def random_images(n: int, shape: tuple[int, int, int], seed: int = 0) -> list[np.ndarray]:

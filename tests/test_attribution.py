@@ -12,6 +12,7 @@ import pytest
 import cnn_widgets as cw
 from cnn_widgets.attribution import CAM_METHODS, attribution, sanity_check, spearman
 from cnn_widgets.choices import ATTRIBUTION_METHODS, values
+from tests.cases import case
 
 METHODS = values(ATTRIBUTION_METHODS)
 
@@ -19,11 +20,6 @@ FRAMEWORKS = ["torch", "keras"]
 FAST = {"smoothgrad": {"samples": 4}, "integrated_gradients": {"steps": 8}, "scorecam": {"k": 4}}
 
 
-def case(framework: str, key: str = "sequential") -> tuple[Any, cw.Adapter]:
-    pytest.importorskip("torch" if framework == "torch" else "keras")
-    module = importlib.import_module(f"tests.cases.{framework}_cases")
-    model, shape = module.CASES[key]()
-    return model, cw.adapt(model, input_shape=shape)
 
 
 def image(shape: tuple[int, int, int] = (3, 32, 32), seed: int = 0) -> np.ndarray:

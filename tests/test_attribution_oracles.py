@@ -15,6 +15,7 @@ import pytest
 
 import cnn_widgets as cw
 from cnn_widgets.attribution import attribution
+from tests.cases import case
 
 captum_attr = pytest.importorskip("captum.attr")
 torchcam_methods = pytest.importorskip("torchcam.methods")
@@ -24,10 +25,6 @@ LAYER = "relu2"  # the last feature maps of the `sequential` case (16 x 16 x 16)
 CLASS = 3
 
 
-def case(framework: str, key: str = "sequential") -> tuple[Any, cw.Adapter]:
-    module = importlib.import_module(f"tests.cases.{framework}_cases")
-    model, shape = module.CASES[key]()
-    return model, cw.adapt(model, input_shape=shape)
 
 
 def image(shape: tuple[int, int, int] = (3, 32, 32), seed: int = 0) -> np.ndarray:

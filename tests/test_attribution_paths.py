@@ -5,7 +5,6 @@ The results must equal the full graph's, the fallback must cover what the short 
 
 from __future__ import annotations
 
-import importlib
 from collections import OrderedDict
 from typing import Any
 
@@ -14,15 +13,11 @@ import pytest
 
 import cnn_widgets as cw
 from cnn_widgets.attribution import attribution, cam_layers
+from tests.cases import case
 
 FRAMEWORKS = ["torch", "keras"]
 
 
-def case(framework: str, key: str = "sequential") -> tuple[Any, cw.Adapter]:
-    pytest.importorskip("torch" if framework == "torch" else "keras")
-    module = importlib.import_module(f"tests.cases.{framework}_cases")
-    model, shape = module.CASES[key]()
-    return model, cw.adapt(model, input_shape=shape)
 
 
 def batch(n: int = 2, shape: tuple[int, int, int] = (3, 32, 32)) -> np.ndarray:

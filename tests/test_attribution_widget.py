@@ -13,15 +13,11 @@ import pytest
 import cnn_widgets as cw
 from cnn_widgets.attribution import attribution
 from cnn_widgets.widgets.attribution import COMPARE_METHODS
+from tests.cases import case
 
 FRAMEWORKS = ["torch", "keras"]
 
 
-def case(framework: str, key: str = "sequential") -> tuple[Any, cw.Adapter]:
-    pytest.importorskip("torch" if framework == "torch" else "keras")
-    module = importlib.import_module(f"tests.cases.{framework}_cases")
-    model, shape = module.CASES[key]()
-    return model, cw.adapt(model, input_shape=shape)
 
 
 def image(seed: int = 0) -> np.ndarray:
