@@ -109,8 +109,9 @@ def deletion_insertion(
         )
     cells = _cells(heat.shape, int(patch))
     importance = _patch_means(np.nan_to_num(heat, nan=-np.inf), cells)
-    removed_empty = blurred(x) if fill == "blur" else np.zeros_like(x)
-    start = np.zeros_like(x) if fill == "black" else blurred(x)
+    blur = None if fill == "black" else blurred(x)
+    removed_empty = blur if fill == "blur" else np.zeros_like(x)
+    start = np.zeros_like(x) if blur is None else blur
     order = _order(importance, bool(least_first))
     reverse = _order(importance, not least_first)
     counts = np.rint(np.linspace(0, order.size, steps + 1)).astype(int)

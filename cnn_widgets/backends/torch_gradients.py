@@ -16,6 +16,10 @@ if TYPE_CHECKING:
     from .torch import TorchAdapter
 
 
+class _NoShortPath(Exception):
+    """Raised by a hook when the graph cannot start at the first chosen layer."""
+
+
 def torch_gradients(
     adapter: TorchAdapter,
     batch: np.ndarray,
@@ -56,7 +60,7 @@ def _pass(
     inputs = torch.tensor(batch, device=device, dtype=dtype, requires_grad=backward and not start)
     captured: dict[str, torch.Tensor] = {}
     logits_box: list[torch.Tensor] = []
-    leaf: list[torch.Tensor | None] = []  # the graph's start (one entry once a layer ran)
+    leaf: list[torch.Tensor] = []  # the graph's start (one entry once a layer ran)
 
     def capturer(name: str) -> Callable[..., Any]:
         def hook(module: Any, args: Any, output: Any) -> Any:
@@ -67,7 +71,7 @@ def _pass(
                 raise ValueError(f"layer {name!r} returned {type(output).__name__}, not a tensor")
             if start and not leaf:
                 if tensor is not output or not tensor.is_floating_point():
-                    leaf.append(None)  # a tuple output: no place to start the graph
+                    raise _NoShortPath  # a tuple output: no place to start the graph
                 else:
                     tensor = tensor.detach().requires_grad_(True)
                     leaf.append(tensor)
@@ -98,6 +102,8 @@ def _pass(
         with torch.enable_grad() if backward else torch.no_grad():
             try:
                 output = adapter.model(adapter.preprocess(inputs))
+            except _NoShortPath:  # stopped at once, not after a whole wasted forward pass
+                return None
             except RuntimeError as err:
                 raise ValueError(
                     f"the forward pass of {type(adapter.model).__name__} failed on a batch of "
@@ -113,8 +119,7 @@ def _pass(
             scores = _scores(logits, target, len(batch))
             wanted = [captured[n] for n in names]
             if start and (
-                leaf[0] is None
-                or not scores.requires_grad
+                not scores.requires_grad
                 or not all(t.requires_grad for t in wanted)
             ):
                 return None
