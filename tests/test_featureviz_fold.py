@@ -208,3 +208,48 @@ def test_convs_are_not_rewritten_when_asked_not_to_or_when_hooked() -> None:
         assert type(folded.model.expand).__name__ == "PointwiseConv"
     finally:
         handle.remove()
+
+
+def tf_same_model() -> nn.Module:
+    """Strided convs that pad "same" the TensorFlow way (the zoo's EfficientNet class), at
+    both parities of the input size and both kernel sizes EfficientNet uses."""
+    from cnn_widgets.zoo import efficientnet
+
+    same = efficientnet.Conv2dSame
+    torch.manual_seed(0)
+    return with_statistics(
+        nn.Sequential(
+            OrderedDict(
+                stem=same(3, 8, 3, 2, bias=False),
+                bn=nn.BatchNorm2d(8),
+                relu=nn.ReLU6(),
+                dw3=same(8, 8, 3, 2, groups=8, bias=False),
+                dw5=same(8, 16, 5, 2, groups=8),
+                out=nn.Conv2d(16, 4, 1),
+            )
+        )
+    )
+
+
+@pytest.mark.parametrize("size", [(32, 32), (31, 30), (17, 32)])
+def test_strided_tf_same_depthwise_convs_run_without_a_padded_copy_and_compute_the_same(
+    size: tuple[int, int],
+) -> None:
+    model = tf_same_model()
+    before = {k: v.clone() for k, v in model.state_dict().items()}
+    x = torch.rand((2, 3, *size), generator=torch.Generator().manual_seed(0))
+
+    def run(m: nn.Module, modules: Sequence[nn.Module]) -> list[torch.Tensor]:
+        return hooked_outputs_of(m, modules, x.contiguous(memory_format=torch.channels_last))
+
+    folded = folded_copy(model, [model.out], run)
+    assert folded is not None and folded.folded == 1
+    kinds = {n: type(m).__name__ for n, m in folded.model.named_children()}
+    # the depthwise ones are rewritten (dw5 with its bias); the dense stem keeps its F.pad
+    assert kinds["dw3"] == kinds["dw5"] == "SamePaddedConv"
+    assert kinds["stem"] == "Conv2dSame"
+    want = run(model, [model.out])[0]
+    got = run(folded.model, [folded.model.out])[0]
+    np.testing.assert_allclose(got, want, atol=1e-5 * float(want.abs().max()))
+    assert all(torch.equal(before[k], v) for k, v in model.state_dict().items())
+    assert type(model.dw3).__name__ == "Conv2dSame"
