@@ -42,6 +42,7 @@ import numpy as np
 import tensorflow as tf
 
 from ..backends.keras import KerasAdapter, first_tensor
+from .keras_fold import foldable_pairs, folded_swaps, same_targets
 from .keras_ops import affine_sample, objective_values, redirected
 from .objectives import Capture
 from .spec import ChunkSpec, ForwardError, LucidParams, RunSpec
@@ -72,6 +73,10 @@ class _State:
 class Session:
     """One feature-visualization run on a :class:`KerasAdapter` (see :mod:`.loop`)."""
 
+    fold_batchnorm = True
+    """Run the passes with the BatchNormalizations folded into their convs, as private
+    constants (see :mod:`.keras_fold`; False: the model's own layers, for the benchmark)."""
+
     def __init__(self, adapter: KerasAdapter, captures: tuple[Capture, ...]) -> None:
         self.adapter = adapter
         self.model = adapter.model
@@ -89,6 +94,8 @@ class Session:
             elif getattr(getattr(layer, "activation", None), "__name__", "") in _RELU_NAMES:
                 self._relu_activations.append(layer)
         self.run: RunSpec | None = None
+        self.folded = 0  # BatchNormalizations folded into convs for this run's passes
+        self._fold_swaps: list[tuple[Any, str, Any]] = []
         self._functions: dict[bool, Any] = {}
         self._eager = False
         self._bypass = False
@@ -164,7 +171,11 @@ class Session:
             (layer, "call", capture_call(i, layer, mode, layer.call))
             for i, (layer, mode) in enumerate(self._targets)
         )
-        with self.adapter.swapped(redirects), self.adapter.swapped(captures):
+        with (
+            self.adapter.swapped(self._fold_swaps),
+            self.adapter.swapped(redirects),
+            self.adapter.swapped(captures),
+        ):
             yield
 
     def _forward(self, x: tf.Tensor, redirect: bool) -> list[tf.Tensor]:
@@ -243,6 +254,38 @@ class Session:
         self._color = tf.constant(run.color)
         self._functions = {}
         self._eager = False
+        self._fold_swaps = []
+        self.folded = 0
+        if self.fold_batchnorm:
+            self._fold()
+
+    def _fold(self) -> None:
+        """Fold the BatchNormalizations into their convs for this run's passes, when the
+        folded pass computes the same targets on a random image (see :mod:`.keras_fold`)."""
+        generator = np.random.default_rng(0)
+        example = generator.random((2, *self.run.size, self.run.channels), dtype=np.float32)
+        x = self._preprocess(tf.constant(example))
+        targets = {id(layer) for layer, _ in self._targets}
+        try:
+            pairs = foldable_pairs(
+                self.adapter.all_layers(),
+                lambda: self._forward(x, redirect=False),
+                self.adapter.swapped,
+            )
+            pairs = [(conv, norm) for conv, norm in pairs if id(conv) not in targets]
+            if not pairs:
+                return
+            expected = [np.asarray(t) for t in self._forward(x, redirect=False)]
+            self._fold_swaps = folded_swaps(pairs)
+            actual = [np.asarray(t) for t in self._forward(x, redirect=False)]
+        except Exception as err:  # a model this cannot fold: run its own layers
+            log.info("feature_viz: BatchNormalization not folded (%s)", err)
+            self._fold_swaps = []
+            return
+        if not same_targets(expected, actual):
+            self._fold_swaps = []
+            return
+        self.folded = len(pairs)
 
     def _function(self, redirect: bool) -> Any:
         """The step, traced on first use (the warm-up one only if the run has a warm-up)."""
@@ -323,6 +366,7 @@ class Session:
 
     def close(self) -> None:
         self._functions = {}
+        self._fold_swaps = []
         self.run = None
 
     # -- the step (traced) -----------------------------------------------------------------
@@ -396,6 +440,4 @@ def _takes_training(call: Any) -> bool:
         parameters = inspect.signature(call).parameters.values()
     except (TypeError, ValueError):  # no signature to read: pass nothing it may refuse
         return False
-    return any(
-        p.name == "training" or p.kind is inspect.Parameter.VAR_KEYWORD for p in parameters
-    )
+    return any(p.name == "training" or p.kind is inspect.Parameter.VAR_KEYWORD for p in parameters)
