@@ -92,3 +92,34 @@ def test_both_frameworks_draw_the_same_start_and_views() -> None:
     np.testing.assert_allclose(torch_images, keras_images, atol=1e-5)
     np.testing.assert_allclose(torch_values, keras_values, rtol=1e-4, atol=1e-5)
     assert len({tuple(v) for v in torch_values.round(4)}) > 1  # the views differ by step
+
+
+def test_torch_on_cpu_chunks_by_its_own_budget_and_an_explicit_budget_wins(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    from cnn_widgets.featureviz import loop, torch_impl
+
+    sizes: list[int] = []
+    start = torch_impl.Session.start
+
+    def spy(self: torch_impl.Session, chunk: loop.ChunkSpec) -> object:
+        sizes.append(chunk.size)
+        return start(self, chunk)
+
+    monkeypatch.setattr(torch_impl.Session, "start", spy)
+    per_image = 100 * 2**20  # 2 images fit the CPU budget (256 MiB), 5 the general one
+    monkeypatch.setattr(loop, "estimate_bytes_per_image", lambda *args: per_image)
+    adapter = build("torch")
+    chunked = feature_viz(adapter, "conv2", [0, 1, 2, 3, 4], steps=4, objective="channel")
+    assert sizes == [2, 1, 2]  # as even as possible
+    sizes.clear()
+    whole = feature_viz(
+        adapter,
+        "conv2",
+        [0, 1, 2, 3, 4],
+        steps=4,
+        objective="channel",
+        memory_budget=loop.DEFAULT_MEMORY_BUDGET,
+    )
+    assert sizes == [5]
+    assert_same_pictures(chunked, whole)

@@ -35,6 +35,7 @@ import numpy as np
 from ..backends import Adapter, adapt
 from ..backends.base import LayerInfo, LayerKey
 from ..images import ImageLike, load_image
+from .allocator import tune_allocator
 from .loop import DEFAULT_MEMORY_BUDGET, MAX_STEPS_ENV, StopFlag, optimize, parse_size
 from .objectives import (
     OBJECTIVES,
@@ -69,6 +70,7 @@ __all__ = [
     "layer_max",
     "layer_mean",
     "neuron",
+    "tune_allocator",
 ]
 
 DEFAULT_DIVERSITY_WEIGHT = 0.5
@@ -157,7 +159,8 @@ def feature_viz(
         Images per batch; default: as many as fit ``memory_budget``.
     memory_budget:
         Bytes of activations per batch, estimated from the layer sizes (default
-        :data:`DEFAULT_MEMORY_BUDGET`).
+        :data:`DEFAULT_MEMORY_BUDGET`; a torch model on CPU 256 MiB, where smaller batches
+        measured faster).
     callback:
         ``callback(step, images, values)`` after every ``callback_every`` steps and after the
         last: ``step`` counts the steps done, ``images`` is ``(n, H, W, C)`` in [0, 1],

@@ -51,11 +51,14 @@ MAX_STEPS_ENV = "CNN_WIDGETS_MAX_STEPS"
 """Environment variable that caps ``steps`` (test suites set it to stay fast)."""
 
 DEFAULT_MEMORY_BUDGET = 512 * 2**20
-"""Bytes of activations one chunk may hold (by :func:`estimate_bytes_per_image`). On CPU the
-time per image is lowest for batches of a few hundred MB: measured on EfficientNet-Lite0 at
-128 px, 8-12 images to ``_blocks.6`` (55 MB each) take ~3.5 ms per image and step, 16-32
-images two to three times as long, as the batch falls out of cache. The default lands there
-(9 images for that layer, 15 for ``_blocks.2``, 7 for ``_blocks.10``)."""
+"""Bytes of activations one chunk may hold (by :func:`estimate_bytes_per_image`), unless the
+session names its own (``session.memory_budget``: torch on CPU takes
+:data:`.torch_impl.CPU_MEMORY_BUDGET`). On CPU the time per image is lowest for batches of a
+few hundred MB: measured on EfficientNet-Lite0 at 128 px, 8-12 images to ``_blocks.6`` (55 MB
+each) take ~3.5 ms per image and step, 16-32 images two to three times as long, as the batch
+falls out of cache. The default lands there (9 images for that layer, 15 for ``_blocks.2``, 7
+for ``_blocks.10``); for Keras, 4, 8 and 16 images measured alike (12-14 ms of CPU per image
+and step, one thread, load ~4)."""
 
 # Activations kept for the backward pass, their gradients, and temporaries: bytes per output
 # element of every layer up to the target, a rough upper estimate.
@@ -133,6 +136,8 @@ def optimize(
                 ),
             )
             per_image_bytes = estimate_bytes_per_image(adapter, infos, captures, hw)
+            if memory_budget is None:
+                memory_budget = getattr(session, "memory_budget", None)
             chunk = _chunk_size(len(per_image), per_image_bytes, batch_size, memory_budget)
             if "diversity" in {kind for kind, _ in group_keys}:
                 chunk = len(per_image)  # the penalty compares images: one batch

@@ -1,0 +1,71 @@
+"""The opt-in allocator tuning (``cnn_widgets.featureviz.tune_allocator``): it changes glibc's
+``malloc`` for the whole process, so its effect is checked in a child process, and nothing in
+this test process calls it."""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+import textwrap
+
+import pytest
+
+from cnn_widgets.featureviz import allocator, tune_allocator
+
+# In a fresh process, glibc serves a 16 MiB malloc with its own mmap (the dynamic threshold
+# starts at 128 KiB); once tuned, from the heap. mallinfo2().hblkhd counts the mmapped bytes.
+CHILD = textwrap.dedent(
+    """
+    import ctypes, ctypes.util, sys
+
+    class MallInfo2(ctypes.Structure):
+        _fields_ = [(name, ctypes.c_size_t) for name in (
+            "arena", "ordblks", "smblks", "hblks", "hblkhd", "usmblks", "fsmblks",
+            "uordblks", "fordblks", "keepcost")]
+
+    libc = ctypes.CDLL(ctypes.util.find_library("c"))
+    libc.mallinfo2.restype = MallInfo2
+    libc.malloc.restype = ctypes.c_void_p
+    libc.free.argtypes = [ctypes.c_void_p]
+    if sys.argv[1] == "tuned":
+        from cnn_widgets.featureviz.allocator import tune_allocator
+        assert tune_allocator() is True
+    before = libc.mallinfo2().hblkhd
+    block = libc.malloc(16 * 2**20)
+    mapped = libc.mallinfo2().hblkhd - before
+    libc.free(ctypes.c_void_p(block))
+    print(mapped)
+    """
+)
+
+
+def mapped_bytes(mode: str) -> int:
+    done = subprocess.run(
+        [sys.executable, "-c", CHILD, mode], capture_output=True, text=True, timeout=120
+    )
+    assert done.returncode == 0, done.stderr
+    return int(done.stdout.strip().splitlines()[-1])
+
+
+@pytest.mark.skipif(allocator._glibc() is None, reason="the C library is not glibc")
+def test_a_tuned_process_serves_large_blocks_from_the_heap_instead_of_fresh_mmaps() -> None:
+    if not hasattr(allocator._glibc(), "mallinfo2"):
+        pytest.skip("glibc before 2.33 has no mallinfo2 to read the mapped bytes")
+    assert mapped_bytes("plain") >= 16 * 2**20
+    assert mapped_bytes("tuned") == 0
+
+
+@pytest.mark.parametrize(
+    ("kwargs", "error", "words"),
+    [
+        ({"mmap_threshold": 64 * 2**20}, ValueError, "0..33554432"),
+        ({"trim_threshold": -1}, ValueError, "trim_threshold"),
+        ({"top_pad": 1.5}, TypeError, "got float"),
+        ({"mmap_threshold": True}, TypeError, "got bool"),
+    ],
+)
+def test_bad_settings_are_refused_before_anything_changes(
+    kwargs: dict[str, object], error: type[Exception], words: str
+) -> None:
+    with pytest.raises(error, match=words):
+        tune_allocator(**kwargs)  # type: ignore[arg-type]
