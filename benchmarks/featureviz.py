@@ -171,19 +171,27 @@ def run_ours(
     every: int,
     **options: Any,
 ) -> dict[str, Any]:
-    """One batched run of ``feature_viz``."""
+    """One batched run of ``feature_viz``. The snapshots are its recorded frames: the
+    pictures are decoded every ``every`` steps only, as Lucent's thresholds do (a callback
+    that took images every step would decode them every step)."""
     marks: list[float] = []
-    snapshots: list[tuple[int, np.ndarray]] = []
 
     def callback(step: int, images: np.ndarray, values: np.ndarray) -> None:
         marks.append(time.perf_counter())
-        if step % every == 0 or step == steps:
-            snapshots.append((step, images))
 
+    callback.wants_images = False  # type: ignore[attr-defined]  # timing marks only
     start = time.perf_counter()
-    images = feature_viz(
-        adapter, layer, channels, steps=steps, size=size, callback=callback, **options
+    images, frames = feature_viz(
+        adapter,
+        layer,
+        channels,
+        steps=steps,
+        size=size,
+        callback=callback,
+        record_every=every,
+        **options,
     )
+    snapshots = [(min((i + 1) * every, steps), frame) for i, frame in enumerate(frames)]
     return {
         "images": images,
         "snapshots": snapshots,
@@ -280,8 +288,17 @@ def main(argv: list[str] | None = None) -> int:
         default=None,
         help="threads for torch and TensorFlow (intra- and inter-op); default: their own",
     )
+    parser.add_argument(
+        "--tune-allocator",
+        action="store_true",
+        help="call cnn_widgets.featureviz.tune_allocator() first (process-wide: every method "
+        "of the run, the baselines too, gets the tuned malloc)",
+    )
     parser.add_argument("--out", type=Path, default=ROOT / "results" / "featureviz.json")
     args = parser.parse_args(argv)
+    tuned = bool(args.tune_allocator) and cw.featureviz.tune_allocator()
+    if args.tune_allocator and not tuned:
+        print("--tune-allocator: the C library is not glibc; nothing changed")
     if args.threads is not None:
         if args.threads < 1:
             parser.error(f"--threads must be >= 1, got {args.threads}")
@@ -398,6 +415,7 @@ def main(argv: list[str] | None = None) -> int:
         "machine": f"{platform.machine()} {os.cpu_count()} cores, shared with other jobs "
         "(timings are medians of interleaved rounds, still noisy)",
         "threads": args.threads,
+        "tuned_allocator": tuned,
         "load_average_1_5_15_min": {"start": load_before, "end": os.getloadavg()},
         "model": "efficientnet_lite0",
         "layer": layer,
@@ -434,7 +452,8 @@ def print_table(summary: dict[str, Any]) -> None:
     )
     load = summary["load_average_1_5_15_min"]
     print(
-        f"threads: {summary['threads'] or 'default'}; load average (1 min) "
+        f"threads: {summary['threads'] or 'default'}; malloc tuned: "
+        f"{summary.get('tuned_allocator', False)}; load average (1 min) "
         f"{load['start'][0]:.2f} at the start, {load['end'][0]:.2f} at the end"
     )
     print(

@@ -127,7 +127,14 @@ def affine_sample(image: tf.Tensor, theta: tf.Tensor) -> tf.Tensor:
     """Bilinear resampling of ``(k, H, W, C)`` images through ``(k, 2, 3)`` affine maps, in
     the convention of ``torch.nn.functional.affine_grid`` / ``grid_sample`` with
     ``align_corners=False`` and zero padding, applied to ``image - 0.5`` (so outside the
-    image reads 0.5). Written with gathers so that it is differentiable and exact."""
+    image reads 0.5). Exact and differentiable.
+
+    Written as one sparse matrix (4 weights per output pixel, none for corners outside the
+    image) times the flattened pixels: its gradient is the transposed product, one pass.
+    Four gathers, as before, cost twice as much forward and backward (measured at 128 px,
+    8 images, one thread: 3.8 vs 1.9 ms of CPU per image), as each gather's gradient is a
+    list of slices merged and scattered afterwards.
+    """
     shape = tf.shape(image)
     k, height, width, channels = shape[0], shape[1], shape[2], shape[3]
     h_f, w_f = tf.cast(height, tf.float32), tf.cast(width, tf.float32)
@@ -146,9 +153,10 @@ def affine_sample(image: tf.Tensor, theta: tf.Tensor) -> tf.Tensor:
     r0 = tf.floor(rowp)
     wc = col - c0
     wr = rowp - r0
-    flat = tf.reshape(image - 0.5, [-1, channels])
+    flat = tf.reshape(image - 0.5, [-1, channels])  # (k * H * W, C)
     base = tf.reshape(tf.range(k) * height * width, [-1, 1, 1])
-    out = tf.zeros_like(image)
+    pixels = k * height * width
+    sources, weights = [], []
     for dr, dc, weight in (
         (0.0, 0.0, (1 - wr) * (1 - wc)),
         (0.0, 1.0, (1 - wr) * wc),
@@ -160,6 +168,11 @@ def affine_sample(image: tf.Tensor, theta: tf.Tensor) -> tf.Tensor:
         inside = (rr >= 0) & (rr <= h_f - 1) & (cc >= 0) & (cc <= w_f - 1)
         ri = tf.cast(tf.clip_by_value(rr, 0.0, h_f - 1), tf.int32)
         ci = tf.cast(tf.clip_by_value(cc, 0.0, w_f - 1), tf.int32)
-        values = tf.gather(flat, base + ri * width + ci)  # (k, H, W, C)
-        out = out + values * tf.expand_dims(weight * tf.cast(inside, tf.float32), -1)
-    return out + 0.5
+        sources.append(tf.reshape(base + ri * width + ci, [-1]))
+        weights.append(tf.reshape(weight * tf.cast(inside, tf.float32), [-1]))
+    targets = tf.tile(tf.range(pixels), [4])
+    indices = tf.cast(tf.stack([targets, tf.concat(sources, 0)], axis=1), tf.int64)
+    size = tf.cast(tf.stack([pixels, pixels]), tf.int64)
+    sampling = tf.SparseTensor(indices, tf.concat(weights, 0), size)
+    out = tf.sparse.sparse_dense_matmul(sampling, flat)
+    return tf.reshape(out, shape) + 0.5
