@@ -10,6 +10,7 @@ Noise samples and integration steps travel through the model in batches.
 from __future__ import annotations
 
 import functools
+import itertools
 from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
@@ -32,10 +33,12 @@ DEFAULTS: dict[str, dict[str, Any]] = {
     # Wang et al. 2020 weigh every channel; k limits it to the k most active ones.
     "scorecam": {"k": None, "batch_size": 32},
     "saliency": {},
-    # Smilkov et al. 2017: 50 samples, noise 10-20 % of the input range.
-    "smoothgrad": {"samples": 50, "noise": 0.15, "seed": 0, "batch_size": 16},
+    # Smilkov et al. 2017: 50 samples, noise 10-20 % of the input range. Batches of 8: per
+    # image, a forward and backward pass of EfficientNet-Lite0 at 224 px and one thread took
+    # 64 ms in batches of 8, 73 in 4, 86 in 13, 97 in 16 (larger batches leave the caches).
+    "smoothgrad": {"samples": 50, "noise": 0.15, "seed": 0, "batch_size": 8},
     # Sundararajan et al. 2017: a black baseline, 20-300 steps (trapezoidal rule here).
-    "integrated_gradients": {"steps": 50, "baseline": None, "batch_size": 16},
+    "integrated_gradients": {"steps": 50, "baseline": None, "batch_size": 8},
     # Springenberg et al. 2015; Selvaraju et al. 2017 (guided backprop x Grad-CAM).
     "guided_backprop": {},
     "guided_gradcam": {},
@@ -338,13 +341,17 @@ def _summed_grads(
     weights: np.ndarray | None = None,
 ) -> np.ndarray:
     total = np.zeros(inputs.shape[1:], np.float64)
-    for start in range(0, len(inputs), batch_size):
-        chunk = inputs[start : start + batch_size]
+    # Chunks of near-equal size, none above batch_size (50 by 8: 8, 7, 7, ... not 8 x 6 + 2:
+    # a chunk of 2 costs more per image than one of 7).
+    chunks = -(-len(inputs) // batch_size)
+    bounds = np.linspace(0, len(inputs), chunks + 1).round().astype(int)
+    for start, stop in itertools.pairwise(bounds):
+        chunk = inputs[start:stop]
         grads = adapter.gradients(chunk, (), _batch_target(target, len(chunk))).input_grad
-        w = np.ones(len(chunk)) if weights is None else weights[start : start + len(chunk)]
+        w = np.ones(len(chunk)) if weights is None else weights[start:stop]
         total += np.tensordot(w, grads.astype(np.float64), axes=1)
         if progress is not None:
-            progress(start + len(chunk), len(inputs))
+            progress(int(stop), len(inputs))
     return total.astype(np.float32)
 
 
