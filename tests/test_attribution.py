@@ -75,6 +75,26 @@ def test_integration_steps_travel_in_near_equal_batches() -> None:
     np.testing.assert_allclose(batched.raw, whole.raw, rtol=1e-4, atol=1e-5 * scale)
 
 
+def test_integrated_gradients_from_a_blurred_baseline() -> None:
+    """baseline="blur" integrates from the image blurred as insertion starts from; still
+    complete (the sum is score(image) - score(blur)); other strings are refused."""
+    from cnn_widgets.attribution.faithfulness import blurred
+
+    _, adapter = case("torch")
+    x = image(seed=3)
+    blur = attribution(adapter, x, method="integrated_gradients", target=2, baseline="blur")
+    given = attribution(
+        adapter, x, method="integrated_gradients", target=2, baseline=blurred(x)
+    )
+    assert np.array_equal(blur.raw, given.raw)
+    start = adapter.gradients(blurred(x)[None], (), 2, backward=False)
+    difference = blur.score - float(start.scores[0])
+    assert abs(difference) > 1e-3
+    assert abs(float(blur.map.sum()) - difference) <= 0.02 * abs(difference)
+    with pytest.raises(ValueError, match=r"'blur'.*'gray'"):
+        attribution(adapter, x, method="integrated_gradients", baseline="gray")
+
+
 @pytest.mark.parametrize("framework", FRAMEWORKS)
 def test_a_list_of_images_gives_the_same_maps_as_one_at_a_time(framework) -> None:
     _, adapter = case(framework)
