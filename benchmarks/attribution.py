@@ -211,6 +211,10 @@ PROTOCOLS: dict[str, dict[str, Any]] = {
 }
 BASELINES = ("random", "gaussian")
 MEASURES = ("deletion", "insertion", "gain")
+OPTION_ROWS: dict[str, tuple[str, dict[str, Any]]] = {
+    # documented options, reported beside the defaults (never in their place)
+    "integrated_gradients:blur": ("integrated_gradients", {"baseline": "blur"}),
+}
 
 
 def faithfulness(photos: dict[str, np.ndarray], steps: int) -> dict[str, Any]:
@@ -218,14 +222,16 @@ def faithfulness(photos: dict[str, np.ndarray], steps: int) -> dict[str, Any]:
     view of every photo, the target being the top class of each view."""
     adapter = cw.zoo.load("efficientnet_lite0", "torch")
     methods = [m for m, _ in cw.choices.ATTRIBUTION_METHODS]
-    rows = [*methods, *BASELINES]
+    rows = [*methods, *OPTION_ROWS, *BASELINES]
     scores: dict[str, dict[str, list[tuple[float, float, float]]]] = {
         p: {m: [] for m in rows} for p in PROTOCOLS
     }
+    per_view: dict[str, Any] = {}
     for name, photo in photos.items():
         for view, crop in views(photo).items():
             x = cw.prepare_image(adapter, crop)
-            target = cw.attribution(adapter, x, method="saliency").target
+            saliency = cw.attribution(adapter, x, method="saliency")
+            target = saliency.target
             h, w = x.shape[1:]
             yy, xx = np.mgrid[:h, :w]
             maps = {
@@ -233,12 +239,18 @@ def faithfulness(photos: dict[str, np.ndarray], steps: int) -> dict[str, Any]:
                 "gaussian": np.exp(
                     -(((yy - h / 2) / (h / 4)) ** 2 + ((xx - w / 2) / (w / 4)) ** 2)
                 ),
+                "saliency": saliency.map,
             }
-            for method in methods:
-                options = {"k": 32} if method == "scorecam" else {}
-                maps[method] = cw.attribution(
-                    adapter, x, method=method, target=target, **options
-                ).map
+            settings = {
+                **{m: (m, {"k": 32} if m == "scorecam" else {}) for m in methods},
+                **OPTION_ROWS,
+            }
+            for row, (method, options) in settings.items():
+                if row not in maps:
+                    maps[row] = cw.attribution(
+                        adapter, x, method=method, target=target, **options
+                    ).map
+            per_view[f"{name}/{view}"] = {"target": target}
             for protocol, options in PROTOCOLS.items():
                 # Equal maps give equal curves: HiResCAM = Grad-CAM and LayerCAM = Grad-CAM++
                 # at a layer before a global-average-pool head; measured once each.
@@ -249,6 +261,9 @@ def faithfulness(photos: dict[str, np.ndarray], steps: int) -> dict[str, Any]:
                         r = deletion_insertion(adapter, x, heat, target, steps=steps, **options)
                         done[key] = (r.deletion, r.insertion, r.deletion_gain)
                     scores[protocol][method].append(done[key])
+                per_view[f"{name}/{view}"][protocol] = {
+                    m: dict(zip(MEASURES, scores[protocol][m][-1], strict=True)) for m in maps
+                }
             print(f"  {name}/{view}: target {target}", flush=True)
     table: dict[str, Any] = {}
     for protocol, per_method in scores.items():
@@ -256,7 +271,7 @@ def faithfulness(photos: dict[str, np.ndarray], steps: int) -> dict[str, Any]:
             m: dict(zip(MEASURES, np.mean(v, axis=0).tolist(), strict=True))
             for m, v in per_method.items()
         }
-        for method in methods:
+        for method in [*methods, *OPTION_ROWS]:
             row = means[method]
             row["beats_on_deletion"] = all(
                 row["deletion"] < means[b]["deletion"] for b in BASELINES
@@ -266,6 +281,7 @@ def faithfulness(photos: dict[str, np.ndarray], steps: int) -> dict[str, Any]:
             )
             row["beats_on_gain"] = all(row["gain"] > means[b]["gain"] for b in BASELINES)
         table[protocol] = means
+    table["per_view"] = per_view
     return table
 
 
@@ -286,11 +302,16 @@ def print_tables(report: dict[str, Any]) -> None:
             if cells != ["—", "—"]:
                 print(f"| {names[method]} | {cells[0]} | {cells[1]} |")
     if "faithfulness" in report:
-        protocols = list(report["faithfulness"])
+        protocols = [p for p in report["faithfulness"] if p in PROTOCOLS]
         head = " | ".join(f"{p}: del ↓ / ins ↑ / gain ↑" for p in protocols)
         print(f"\n| method | {head} |")
         print("|---|" + "---|" * len(protocols))
-        for method in [*names, *BASELINES]:
+        labels = {
+            **names,
+            **{row: f"{names[m]}, {', '.join(f'{k}={v!r}' for k, v in o.items())}"
+               for row, (m, o) in OPTION_ROWS.items()},
+        }
+        for method in [*names, *OPTION_ROWS, *BASELINES]:
             cells = []
             for p in protocols:
                 row = report["faithfulness"][p][method]
@@ -302,7 +323,7 @@ def print_tables(report: dict[str, Any]) -> None:
                     f"{row['deletion']:.3f}{marks[0]} / {row['insertion']:.3f}{marks[1]} / "
                     f"{row['gain']:.3f}{marks[2]}"
                 )
-            label = names.get(method, f"{method} map")
+            label = labels.get(method, f"{method} map")
             print(f"| {label} | " + " | ".join(cells) + " |")
         print("\n(* = does not beat both the random and the centred Gaussian map)")
 
