@@ -58,6 +58,43 @@ def test_integrated_gradients_are_complete(framework) -> None:
     assert np.isclose(result.map.sum(), result.raw.sum(), rtol=1e-5)
 
 
+def test_integration_steps_travel_in_near_equal_batches() -> None:
+    """50 steps by batch_size 8: 7 batches of 7 or 8 (no batch of 2 at the end), and the map
+    does not depend on the batching (float32 sums in another order: last bits)."""
+    _, adapter = case("torch")
+    x = image(seed=2)
+    done: list[int] = []
+    batched = attribution(
+        adapter, x, method="integrated_gradients", target=2,
+        progress=lambda n, total: done.append(n),
+    )
+    sizes = np.diff([0, *done]).tolist()
+    assert done[-1] == 50 and len(sizes) == 7 and set(sizes) <= {7, 8}, sizes
+    whole = attribution(adapter, x, method="integrated_gradients", target=2, batch_size=50)
+    scale = np.abs(whole.raw).max()
+    np.testing.assert_allclose(batched.raw, whole.raw, rtol=1e-4, atol=1e-5 * scale)
+
+
+def test_integrated_gradients_from_a_blurred_baseline() -> None:
+    """baseline="blur" integrates from the image blurred as insertion starts from; still
+    complete (the sum is score(image) - score(blur)); other strings are refused."""
+    from cnn_widgets.attribution.faithfulness import blurred
+
+    _, adapter = case("torch")
+    x = image(seed=3)
+    blur = attribution(adapter, x, method="integrated_gradients", target=2, baseline="blur")
+    given = attribution(
+        adapter, x, method="integrated_gradients", target=2, baseline=blurred(x)
+    )
+    assert np.array_equal(blur.raw, given.raw)
+    start = adapter.gradients(blurred(x)[None], (), 2, backward=False)
+    difference = blur.score - float(start.scores[0])
+    assert abs(difference) > 1e-3
+    assert abs(float(blur.map.sum()) - difference) <= 0.02 * abs(difference)
+    with pytest.raises(ValueError, match=r"'blur'.*'gray'"):
+        attribution(adapter, x, method="integrated_gradients", baseline="gray")
+
+
 @pytest.mark.parametrize("framework", FRAMEWORKS)
 def test_a_list_of_images_gives_the_same_maps_as_one_at_a_time(framework) -> None:
     _, adapter = case(framework)

@@ -124,6 +124,7 @@ def test_patches_rank_and_remove_whole_squares_by_their_mean() -> None:
         ({"patch": 0}, r"patch must be an int >= 1"),
         ({"patch": 2.5}, r"patch must be an int >= 1"),
         ({"steps": 0}, r"steps must be an int >= 1"),
+        ({"batch_size": 0}, r"batch_size must be an int >= 1"),
     ],
 )
 def test_bad_options_name_the_valid_choices(option, message) -> None:
@@ -132,3 +133,20 @@ def test_bad_options_name_the_valid_choices(option, message) -> None:
         deletion_insertion(adapter, x, perfect, 0, **option)
     with pytest.raises(TypeError, match="least_first must be True or False"):
         deletion_insertion(adapter, x, perfect, 0, least_first="yes")
+
+
+def test_the_curves_do_not_depend_on_the_batching() -> None:
+    """The three curves' images travel together in near-equal batches: any batch size gives
+    the same curves (a linear model: float32 sums in another order at most)."""
+    adapter, x, perfect = scene()
+    random_map = np.random.default_rng(4).random(perfect.shape)
+    for heat in (perfect, random_map):
+        runs = [
+            deletion_insertion(adapter, x, heat, 0, steps=8, patch=4, batch_size=b)
+            for b in (1, 4, 6, 100)
+        ]
+        for run in runs[1:]:
+            for name in ("deletion_curve", "insertion_curve", "reverse_deletion_curve"):
+                np.testing.assert_allclose(
+                    getattr(run, name), getattr(runs[0], name), rtol=1e-6, atol=1e-7
+                )

@@ -177,3 +177,72 @@ def test_the_short_paths_leave_the_model_untouched(framework) -> None:
         assert float(params[-1].grad.sum()) == pytest.approx(0.25 * params[-1].numel())
     else:
         assert [v.trainable for v in model.variables] == flags
+
+
+def _viewing_model() -> Any:
+    """A model that calls ``.view()`` on a conv output: it raises on channels-last memory."""
+    import torch
+    from torch import nn
+
+    class Viewing(nn.Module):
+        def __init__(self) -> None:
+            super().__init__()
+            self.conv = nn.Conv2d(3, 4, 3, padding=1)
+            self.relu = nn.ReLU()
+            self.fc = nn.Linear(4 * 8 * 8, 5)
+
+        def forward(self, x: torch.Tensor) -> torch.Tensor:
+            out = self.relu(self.conv(x))
+            return self.fc(out.view(out.shape[0], -1))
+
+    with torch.random.fork_rng(devices=[]):
+        torch.manual_seed(1)
+        return Viewing().eval()
+
+
+def test_torch_gradients_of_a_model_that_cannot_take_channels_last() -> None:
+    """The image goes in channels-last; a model whose forward pass fails on that memory order
+    is run again in the default one (and remembered), with the same results as plain torch."""
+    torch = pytest.importorskip("torch")
+    from cnn_widgets.backends import torch_gradients
+
+    model = _viewing_model()
+    adapter = cw.adapt(model, input_shape=(3, 8, 8))
+    x = batch(2, (3, 8, 8))
+    adapter.layers()  # traced now, not inside the counted calls
+    calls: list[int] = []
+    handle = model.conv.register_forward_hook(lambda m, a, o: calls.append(1))
+    try:
+        before = adapter.snapshot()
+        with pytest.raises(RuntimeError):  # the premise: .view() fails on channels-last
+            model(torch.from_numpy(x).contiguous(memory_format=torch.channels_last))
+        calls.clear()
+        got = adapter.gradients(x, ["relu"], 3)
+        assert len(calls) == 2  # the channels-last try and the default-layout pass
+        assert model in torch_gradients._DEFAULT_LAYOUT
+        calls.clear()
+        again = adapter.gradients(x, ["relu"], 3)
+        assert len(calls) == 1  # remembered: no second try
+        assert adapter.same_state(before, adapter.snapshot())
+    finally:
+        handle.remove()
+    image = torch.from_numpy(x).requires_grad_(True)
+    scores = model(image)[:, 3]
+    (want,) = torch.autograd.grad(scores.sum(), image)
+    for result in (got, again):
+        assert result.input_grad.flags.c_contiguous
+        np.testing.assert_allclose(result.input_grad, want.numpy(), rtol=1e-5, atol=1e-7)
+        np.testing.assert_allclose(result.scores, scores.detach().numpy(), rtol=1e-6)
+
+
+def test_torch_gradients_come_back_in_c_order() -> None:
+    """Channels-last inside, plain (C-contiguous) arrays outside, equal to plain torch."""
+    torch = pytest.importorskip("torch")
+    model, adapter = case("torch")
+    x = batch()
+    result = adapter.gradients(x, ["relu2"], 1)
+    for array in (result.input_grad, result.activations["relu2"], result.layer_grads["relu2"]):
+        assert array.flags.c_contiguous
+    image = torch.from_numpy(x).requires_grad_(True)
+    (want,) = torch.autograd.grad(model(image)[:, 1].sum(), image)
+    np.testing.assert_allclose(result.input_grad, want.numpy(), rtol=1e-5, atol=1e-7)

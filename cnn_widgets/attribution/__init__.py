@@ -63,9 +63,10 @@ def attribution(
         most active — and ``batch_size=32``), ``"saliency"`` (Simonyan et al. 2014: max
         ``|∂score/∂input|`` over channels), ``"smoothgrad"`` (Smilkov et al. 2017; options
         ``samples=50``, ``noise=0.15`` of the image's value range, ``seed=0``,
-        ``batch_size=16``) or ``"integrated_gradients"`` (Sundararajan et al. 2017; options
-        ``steps=50`` on the trapezoidal rule, ``baseline=None`` — black — or a number or a
-        ``(C, H, W)`` array, ``batch_size=16``), ``"guided_backprop"`` (Springenberg et al.
+        ``batch_size=8``) or ``"integrated_gradients"`` (Sundararajan et al. 2017; options
+        ``steps=50`` on the trapezoidal rule, ``baseline=None`` — black —, ``"blur"`` — the
+        image blurred, as :func:`deletion_insertion` inserts into — or a number or a
+        ``(C, H, W)`` array, ``batch_size=8``), ``"guided_backprop"`` (Springenberg et al.
         2015: the gradient with only positive values passed back through every ReLU/ReLU6;
         it fails the sanity check, see :func:`sanity_check`) or ``"guided_gradcam"``
         (Selvaraju et al. 2017: guided backprop times the upsampled Grad-CAM; uses

@@ -106,8 +106,13 @@ def first_tensor(output: Any) -> torch.Tensor | None:
 
 
 def _to_numpy(tensor: torch.Tensor) -> np.ndarray:
-    # copy=True: the array must never alias a parameter or a tensor the model reuses.
-    return tensor.detach().to(device="cpu", dtype=torch.float32, copy=True).numpy()
+    # copy=True: the array must never alias a parameter or a tensor the model reuses; in C
+    # order also when the tensor is channels-last.
+    return (
+        tensor.detach()
+        .to(device="cpu", dtype=torch.float32, copy=True, memory_format=torch.contiguous_format)
+        .numpy()
+    )
 
 
 def _pair(value: Any) -> tuple[int, int]:
