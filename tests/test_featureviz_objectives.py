@@ -137,34 +137,102 @@ def test_layer_terms_are_the_mean_and_soft_max_of_the_channel_means(
     np.testing.assert_allclose(recorder.values[0][0], expected, rtol=1e-4)
 
 
+def soft_max_numpy(means: np.ndarray, exclude: int | None = None) -> float:
+    """``layer_max`` of one row of channel means, in float64, leaving out ``exclude``."""
+    kept = np.delete(means.astype(np.float64), [] if exclude is None else [exclude])
+    t = LAYER_MAX_TEMPERATURE * np.abs(kept).max()
+    return float(t * np.log(np.exp((kept - kept.max()) / t).sum()) + kept.max())
+
+
 @pytest.mark.parametrize("framework", FRAMEWORKS)
-def test_layer_max_gradient_is_the_softmax_of_the_means(framework: str) -> None:
-    means = np.array([[1.0, 0.95, 0.2, -0.5], [0.0, 0.0, 0.0, 3.0]], np.float32)
-    t = LAYER_MAX_TEMPERATURE * np.abs(means).max(axis=1, keepdims=True)
-    weights = np.exp((means - means.max(axis=1, keepdims=True)) / t)
-    weights /= weights.sum(axis=1, keepdims=True)
+def test_layer_max_excluding_a_channel_is_the_soft_max_of_the_other_channels(
+    framework: str,
+) -> None:
+    # Every image starts from the same picture (image=), and a vanishing learning rate
+    # without random views keeps it: the first step's values are the terms on that picture,
+    # which the adapter's activations give independently.
+    adapter = build(framework)
+    start = np.random.default_rng(0).random((32, 32, 3)).astype(np.float32)
+    means = channel_means(adapter, start[None], "conv2")[0]
+    leader, last = int(means.argmax()), int(means.argmin())
+    recorder = Recorder()
+    feature_viz(
+        adapter,
+        objective=[
+            layer_max("conv2"),
+            layer_max("conv2", exclude=leader),
+            layer_max("conv2", exclude=last),
+        ],
+        image=start,
+        steps=1,
+        lr=1e-9,
+        transforms=False,
+        callback=recorder,
+    )
+    expected = [soft_max_numpy(means), soft_max_numpy(means, leader), soft_max_numpy(means, last)]
+    np.testing.assert_allclose(recorder.values[0], expected, rtol=1e-4, atol=1e-6)
+    # Leaving out the leader lowers the soft max to about the runner-up's mean; leaving out
+    # the weakest channel changes next to nothing.
+    runner_up = np.sort(means)[-2]
+    assert expected[1] < expected[0] - 0.5 * (means[leader] - runner_up)
+    assert expected[1] >= runner_up
+
+
+def soft_max_gradient(framework: str, means: np.ndarray, exclude: np.ndarray | None) -> np.ndarray:
     if framework == "torch":
         import torch
 
         from cnn_widgets.featureviz.torch_impl import _soft_max
 
         x = torch.tensor(means, requires_grad=True)
-        _soft_max(x).sum().backward()
-        grad = x.grad.numpy()
-    else:
-        import tensorflow as tf
+        left_out = None if exclude is None else torch.as_tensor(exclude)
+        _soft_max(x, left_out).sum().backward()
+        return x.grad.numpy()
+    import tensorflow as tf
 
-        from cnn_widgets.featureviz.keras_ops import soft_max as _soft_max
+    from cnn_widgets.featureviz.keras_ops import soft_max
 
-        x = tf.constant(means)
-        with tf.GradientTape() as tape:
-            tape.watch(x)
-            value = tf.reduce_sum(_soft_max(x))
-        grad = tape.gradient(value, x).numpy()
+    x = tf.constant(means)
+    with tf.GradientTape() as tape:
+        tape.watch(x)
+        value = tf.reduce_sum(soft_max(x, None if exclude is None else tf.constant(exclude)))
+    return tape.gradient(value, x).numpy()
+
+
+@pytest.mark.parametrize("framework", FRAMEWORKS)
+def test_layer_max_gradient_is_the_softmax_of_the_means(framework: str) -> None:
+    means = np.array([[1.0, 0.95, 0.2, -0.5], [0.0, 0.0, 0.0, 3.0]], np.float32)
+    t = LAYER_MAX_TEMPERATURE * np.abs(means).max(axis=1, keepdims=True)
+    weights = np.exp((means - means.max(axis=1, keepdims=True)) / t)
+    weights /= weights.sum(axis=1, keepdims=True)
+    grad = soft_max_gradient(framework, means, None)
     np.testing.assert_allclose(grad, weights, rtol=1e-5, atol=1e-7)
+    # exclude -1 is "none": the same gradient.
+    np.testing.assert_allclose(
+        soft_max_gradient(framework, means, np.array([-1, -1])), weights, rtol=1e-5, atol=1e-7
+    )
     assert np.all(grad > 0) and np.allclose(grad.sum(axis=1), 1.0)
     # A rival T below the leader gets 1/e of its push down; a far one almost none.
     assert grad[0, 1] > 0.25 and grad[0, 3] < 1e-6
+
+
+@pytest.mark.parametrize("framework", FRAMEWORKS)
+def test_layer_max_excluding_a_channel_puts_all_its_gradient_on_the_others(
+    framework: str,
+) -> None:
+    # Row 0 leaves out its leader (channel 0): the whole push falls on the rivals, the
+    # strongest (0.95) first. Row 1 leaves out a channel that is far behind: almost the same
+    # gradient as without exclude (all on channel 3).
+    means = np.array([[1.0, 0.95, 0.2, -0.5], [0.0, 0.0, 0.0, 3.0]], np.float32)
+    grad = soft_max_gradient(framework, means, np.array([0, 1]))
+    assert grad[0, 0] == 0.0 and grad[1, 1] == 0.0
+    np.testing.assert_allclose(grad.sum(axis=1), 1.0, rtol=1e-5)
+    others = means[0, 1:].astype(np.float64)
+    t = LAYER_MAX_TEMPERATURE * np.abs(others).max()
+    expected = np.exp((others - others.max()) / t)
+    np.testing.assert_allclose(grad[0, 1:], expected / expected.sum(), rtol=1e-5, atol=1e-7)
+    assert grad[0, 1] > 0.99  # without exclude it got 0.27 (the leader took the rest)
+    np.testing.assert_allclose(grad[1], [0, 0, 0, 1], atol=1e-6)
 
 
 def test_layer_terms_print_and_need_no_channel() -> None:
@@ -172,6 +240,18 @@ def test_layer_terms_print_and_need_no_channel() -> None:
         "channel('conv2', 3) - 0.7 * layer_max('conv2')"
     )
     assert repr(layer_mean(2)) == "layer_mean(2)"
+    assert repr(channel("conv2", 3) - layer_max("conv2", exclude=3)) == (
+        "channel('conv2', 3) - layer_max('conv2', exclude=3)"
+    )
+
+
+@pytest.mark.parametrize("framework", FRAMEWORKS)
+def test_layer_max_exclude_out_of_range_or_not_an_int_is_refused(framework: str) -> None:
+    adapter = build(framework)
+    with pytest.raises(ValueError, match=r"excluded channel 99 is out of range.*valid 0\.\."):
+        feature_viz(adapter, objective=layer_max("conv2", exclude=99), steps=1)
+    with pytest.raises(TypeError, match="exclude must be an int, got str"):
+        layer_max("conv2", exclude="3")
 
 
 # -- diversity -------------------------------------------------------------------------------
