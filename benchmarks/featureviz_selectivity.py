@@ -69,14 +69,22 @@ def parse_channels(text: list[str]) -> list[int]:
 
 
 def run(
-    adapter: cw.Adapter, layer: str, variant: str, channels: list[int], steps: int, size: int
+    adapter: cw.Adapter,
+    layer: str,
+    variant: str,
+    channels: list[int],
+    steps: int,
+    size: int,
+    seed: int = 0,
 ) -> dict[str, object]:
     objective = objectives(variant, layer, channels)
     began = time.perf_counter()
     if isinstance(objective, str):
-        images = feature_viz(adapter, layer, channels, objective=objective, steps=steps, size=size)
+        images = feature_viz(
+            adapter, layer, channels, objective=objective, steps=steps, size=size, seed=seed
+        )
     else:
-        images = feature_viz(adapter, objective=objective, steps=steps, size=size)
+        images = feature_viz(adapter, objective=objective, steps=steps, size=size, seed=seed)
     seconds = time.perf_counter() - began
     judge = Judge(adapter, layer, sorted(set(channels)))
     targets = np.asarray(channels)
@@ -118,6 +126,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--steps", type=int, default=256)
     parser.add_argument("--size", type=int, default=128)
     parser.add_argument("--threads", type=int, default=1)
+    parser.add_argument("--seed", type=int, default=0)
     parser.add_argument(
         "--out", type=Path, default=ROOT / "results" / "featureviz_selectivity.json"
     )
@@ -128,7 +137,7 @@ def main(argv: list[str] | None = None) -> int:
     results = []
     load = os.getloadavg()
     for variant in args.variants:
-        result = run(adapter, args.layer, variant, channels, args.steps, args.size)
+        result = run(adapter, args.layer, variant, channels, args.steps, args.size, args.seed)
         results.append(result)
         lost = [
             f"{p['channel']}<{p['winner']}"
@@ -147,6 +156,7 @@ def main(argv: list[str] | None = None) -> int:
         "steps": args.steps,
         "size": args.size,
         "threads": args.threads,
+        "seed": args.seed,
         "channels": channels,
         "load_average_1_5_15_min": {"start": load, "end": os.getloadavg()},
         "results": results,
