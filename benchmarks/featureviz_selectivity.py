@@ -4,10 +4,10 @@ most active one (highest spatially averaged activation), and at what cost in act
     python benchmarks/featureviz_selectivity.py --variants auto rival:1.0 --channels 0-15
     python benchmarks/featureviz_selectivity.py --variants suppress --channels 179 353
 
-EfficientNet-Lite0 (torch), ``_blocks.6._relu1`` at 128 px, 256 steps, the default lucid
-recipe, seed 0 — the settings of ``benchmarks/featureviz.py``, which measures the default
-objective on its 64-channel page; this script compares objectives on the same channels, one
-after the other in one process, and prints per channel who wins the layer.
+EfficientNet-Lite0 (torch, or ``--framework keras``), ``_blocks.6._relu1`` at 128 px, 256
+steps, the default lucid recipe, seed 0: the settings of ``benchmarks/featureviz.py``, which
+measures the default objective on its 64-channel page; this script compares objectives on the
+same channels, one after the other in one process, and prints per channel who wins the layer.
 
 Variants (``name:weight``):
 
@@ -41,7 +41,8 @@ import cnn_widgets as cw
 from cnn_widgets.featureviz import Objective, channel, feature_viz, layer_max
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from featureviz import DEFAULT_LAYER, Judge, set_threads  # a sibling script
+from featureviz import DEFAULT_LAYER, Judge, set_threads  # sibling scripts
+from featureviz_baselines import keras_any_size_model
 
 ROOT = Path(__file__).resolve().parent
 
@@ -70,6 +71,7 @@ def parse_channels(text: list[str]) -> list[int]:
 
 def run(
     adapter: cw.Adapter,
+    judged_by: cw.Adapter,
     layer: str,
     variant: str,
     channels: list[int],
@@ -86,7 +88,7 @@ def run(
     else:
         images = feature_viz(adapter, objective=objective, steps=steps, size=size, seed=seed)
     seconds = time.perf_counter() - began
-    judge = Judge(adapter, layer, sorted(set(channels)))
+    judge = Judge(judged_by, layer, sorted(set(channels)))
     targets = np.asarray(channels)
     maps = judge._maps(images)
     means = maps.mean(axis=(2, 3))  # (n, C)
@@ -128,16 +130,28 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--threads", type=int, default=1)
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument(
+        "--framework",
+        choices=("torch", "keras"),
+        default="torch",
+        help="keras: the same weights as a Keras model (judged by the torch model, as in "
+        "featureviz.py)",
+    )
+    parser.add_argument(
         "--out", type=Path, default=ROOT / "results" / "featureviz_selectivity.json"
     )
     args = parser.parse_args(argv)
     set_threads(args.threads)
     channels = parse_channels(args.channels)
-    adapter = cw.zoo.load("efficientnet_lite0", framework="torch")
+    adapter = judged_by = cw.zoo.load("efficientnet_lite0", framework="torch")
+    if args.framework == "keras":
+        keras = keras_any_size_model()
+        adapter = cw.adapt(keras, preprocess=judged_by.spec.preprocess)
     results = []
     load = os.getloadavg()
     for variant in args.variants:
-        result = run(adapter, args.layer, variant, channels, args.steps, args.size, args.seed)
+        result = run(
+            adapter, judged_by, args.layer, variant, channels, args.steps, args.size, args.seed
+        )
         results.append(result)
         lost = [
             f"{p['channel']}<{p['winner']}"
@@ -157,6 +171,7 @@ def main(argv: list[str] | None = None) -> int:
         "size": args.size,
         "threads": args.threads,
         "seed": args.seed,
+        "framework": args.framework,
         "channels": channels,
         "load_average_1_5_15_min": {"start": load, "end": os.getloadavg()},
         "results": results,
