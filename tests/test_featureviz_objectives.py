@@ -98,6 +98,47 @@ def test_auto_past_the_first_layers_is_the_channel_minus_its_strongest_rivals(
     assert not np.array_equal(auto, inside)
 
 
+def one_unit_model(framework: str) -> cw.Adapter:
+    """Two convs, then a dense layer of one unit (a binary classifier's score)."""
+    if framework == "torch":
+        import torch
+        from torch import nn
+
+        torch.manual_seed(0)
+        model = nn.Sequential(
+            nn.Conv2d(3, 4, 3),
+            nn.ReLU(),
+            nn.Conv2d(4, 4, 3),
+            nn.ReLU(),
+            nn.Flatten(),
+            nn.Linear(4 * 12 * 12, 1),
+        )
+        return cw.adapt(model.eval(), input_shape=(3, 16, 16))
+    import keras
+
+    keras.utils.set_random_seed(0)
+    model = keras.Sequential(
+        [
+            keras.Input((16, 16, 3)),
+            keras.layers.Conv2D(4, 3, activation="relu"),
+            keras.layers.Conv2D(4, 3, activation="relu"),
+            keras.layers.Flatten(),
+            keras.layers.Dense(1),
+        ]
+    )
+    return cw.adapt(model)
+
+
+@pytest.mark.parametrize("framework", FRAMEWORKS)
+def test_auto_on_a_layer_of_one_unit_is_the_plain_unit(framework: str) -> None:
+    # No other channel to leave in the soft max: auto maximizes the unit itself.
+    adapter = one_unit_model(framework)
+    last = adapter.layers()[-1].name
+    auto = feature_viz(adapter, last, [0], steps=4)
+    plain = feature_viz(adapter, objective=channel(last, 0), steps=4)
+    np.testing.assert_array_equal(auto, plain)
+
+
 @pytest.mark.parametrize("framework", FRAMEWORKS)
 def test_auto_makes_the_target_the_most_active_channel_more_often_than_channel(
     framework: str, monkeypatch: pytest.MonkeyPatch

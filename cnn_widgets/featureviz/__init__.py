@@ -304,8 +304,8 @@ def _objectives(
         if info is not None and info.is_spatial and info.index < _second_conv(adapter):
             kind = "neuron"
             auto = {"transforms": False, "contrast": AUTO_CONTRAST}
-        else:
-            rival = AUTO_RIVAL_WEIGHT
+        elif info is None or not info.output_shape or info.output_shape[0] > 1:
+            rival = AUTO_RIVAL_WEIGHT  # a layer of one unit has no rival to leave in
     indices = _channel_list(adapter, info, channels, kind)
     if rival:
         return [channel(layer, c) - rival * layer_max(layer, exclude=c) for c in indices], auto
