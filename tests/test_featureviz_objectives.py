@@ -105,28 +105,15 @@ def one_unit_model(framework: str) -> cw.Adapter:
         from torch import nn
 
         torch.manual_seed(0)
-        model = nn.Sequential(
-            nn.Conv2d(3, 4, 3),
-            nn.ReLU(),
-            nn.Conv2d(4, 4, 3),
-            nn.ReLU(),
-            nn.Flatten(),
-            nn.Linear(4 * 12 * 12, 1),
-        )
+        convs = [nn.Conv2d(3, 4, 3), nn.ReLU(), nn.Conv2d(4, 4, 3), nn.ReLU()]
+        model = nn.Sequential(*convs, nn.Flatten(), nn.Linear(4 * 12 * 12, 1))
         return cw.adapt(model.eval(), input_shape=(3, 16, 16))
     import keras
 
     keras.utils.set_random_seed(0)
-    model = keras.Sequential(
-        [
-            keras.Input((16, 16, 3)),
-            keras.layers.Conv2D(4, 3, activation="relu"),
-            keras.layers.Conv2D(4, 3, activation="relu"),
-            keras.layers.Flatten(),
-            keras.layers.Dense(1),
-        ]
-    )
-    return cw.adapt(model)
+    convs = [keras.layers.Conv2D(4, 3, activation="relu") for _ in range(2)]
+    layers = [keras.Input((16, 16, 3)), *convs, keras.layers.Flatten(), keras.layers.Dense(1)]
+    return cw.adapt(keras.Sequential(layers))
 
 
 @pytest.mark.parametrize("framework", FRAMEWORKS)
