@@ -84,11 +84,46 @@ def test_auto_past_the_first_layers_is_the_channel_minus_its_strongest_rivals(
     weight = featureviz.AUTO_RIVAL_WEIGHT
     spelled = feature_viz(
         adapter,
-        objective=[channel("conv2", c) - weight * layer_max("conv2") for c in (1, 5)],
+        objective=[channel("conv2", c) - weight * layer_max("conv2", exclude=c) for c in (1, 5)],
         steps=6,
     )
     np.testing.assert_array_equal(auto, spelled)
-    assert 0 < weight < 1  # the target's own gradient, 1 - weight * softmax, stays positive
+    # The rival term is the soft max of the *other* channels: with the target inside it the
+    # pictures differ.
+    inside = feature_viz(
+        adapter,
+        objective=[channel("conv2", c) - weight * layer_max("conv2") for c in (1, 5)],
+        steps=6,
+    )
+    assert not np.array_equal(auto, inside)
+
+
+def one_unit_model(framework: str) -> cw.Adapter:
+    """Two convs, then a dense layer of one unit (a binary classifier's score)."""
+    if framework == "torch":
+        import torch
+        from torch import nn
+
+        torch.manual_seed(0)
+        convs = [nn.Conv2d(3, 4, 3), nn.ReLU(), nn.Conv2d(4, 4, 3), nn.ReLU()]
+        model = nn.Sequential(*convs, nn.Flatten(), nn.Linear(4 * 12 * 12, 1))
+        return cw.adapt(model.eval(), input_shape=(3, 16, 16))
+    import keras
+
+    keras.utils.set_random_seed(0)
+    convs = [keras.layers.Conv2D(4, 3, activation="relu") for _ in range(2)]
+    layers = [keras.Input((16, 16, 3)), *convs, keras.layers.Flatten(), keras.layers.Dense(1)]
+    return cw.adapt(keras.Sequential(layers))
+
+
+@pytest.mark.parametrize("framework", FRAMEWORKS)
+def test_auto_on_a_layer_of_one_unit_is_the_plain_unit(framework: str) -> None:
+    # No other channel to leave in the soft max: auto maximizes the unit itself.
+    adapter = one_unit_model(framework)
+    last = adapter.layers()[-1].name
+    auto = feature_viz(adapter, last, [0], steps=4)
+    plain = feature_viz(adapter, objective=channel(last, 0), steps=4)
+    np.testing.assert_array_equal(auto, plain)
 
 
 @pytest.mark.parametrize("framework", FRAMEWORKS)
@@ -97,7 +132,8 @@ def test_auto_makes_the_target_the_most_active_channel_more_often_than_channel(
 ) -> None:
     # LeNet's relu2 (16 channels, 28 px), 96 steps: with the plain channel mean a few strong
     # channels win most pictures (measured: the target is the layer's most active channel for
-    # 3 of 16); auto's rival term makes it so for 10 of 16. The floors leave room for other
+    # 3 of 16); auto's rival term makes it so for 10 of 16 (the same with the target inside
+    # the soft max, or weight 0.7 or 1.5, in torch and Keras). The floors leave room for other
     # CPUs' rounding, which Adam amplifies into other pictures.
     monkeypatch.setenv("CNN_WIDGETS_MAX_STEPS", "96")
     lenet = cw.zoo.load("lenet", framework)
@@ -137,34 +173,102 @@ def test_layer_terms_are_the_mean_and_soft_max_of_the_channel_means(
     np.testing.assert_allclose(recorder.values[0][0], expected, rtol=1e-4)
 
 
+def soft_max_numpy(means: np.ndarray, exclude: int | None = None) -> float:
+    """``layer_max`` of one row of channel means, in float64, leaving out ``exclude``."""
+    kept = np.delete(means.astype(np.float64), [] if exclude is None else [exclude])
+    t = LAYER_MAX_TEMPERATURE * np.abs(kept).max()
+    return float(t * np.log(np.exp((kept - kept.max()) / t).sum()) + kept.max())
+
+
 @pytest.mark.parametrize("framework", FRAMEWORKS)
-def test_layer_max_gradient_is_the_softmax_of_the_means(framework: str) -> None:
-    means = np.array([[1.0, 0.95, 0.2, -0.5], [0.0, 0.0, 0.0, 3.0]], np.float32)
-    t = LAYER_MAX_TEMPERATURE * np.abs(means).max(axis=1, keepdims=True)
-    weights = np.exp((means - means.max(axis=1, keepdims=True)) / t)
-    weights /= weights.sum(axis=1, keepdims=True)
+def test_layer_max_excluding_a_channel_is_the_soft_max_of_the_other_channels(
+    framework: str,
+) -> None:
+    # Every image starts from the same picture (image=), and a vanishing learning rate
+    # without random views keeps it: the first step's values are the terms on that picture,
+    # which the adapter's activations give independently.
+    adapter = build(framework)
+    start = np.random.default_rng(0).random((32, 32, 3)).astype(np.float32)
+    means = channel_means(adapter, start[None], "conv2")[0]
+    leader, last = int(means.argmax()), int(means.argmin())
+    recorder = Recorder()
+    feature_viz(
+        adapter,
+        objective=[
+            layer_max("conv2"),
+            layer_max("conv2", exclude=leader),
+            layer_max("conv2", exclude=last),
+        ],
+        image=start,
+        steps=1,
+        lr=1e-9,
+        transforms=False,
+        callback=recorder,
+    )
+    expected = [soft_max_numpy(means), soft_max_numpy(means, leader), soft_max_numpy(means, last)]
+    np.testing.assert_allclose(recorder.values[0], expected, rtol=1e-4, atol=1e-6)
+    # Leaving out the leader lowers the soft max to about the runner-up's mean; leaving out
+    # the weakest channel changes next to nothing.
+    runner_up = np.sort(means)[-2]
+    assert expected[1] < expected[0] - 0.5 * (means[leader] - runner_up)
+    assert expected[1] >= runner_up
+
+
+def soft_max_gradient(framework: str, means: np.ndarray, exclude: np.ndarray | None) -> np.ndarray:
     if framework == "torch":
         import torch
 
         from cnn_widgets.featureviz.torch_impl import _soft_max
 
         x = torch.tensor(means, requires_grad=True)
-        _soft_max(x).sum().backward()
-        grad = x.grad.numpy()
-    else:
-        import tensorflow as tf
+        left_out = None if exclude is None else torch.as_tensor(exclude)
+        _soft_max(x, left_out).sum().backward()
+        return x.grad.numpy()
+    import tensorflow as tf
 
-        from cnn_widgets.featureviz.keras_ops import soft_max as _soft_max
+    from cnn_widgets.featureviz.keras_ops import soft_max
 
-        x = tf.constant(means)
-        with tf.GradientTape() as tape:
-            tape.watch(x)
-            value = tf.reduce_sum(_soft_max(x))
-        grad = tape.gradient(value, x).numpy()
+    x = tf.constant(means)
+    with tf.GradientTape() as tape:
+        tape.watch(x)
+        value = tf.reduce_sum(soft_max(x, None if exclude is None else tf.constant(exclude)))
+    return tape.gradient(value, x).numpy()
+
+
+@pytest.mark.parametrize("framework", FRAMEWORKS)
+def test_layer_max_gradient_is_the_softmax_of_the_means(framework: str) -> None:
+    means = np.array([[1.0, 0.95, 0.2, -0.5], [0.0, 0.0, 0.0, 3.0]], np.float32)
+    t = LAYER_MAX_TEMPERATURE * np.abs(means).max(axis=1, keepdims=True)
+    weights = np.exp((means - means.max(axis=1, keepdims=True)) / t)
+    weights /= weights.sum(axis=1, keepdims=True)
+    grad = soft_max_gradient(framework, means, None)
     np.testing.assert_allclose(grad, weights, rtol=1e-5, atol=1e-7)
+    # exclude -1 is "none": the same gradient.
+    np.testing.assert_allclose(
+        soft_max_gradient(framework, means, np.array([-1, -1])), weights, rtol=1e-5, atol=1e-7
+    )
     assert np.all(grad > 0) and np.allclose(grad.sum(axis=1), 1.0)
     # A rival T below the leader gets 1/e of its push down; a far one almost none.
     assert grad[0, 1] > 0.25 and grad[0, 3] < 1e-6
+
+
+@pytest.mark.parametrize("framework", FRAMEWORKS)
+def test_layer_max_excluding_a_channel_puts_all_its_gradient_on_the_others(
+    framework: str,
+) -> None:
+    # Row 0 leaves out its leader (channel 0): the whole push falls on the rivals, the
+    # strongest (0.95) first. Row 1 leaves out a channel that is far behind: almost the same
+    # gradient as without exclude (all on channel 3).
+    means = np.array([[1.0, 0.95, 0.2, -0.5], [0.0, 0.0, 0.0, 3.0]], np.float32)
+    grad = soft_max_gradient(framework, means, np.array([0, 1]))
+    assert grad[0, 0] == 0.0 and grad[1, 1] == 0.0
+    np.testing.assert_allclose(grad.sum(axis=1), 1.0, rtol=1e-5)
+    others = means[0, 1:].astype(np.float64)
+    t = LAYER_MAX_TEMPERATURE * np.abs(others).max()
+    expected = np.exp((others - others.max()) / t)
+    np.testing.assert_allclose(grad[0, 1:], expected / expected.sum(), rtol=1e-5, atol=1e-7)
+    assert grad[0, 1] > 0.99  # without exclude it got 0.27 (the leader took the rest)
+    np.testing.assert_allclose(grad[1], [0, 0, 0, 1], atol=1e-6)
 
 
 def test_layer_terms_print_and_need_no_channel() -> None:
@@ -172,6 +276,18 @@ def test_layer_terms_print_and_need_no_channel() -> None:
         "channel('conv2', 3) - 0.7 * layer_max('conv2')"
     )
     assert repr(layer_mean(2)) == "layer_mean(2)"
+    assert repr(channel("conv2", 3) - layer_max("conv2", exclude=3)) == (
+        "channel('conv2', 3) - layer_max('conv2', exclude=3)"
+    )
+
+
+@pytest.mark.parametrize("framework", FRAMEWORKS)
+def test_layer_max_exclude_out_of_range_or_not_an_int_is_refused(framework: str) -> None:
+    adapter = build(framework)
+    with pytest.raises(ValueError, match=r"excluded channel 99 is out of range.*valid 0\.\."):
+        feature_viz(adapter, objective=layer_max("conv2", exclude=99), steps=1)
+    with pytest.raises(TypeError, match="exclude must be an int, got str"):
+        layer_max("conv2", exclude="3")
 
 
 # -- diversity -------------------------------------------------------------------------------

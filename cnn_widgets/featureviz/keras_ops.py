@@ -7,6 +7,7 @@ tensors, with no model or session state, each the TensorFlow twin of a torch op 
 
 from __future__ import annotations
 
+import math
 from collections.abc import Sequence
 from typing import Any
 
@@ -83,7 +84,10 @@ def objective_values(
             picked = tf.gather(acts, image)  # (m, ..., C)
             shape = tf.shape(picked)
             means = tf.reduce_mean(tf.reshape(picked, [shape[0], -1, shape[-1]]), axis=1)
-            term = tf.reduce_mean(means, axis=1) if kind == "layer_mean" else soft_max(means)
+            if kind == "layer_mean":
+                term = tf.reduce_mean(means, axis=1)
+            else:
+                term = soft_max(means, channel)
         else:  # layer: DeepDream
             picked = tf.gather(acts, image)
             term = tf.reduce_mean(tf.square(tf.reshape(picked, [tf.shape(picked)[0], -1])), axis=1)
@@ -96,10 +100,17 @@ def objective_values(
     return values
 
 
-def soft_max(means: tf.Tensor) -> tf.Tensor:
-    """Per row of ``(m, C)`` channel means, ``T * logsumexp(means / T)`` (see the torch
-    backend's ``_soft_max``)."""
-    scale = tf.reduce_max(tf.abs(tf.stop_gradient(means)), axis=1, keepdims=True)
+def soft_max(means: tf.Tensor, exclude: tf.Tensor | None = None) -> tf.Tensor:
+    """Per row of ``(m, C)`` channel means, ``T * logsumexp(means / T)``; ``exclude``
+    (``(m,)``, -1 for none) leaves one channel of each row out (see the torch backend's
+    ``_soft_max``)."""
+    scale = tf.abs(tf.stop_gradient(means))
+    if exclude is not None:
+        columns = tf.range(tf.shape(means)[1], dtype=exclude.dtype)
+        left_out = tf.equal(columns[None, :], exclude[:, None])
+        means = tf.where(left_out, tf.constant(-math.inf, means.dtype), means)
+        scale = tf.where(left_out, tf.zeros_like(scale), scale)
+    scale = tf.reduce_max(scale, axis=1, keepdims=True)
     temperature = tf.maximum(scale * LAYER_MAX_TEMPERATURE, 1e-12)
     return (temperature * tf.reduce_logsumexp(means / temperature, axis=1, keepdims=True))[:, 0]
 

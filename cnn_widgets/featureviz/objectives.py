@@ -17,10 +17,11 @@ The kinds of term:
     The mean of the layer's channel means (its mean activation).
 ``layer_max``
     A soft maximum of the layer's channel means: ``T * logsumexp(means / T)``, the
-    temperature ``T`` being 1/20 of the largest ``|mean|`` (held constant in the gradient).
-    Its gradient spreads over the channels by their softmax weights, so ``channel(l, c) -
-    w * layer_max(l)`` raises channel ``c`` and lowers whichever rival is ahead:
-    ``objective="auto"`` uses it to make ``c`` the layer's most active channel.
+    temperature ``T`` being 1/20 of the largest ``|mean|`` (held constant in the gradient),
+    over every channel or every channel but one (``exclude``). Its gradient spreads over the
+    channels by their softmax weights, so ``channel(l, c) - w * layer_max(l, exclude=c)``
+    raises channel ``c`` and lowers whichever rival is ahead: ``objective="auto"`` uses it to
+    make ``c`` the layer's most active channel.
 ``class``
     A class logit, always *before* a softmax: when the model ends in one, its input is used.
 ``direction``
@@ -87,7 +88,8 @@ class Term:
     layer:
         Layer name or index; ``None`` for ``class`` means the model's last layer.
     index:
-        Channel (or class) index; ``None`` for ``layer``.
+        Channel (or class) index; ``None`` for ``layer``; for ``layer_max`` the channel left
+        out, or ``None``.
     y, x:
         Position of a ``neuron`` in the layer's output; ``None`` means the centre.
     weight:
@@ -110,6 +112,8 @@ class Term:
     def __str__(self) -> str:
         if self.kind == "layer":
             text = f"deepdream({self.layer!r})"
+        elif self.kind == "layer_max" and self.index is not None:
+            text = f"layer_max({self.layer!r}, exclude={self.index})"
         elif self.kind in ("layer_mean", "layer_max"):
             text = f"{self.kind}({self.layer!r})"
         elif self.kind == "direction":
@@ -235,14 +239,21 @@ def layer_mean(layer: LayerKey) -> Objective:
     return Objective([Term("layer_mean", layer)])
 
 
-def layer_max(layer: LayerKey) -> Objective:
+def layer_max(layer: LayerKey, exclude: int | None = None) -> Objective:
     """A soft maximum of ``layer``'s channel means (spatial means; for a dense layer, its
     units): ``T * logsumexp(means / T)`` with ``T`` = :data:`LAYER_MAX_TEMPERATURE` times
-    the largest ``|mean|`` of the image, held constant. At least the largest mean and at most
-    ``T * log(C)`` above it; its gradient is the softmax of ``means / T``, positive for every
-    channel and summing to 1. Subtract it from a channel objective to make that channel the
-    layer's most active one."""
-    return Objective([Term("layer_max", layer)])
+    the largest ``|mean|`` of the channels it covers, held constant. At least the largest mean
+    and at most ``T * log(C)`` above it; its gradient is the softmax of ``means / T``, positive
+    for every channel it covers and summing to 1.
+
+    ``exclude``: a channel left out (every other one is covered). Subtract
+    ``layer_max(l, exclude=c)`` from ``channel(l, c)`` to make ``c`` the layer's most active
+    channel: the difference is (softly) ``c``'s margin over its strongest rival, and all of
+    the rival term's push falls on the rivals. Without ``exclude`` the soft maximum includes
+    ``c``, and once ``c`` leads, most of its gradient pushes ``c`` itself down."""
+    if exclude is not None:
+        exclude = _check_index(exclude, "exclude")
+    return Objective([Term("layer_max", layer, exclude)])
 
 
 def direction(layer: LayerKey, weights: Iterable[float]) -> Objective:
@@ -332,8 +343,9 @@ class Capture:
 class ResolvedTerm:
     """A term bound to a capture, channel checked and neuron position filled in.
 
-    ``channel`` is -1 for ``layer``, ``layer_mean`` and ``layer_max`` terms and the group for
-    ``diversity``; ``y``/``x`` are -1 except for ``neuron``.
+    ``channel`` is -1 for ``layer`` and ``layer_mean`` terms, the channel left out (or -1)
+    for ``layer_max`` and the group for ``diversity``; ``y``/``x`` are -1 except for
+    ``neuron``.
     """
 
     kind: str  # "channel" | "neuron" | "layer" | "layer_mean" | "layer_max" | "diversity"
@@ -381,7 +393,7 @@ def resolve_terms(
 def _resolve_one(
     term: Term, capture_index: int, info: LayerInfo, shape: tuple[int, ...]
 ) -> ResolvedTerm:
-    if term.kind in ("layer", "layer_mean", "layer_max"):
+    if term.kind in ("layer", "layer_mean") or (term.kind == "layer_max" and term.index is None):
         return ResolvedTerm(term.kind, capture_index, -1, -1, -1, term.weight)
     if term.kind == "diversity":
         if len(shape) != 3:
@@ -398,12 +410,19 @@ def _resolve_one(
                 f"class {index} is out of range: layer {info.name!r} gives {count} class "
                 f"logits (valid 0..{count - 1})"
             )
+        what = "excluded channel" if term.kind == "layer_max" else "channel"
         raise ValueError(
-            f"channel {index} is out of range for layer {info.name!r}, which has {count} "
+            f"{what} {index} is out of range for layer {info.name!r}, which has {count} "
             f"channels (valid 0..{count - 1})"
         )
-    if term.kind in ("channel", "class"):
-        return ResolvedTerm("channel", capture_index, index, -1, -1, term.weight)
+    if term.kind in ("channel", "class", "layer_max"):
+        kind = "layer_max" if term.kind == "layer_max" else "channel"
+        if kind == "layer_max" and count < 2:
+            raise ValueError(
+                f"layer_max({info.name!r}, exclude={index}) covers no channel: the layer has "
+                f"{count} channel (exclude needs at least 2)"
+            )
+        return ResolvedTerm(kind, capture_index, index, -1, -1, term.weight)
     # neuron
     if len(shape) != 3:
         raise ValueError(

@@ -127,10 +127,16 @@ def _gram_similarity(acts: torch.Tensor, group: torch.Tensor) -> torch.Tensor:
     return (similarity * same).sum(dim=1) / partners
 
 
-def _soft_max(means: torch.Tensor) -> torch.Tensor:
+def _soft_max(means: torch.Tensor, exclude: torch.Tensor | None = None) -> torch.Tensor:
     """Per row of ``(m, C)`` channel means, ``T * logsumexp(means / T)`` with ``T`` a fixed
-    fraction of the row's largest ``|mean|``, held constant (see ``objectives.layer_max``)."""
-    scale = means.detach().abs().amax(dim=1, keepdim=True)
+    fraction of the row's largest ``|mean|``, held constant (see ``objectives.layer_max``);
+    ``exclude`` (``(m,)``, -1 for none) leaves one channel of each row out."""
+    scale = means.detach().abs()
+    if exclude is not None:
+        left_out = torch.arange(means.shape[1], device=means.device) == exclude[:, None]
+        means = means.masked_fill(left_out, -math.inf)
+        scale = scale.masked_fill(left_out, 0.0)
+    scale = scale.amax(dim=1, keepdim=True)
     temperature = (scale * LAYER_MAX_TEMPERATURE).clamp(min=1e-12)
     return (temperature * torch.logsumexp(means / temperature, dim=1, keepdim=True))[:, 0]
 
@@ -394,7 +400,7 @@ class Session:
             elif kind in ("layer_mean", "layer_max"):
                 picked = acts[image]
                 means = picked.reshape(*picked.shape[:2], -1).mean(dim=2)  # (m, C)
-                term = means.mean(dim=1) if kind == "layer_mean" else _soft_max(means)
+                term = means.mean(dim=1) if kind == "layer_mean" else _soft_max(means, channel)
             else:  # layer: DeepDream
                 term = acts[image].reshape(image.shape[0], -1).square().mean(dim=1)
             values = values.index_add(0, image, term * weight)

@@ -62,8 +62,9 @@ class FeatureVizPanel(SelectionPanel):
     fv_recipe = traitlets.Unicode("lucid").tag(sync=True)
     """``"lucid"`` (interpretable pictures) or ``"naive"`` (plain pixel ascent)."""
     fv_objective = traitlets.Unicode("auto").tag(sync=True)
-    """``"auto"`` (``"channel"``, except near a linear first layer, where a channel's mean
-    is maximized by a flat saturated image: there each unit's kernel, see
+    """``"auto"`` (``"channel"`` minus a soft maximum of the layer's other channels, so that
+    each picture makes its channel the layer's most active one; near a linear first layer,
+    where a channel's mean is maximized by a flat saturated image, each unit's kernel; see
     :func:`~cnn_widgets.feature_viz`), ``"channel"``, ``"neuron"`` (the centre position),
     ``"layer"`` (DeepDream, one image), ``"class"`` (the logit of each unit of the layer) or
     ``"diversity"`` (as ``"channel"`` here, where a page shows each channel once)."""
