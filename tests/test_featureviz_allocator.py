@@ -4,6 +4,8 @@ this test process calls it."""
 
 from __future__ import annotations
 
+import mmap
+import os
 import subprocess
 import sys
 import textwrap
@@ -69,3 +71,65 @@ def test_bad_settings_are_refused_before_anything_changes(
 ) -> None:
     with pytest.raises(error, match=words):
         tune_allocator(**kwargs)  # type: ignore[arg-type]
+
+
+# glibc's own adaptation, reproduced: each "step" allocates eight 6 MiB buffers, writes them
+# and frees them all. In a fresh process the threshold adapts to 6 MiB and the trim threshold
+# to 12 MiB, so the 48 MiB freed at the top of the heap go back to the system and are
+# page-faulted in again at the next step; once settled (32 / 64 MiB) they stay mapped.
+STEPS = textwrap.dedent(
+    """
+    import ctypes, ctypes.util, resource, sys
+
+    libc = ctypes.CDLL(ctypes.util.find_library("c"))
+    libc.malloc.argtypes = [ctypes.c_size_t]
+    libc.malloc.restype = ctypes.c_void_p
+    libc.free.argtypes = [ctypes.c_void_p]
+    if sys.argv[1] == "settled":
+        from cnn_widgets.featureviz.allocator import settle_thresholds
+        assert settle_thresholds() is True
+    size = 6 * 2**20
+    faults = []
+    for step in range(6):
+        before = resource.getrusage(resource.RUSAGE_SELF).ru_minflt
+        blocks = [libc.malloc(size) for _ in range(8)]
+        for block in blocks:
+            ctypes.memset(block, 1, size)
+        for block in blocks:
+            libc.free(block)
+        faults.append(resource.getrusage(resource.RUSAGE_SELF).ru_minflt - before)
+    print(min(faults[2:]))
+    """
+)
+
+
+def faults_per_step(mode: str) -> int:
+    env = {k: v for k, v in os.environ.items() if not k.startswith("MALLOC_")}
+    done = subprocess.run(
+        [sys.executable, "-c", STEPS, mode], capture_output=True, text=True, timeout=120, env=env
+    )
+    assert done.returncode == 0, done.stderr
+    return int(done.stdout.strip().splitlines()[-1])
+
+
+@pytest.mark.skipif(allocator._glibc() is None, reason="the C library is not glibc")
+def test_settled_thresholds_keep_a_steps_freed_buffers_mapped_instead_of_refaulting() -> None:
+    # 48 MiB written per step is 12,288 pages of 4 KiB (fewer with larger pages): a plain
+    # process faults on most of them at every step, a settled one on (nearly) none.
+    pages = 48 * 2**20 // mmap.PAGESIZE
+    assert faults_per_step("plain") > pages // 2
+    assert faults_per_step("settled") < pages // 20
+
+
+def test_feature_viz_on_cpu_settles_the_thresholds_and_never_tunes(monkeypatch) -> None:
+    import torch
+
+    from cnn_widgets.featureviz import feature_viz, torch_impl
+
+    calls: list[str] = []
+    monkeypatch.setattr(torch_impl, "settle_thresholds", lambda: calls.append("settle"))
+    monkeypatch.setattr(allocator, "tune_allocator", lambda *a, **k: calls.append("tune"))
+    torch.manual_seed(0)
+    model = torch.nn.Sequential(torch.nn.Conv2d(3, 4, 3), torch.nn.ReLU()).eval()
+    feature_viz(model, 1, [0, 1], steps=2, size=16)
+    assert calls == ["settle"]

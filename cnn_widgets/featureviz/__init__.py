@@ -35,7 +35,7 @@ import numpy as np
 from ..backends import Adapter, adapt
 from ..backends.base import LayerInfo, LayerKey
 from ..images import ImageLike, load_image
-from .allocator import tune_allocator
+from .allocator import settle_thresholds, tune_allocator
 from .loop import DEFAULT_MEMORY_BUDGET, MAX_STEPS_ENV, StopFlag, optimize, parse_size
 from .objectives import (
     OBJECTIVES,
@@ -70,6 +70,7 @@ __all__ = [
     "layer_max",
     "layer_mean",
     "neuron",
+    "settle_thresholds",
     "tune_allocator",
 ]
 

@@ -30,6 +30,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from ..backends.torch import TorchAdapter, first_tensor
+from .allocator import settle_thresholds
 from .objectives import LAYER_MAX_TEMPERATURE, Capture
 from .spec import ChunkSpec, ForwardError, LucidParams, RunSpec
 from .torch_fold import folded_copy
@@ -293,6 +294,11 @@ class Session:
             self._channels_last = False
         if self.fold_batchnorm:
             self._use_folded_copy()
+        if self.device.type == "cpu":
+            # Each step frees and re-allocates the same large activations: with glibc at its
+            # adapted ceiling they stay mapped instead of being page-faulted in again each
+            # step (see .allocator; no parameter is set).
+            settle_thresholds()
 
     def _use_folded_copy(self) -> None:
         """Run on a private copy with the BatchNorms folded into their convs, when one
