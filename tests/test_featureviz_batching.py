@@ -107,6 +107,9 @@ def test_torch_on_cpu_chunks_by_its_own_budget_and_an_explicit_budget_wins(
         return start(self, chunk)
 
     monkeypatch.setattr(torch_impl.Session, "start", spy)
+    # The CPU budget is the general one today (512 MiB, measured); a smaller one shows that a
+    # session's own budget is used.
+    monkeypatch.setattr(torch_impl, "CPU_MEMORY_BUDGET", 256 * 2**20)
     per_image = 100 * 2**20  # 2 images fit the CPU budget (256 MiB), 5 the general one
     monkeypatch.setattr(loop, "estimate_bytes_per_image", lambda *args: per_image)
     adapter = build("torch")

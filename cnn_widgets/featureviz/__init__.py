@@ -163,8 +163,8 @@ def feature_viz(
         Images per batch; default: as many as fit ``memory_budget``.
     memory_budget:
         Bytes of activations per batch, estimated from the layer sizes (default
-        :data:`DEFAULT_MEMORY_BUDGET`; a torch model on CPU 256 MiB, where smaller batches
-        measured faster).
+        :data:`DEFAULT_MEMORY_BUDGET`; a torch model on CPU :data:`.torch_impl.CPU_MEMORY_BUDGET`,
+        measured there).
     callback:
         ``callback(step, images, values)`` after every ``callback_every`` steps and after the
         last: ``step`` counts the steps done, ``images`` is ``(n, H, W, C)`` in [0, 1],

@@ -17,9 +17,10 @@ Two levels:
   far (6 MiB on the benchmark page), where it trims and re-faults each step's memory. The
   function allocates one block just under 32 MiB (never touched: no memory is used) and
   frees it, which moves glibc to the ceiling its own adaptation reaches in any process that
-  has handled such an array; it keeps adapting afterwards, and keeps at most 64 MiB of
-  freed heap top. Measured on EfficientNet-Lite0's ``_blocks.6`` at 128 px, one thread: from
-  ~9,000 minor page faults per step of 4 images to none (README).
+  has handled such an array. No parameter is set, so the adaptation stays on, and at most
+  64 MiB of freed heap top is kept. Measured on EfficientNet-Lite0's ``_blocks.6`` at 128
+  px, one thread: from ~9,000 minor page faults per step of 4 images to none, and chunks of
+  9 images became the fastest (see :data:`.torch_impl.CPU_MEMORY_BUDGET`).
 * :func:`tune_allocator` never runs by itself: its settings are process-wide (they apply to
   every allocation of the process, also other libraries', and make it keep freed memory up
   to its peak) and switch the adaptation off, so a library must not change them silently.

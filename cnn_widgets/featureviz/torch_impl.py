@@ -39,15 +39,17 @@ __all__ = ["Session"]
 
 _SOFTMAX = (nn.Softmax, nn.LogSoftmax, nn.Softmax2d)
 
-CPU_MEMORY_BUDGET = 256 * 2**20
+CPU_MEMORY_BUDGET = 512 * 2**20
 """The default bytes of activations per chunk on CPU (see :data:`.loop.DEFAULT_MEMORY_BUDGET`):
-4 images of EfficientNet-Lite0 to ``_blocks.6`` at 128 px. Measured there (one thread, CPU
-time per image and step after the warm-up, load 4-5, two runs): 3 images 12.6 ms, 4 images
-11.0-14.8 ms, 6-8 images 15.4-17.9 ms, 16 images 15.4-16.2 ms. Most of the difference is
-glibc's ``malloc``: the larger a step's buffers, the more of them come from fresh ``mmap``s
-and page-fault in again every step (4 images: 0-1300 faults per image and step, 8 images:
-1300-1800). With the faults gone (:func:`.allocator.tune_allocator`) the sizes are closer:
-4 images 10.5-11.8 ms, 8 images 12.4 ms, 16 images 11.8-12.0 ms."""
+9 images of EfficientNet-Lite0 to ``_blocks.6`` at 128 px. What decides it on Linux is glibc's
+``malloc``: a step's large buffers either stay mapped or are returned and page-faulted in
+again next step. With the thresholds settled (:func:`.allocator.settle_thresholds`, which
+every CPU run does) a chunk keeps its memory up to glibc's 64 MiB trim threshold of churn,
+measured there (one thread, 16 channels, three rounds, medians per image and step, load ~2):
+128 MiB 11.6 ms, 256 MiB 11.5 ms, 512 MiB 10.8 ms (0 page faults per step), 1024 MiB
+10.6 ms but 1,500-4,600 faults per step. Before the thresholds were settled, 256 MiB (4
+images) was the best, at 12.0-14.8 ms with ~9,000 faults per step, and 8 images faulted
+more."""
 
 
 class _Captured(Exception):
