@@ -1,6 +1,9 @@
-"""The opt-in allocator tuning (``cnn_widgets.featureviz.tune_allocator``): it changes glibc's
-``malloc`` for the whole process, so its effect is checked in a child process, and nothing in
-this test process calls it."""
+"""glibc's ``malloc`` and feature visualization: the opt-in tuning
+(``cnn_widgets.featureviz.tune_allocator``: process-wide settings, so its effect is checked in
+a child process and nothing in this test process calls it) and the settled thresholds every
+CPU run of torch feature viz starts from (``settle_thresholds``: no setting, glibc's own
+adaptation; its effect is checked in a fresh child process too, where the thresholds start
+low)."""
 
 from __future__ import annotations
 

@@ -33,6 +33,7 @@ from __future__ import annotations
 
 import ctypes
 import ctypes.util
+import functools
 import mmap
 import numbers
 
@@ -47,9 +48,11 @@ _M_TOP_PAD = -2
 _M_MMAP_THRESHOLD = -3
 
 
+@functools.cache
 def _glibc() -> ctypes.CDLL | None:
     """The process's C library when it is glibc (it has ``gnu_get_libc_version`` and
-    ``mallopt``), else None (macOS, Windows, musl)."""
+    ``mallopt``), else None (macOS, Windows, musl). Looked up once (``find_library`` runs
+    ``ldconfig``, a few ms)."""
     name = ctypes.util.find_library("c")
     if name is None:
         return None
@@ -62,17 +65,24 @@ def _glibc() -> ctypes.CDLL | None:
     return libc
 
 
+_settled = False
+
+
 def settle_thresholds() -> bool:
     """Let glibc's dynamic mmap threshold reach its ceiling (32 MiB) the way glibc itself
-    moves it: by freeing one ``mmap``-served block of that size, never touched. Sets no
-    ``mallopt`` parameter and uses no memory; glibc goes on adapting afterwards.
+    moves it: by freeing one ``mmap``-served block just under that size, never touched. Sets
+    no ``mallopt`` parameter (the adaptation stays on) and uses no memory. Once per process:
+    the dynamic thresholds never go down.
 
     Returns
     -------
     bool
-        True where the C library is glibc and the block was allocated and freed; False
-        elsewhere (nothing done).
+        True where the C library is glibc and the block was allocated and freed (now or by
+        an earlier call); False elsewhere (nothing done).
     """
+    global _settled
+    if _settled:
+        return True
     libc = _glibc()
     if libc is None:
         return False
@@ -87,6 +97,7 @@ def settle_thresholds() -> bool:
     if not block:
         return False
     libc.free(block)
+    _settled = True
     return True
 
 
