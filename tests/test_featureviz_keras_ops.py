@@ -1,6 +1,7 @@
 """The TensorFlow twins of the torch feature-visualization ops
 (``cnn_widgets.featureviz.keras_ops``) give torch's numbers: here the random-view resampling,
-forward and gradient, against ``torch.nn.functional.grid_sample``."""
+forward and gradient, against ``torch.nn.functional.grid_sample``; and the bitcast that
+makes the spectrum complex, against ``tf.complex`` of the two slices."""
 
 from __future__ import annotations
 
@@ -42,3 +43,30 @@ def test_affine_sample_matches_torch_grid_sample_forward_and_backward(
     )
     np.testing.assert_allclose(our_grad, t.grad.numpy().transpose(0, 2, 3, 1), atol=1e-4)
     assert np.abs(our_grad).max() > 0.5  # the gradient is not trivially zero
+
+
+@pytest.mark.parametrize("traced", [False, True])
+def test_as_complex_is_tf_complex_of_the_pairs_value_and_gradient_bit_for_bit(
+    traced: bool,
+) -> None:
+    from cnn_widgets.featureviz.keras_ops import as_complex
+
+    rng = np.random.default_rng(1)
+    pairs = tf.constant(rng.normal(size=(2, 3, 8, 5, 2)).astype(np.float32))
+    weights = tf.constant(rng.normal(size=(2, 3, 8, 8)).astype(np.float32))
+
+    def value_and_grad(make: object) -> tuple[np.ndarray, np.ndarray]:
+        def run(x: tf.Tensor) -> tuple[tf.Tensor, tf.Tensor]:
+            with tf.GradientTape() as tape:
+                tape.watch(x)
+                image = tf.signal.irfft2d(make(x), fft_length=[8, 8])  # type: ignore[operator]
+                loss = tf.reduce_sum(image * weights)
+            return image, tape.gradient(loss, x)
+
+        image, grad = (tf.function(run, autograph=False) if traced else run)(pairs)
+        return image.numpy(), grad.numpy()
+
+    ours = value_and_grad(as_complex)
+    plain = value_and_grad(lambda x: tf.complex(x[..., 0], x[..., 1]))
+    np.testing.assert_array_equal(ours[0], plain[0])
+    np.testing.assert_array_equal(ours[1], plain[1])

@@ -43,7 +43,7 @@ import tensorflow as tf
 
 from ..backends.keras import KerasAdapter, first_tensor
 from .keras_fold import foldable_pairs, folded_swaps, same_targets
-from .keras_ops import affine_sample, objective_values, redirected
+from .keras_ops import affine_sample, as_complex, objective_values, redirected
 from .objectives import Capture
 from .spec import ChunkSpec, ForwardError, LucidParams, RunSpec
 
@@ -375,7 +375,7 @@ class Session:
         if not self._lucid:
             return tf.transpose(param, (0, 2, 3, 1))
         height, width = self.run.size
-        spectrum = tf.complex(param[..., 0] * self._scale, param[..., 1] * self._scale)
+        spectrum = as_complex(param * self._scale[..., None])
         # irfft2d normalizes by 1/(h*w); "ortho" (Lucid's) is 1/sqrt(h*w).
         image = tf.signal.irfft2d(spectrum, fft_length=[height, width])
         image = image * np.float32(math.sqrt(height * width) / 4.0)

@@ -134,6 +134,20 @@ def gram_similarity(acts: tf.Tensor, group: tf.Tensor) -> tf.Tensor:
     return tf.reduce_sum(similarity * same, axis=1) / partners
 
 
+@tf.custom_gradient
+def as_complex(pairs: tf.Tensor) -> tuple[tf.Tensor, Any]:
+    """``(..., 2)`` float32 (real, imaginary) as ``(...)`` complex64, by a bitcast (the same
+    bytes), with the gradient bitcast back: exactly ``tf.complex(pairs[..., 0], pairs[...,
+    1])`` and its gradient (real and imaginary part of the incoming one). The two slices'
+    gradients each fill a zero tensor and write every other element into it, which measured
+    ~6.5 of the ~70 ms of a Keras step of 8 images at 128 px (one thread)."""
+
+    def grad(upstream: tf.Tensor) -> tf.Tensor:
+        return tf.bitcast(tf.cast(upstream, tf.complex64), tf.float32)
+
+    return tf.bitcast(pairs, tf.complex64), grad
+
+
 def affine_sample(image: tf.Tensor, theta: tf.Tensor) -> tf.Tensor:
     """Bilinear resampling of ``(k, H, W, C)`` images through ``(k, 2, 3)`` affine maps, in
     the convention of ``torch.nn.functional.affine_grid`` / ``grid_sample`` with
@@ -182,7 +196,9 @@ def affine_sample(image: tf.Tensor, theta: tf.Tensor) -> tf.Tensor:
         sources.append(tf.reshape(base + ri * width + ci, [-1]))
         weights.append(tf.reshape(weight * tf.cast(inside, tf.float32), [-1]))
     targets = tf.tile(tf.range(pixels), [4])
-    indices = tf.cast(tf.stack([targets, tf.concat(sources, 0)], axis=1), tf.int64)
+    # (nnz, 2) as a stack along a new first axis and one transpose: a stack along the last
+    # axis writes every other element (~4 of ~70 ms of the step above).
+    indices = tf.transpose(tf.cast(tf.stack([targets, tf.concat(sources, 0)]), tf.int64))
     size = tf.cast(tf.stack([pixels, pixels]), tf.int64)
     sampling = tf.SparseTensor(indices, tf.concat(weights, 0), size)
     out = tf.sparse.sparse_dense_matmul(sampling, flat)
