@@ -1,7 +1,8 @@
 """The TensorFlow twins of the torch feature-visualization ops
 (``cnn_widgets.featureviz.keras_ops``) give torch's numbers: here the random-view resampling,
 forward and gradient, against ``torch.nn.functional.grid_sample``; and the bitcast that
-makes the spectrum complex, against ``tf.complex`` of the two slices."""
+makes the spectrum complex, against ``tf.complex`` of the two slices; and the session's
+full-size normalization, against the adapter's own preprocessing."""
 
 from __future__ import annotations
 
@@ -11,12 +12,13 @@ import tensorflow as tf
 import torch
 import torch.nn.functional as F
 
-from cnn_widgets.featureviz.keras_ops import affine_sample
+from cnn_widgets.featureviz.keras_ops import _index_pairs, affine_sample
 
 
+@pytest.mark.parametrize("traced", [False, True])
 @pytest.mark.parametrize("size", [(16, 16), (12, 20)])
 def test_affine_sample_matches_torch_grid_sample_forward_and_backward(
-    size: tuple[int, int],
+    size: tuple[int, int], traced: bool
 ) -> None:
     rng = np.random.default_rng(0)
     k, (height, width) = 3, size
@@ -25,12 +27,16 @@ def test_affine_sample_matches_torch_grid_sample_forward_and_backward(
     theta += rng.normal(0.0, 0.3, theta.shape).astype(np.float32)  # rotate, scale, shift out
     upstream = rng.normal(size=(k, height, width, 3)).astype(np.float32)
 
-    x = tf.constant(image)
-    with tf.GradientTape() as tape:
-        tape.watch(x)
-        ours = affine_sample(x, tf.constant(theta))
-        loss = tf.reduce_sum(ours * upstream)
-    our_grad = tape.gradient(loss, x).numpy()
+    def run(x: tf.Tensor, theta: tf.Tensor) -> tuple[tf.Tensor, tf.Tensor]:
+        with tf.GradientTape() as tape:
+            tape.watch(x)
+            out = affine_sample(x, theta)
+            loss = tf.reduce_sum(out * upstream)
+        return out, tape.gradient(loss, x)
+
+    run = tf.function(run, autograph=False) if traced else run
+    ours, our_grad = run(tf.constant(image), tf.constant(theta))
+    our_grad = our_grad.numpy()
 
     t = torch.tensor(image.transpose(0, 3, 1, 2), requires_grad=True)
     grid = F.affine_grid(torch.tensor(theta), [k, 3, height, width], align_corners=False)
@@ -70,3 +76,49 @@ def test_as_complex_is_tf_complex_of_the_pairs_value_and_gradient_bit_for_bit(
     plain = value_and_grad(lambda x: tf.complex(x[..., 0], x[..., 1]))
     np.testing.assert_array_equal(ours[0], plain[0])
     np.testing.assert_array_equal(ours[1], plain[1])
+
+
+def test_index_pairs_are_the_rows_and_columns_side_by_side() -> None:
+    rows = tf.constant([0, 1, 2**31 - 1, 7], tf.int32)
+    cols = tf.constant([5, 2**31 - 1, 0, 7], tf.int32)
+    pairs = _index_pairs(rows, cols)
+    assert pairs.dtype == tf.int32
+    np.testing.assert_array_equal(pairs.numpy(), np.stack([rows.numpy(), cols.numpy()], 1))
+
+
+def test_full_size_normalization_gives_the_adapters_preprocessing_bit_for_bit(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    import keras
+
+    import cnn_widgets as cw
+    from cnn_widgets.backends.base import Normalization
+    from cnn_widgets.featureviz import keras_impl
+
+    keras.utils.set_random_seed(0)
+    inputs = keras.Input((16, 16, 3))
+    x = keras.layers.Conv2D(4, 3, padding="same", name="conv")(inputs)
+    model = keras.Model(inputs, keras.layers.ReLU(name="relu")(x))
+    norm = Normalization(mean=(0.4, 0.5, 0.6), std=(0.2, 0.25, 0.3), scale=2.0)
+    adapter = cw.adapt(model, preprocess=norm)
+
+    def run() -> np.ndarray:
+        return cw.feature_viz(adapter, "relu", [0, 1], steps=6, size=16)
+
+    fast = []
+    preprocess = keras_impl.Session._preprocess
+
+    def spy(self: keras_impl.Session, view: tf.Tensor) -> tf.Tensor:
+        fast.append(self._normalization is not None and tuple(view.shape[1:]) == (16, 16, 3))
+        return preprocess(self, view)
+
+    monkeypatch.setattr(keras_impl.Session, "_preprocess", spy)
+    ours = run()
+    assert any(fast)  # the traced step takes the full-size constants
+    monkeypatch.setattr(keras_impl.Session, "_full_size_normalization", lambda self: None)
+    fast.clear()
+    plain = run()
+    assert not any(fast)
+    # The same formula; the graph optimizer may turn one division by a constant into a
+    # product with its reciprocal and not the other (an ulp apart), over 6 Adam steps.
+    np.testing.assert_allclose(ours, plain, rtol=0, atol=1e-6)

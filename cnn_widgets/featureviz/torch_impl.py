@@ -274,7 +274,10 @@ class Session:
 
     def compile(self, run: RunSpec) -> None:
         self.run = run
-        self._scale = torch.tensor(run.spectrum_scale, device=self.device)[..., None]
+        # Repeated over the (real, imaginary) axis rather than broadcast over it: broadcasting
+        # a factor over an inner axis of 2 took ~0.53 ms per product at 128 px, 8 images.
+        scale = np.repeat(run.spectrum_scale[..., None], 2, axis=-1)
+        self._scale = torch.tensor(scale, device=self.device)
         self._color = torch.tensor(run.color, device=self.device) / 4.0  # Lucid's divisor
         height, width = run.size
         # affine_grid's sampling positions, as align_corners=False places them: the grid of
