@@ -68,30 +68,39 @@ def objective_values(
     kind on one capture, as index arrays) read from the captured ``outputs``."""
     values = tf.zeros([k], tf.float32)
     later = []
+    means: dict[int, tf.Tensor] = {}
+
+    def channel_means(capture: int) -> tf.Tensor:
+        """``(k, C)``: each image's spatial mean of each channel, once per capture (see the
+        torch backend: read at (image, channel) pairs, the gradient is a dense broadcast;
+        gathering the maps first measured ~0.7 ms per step of 8 images at 128 px in the
+        gather gradient's UnsortedSegmentSum)."""
+        if capture not in means:
+            acts = tf.cast(outputs[capture], tf.float32)
+            rank = acts.shape.rank
+            if rank > 2:
+                acts = tf.reduce_mean(acts, axis=list(range(1, rank - 1)))
+            means[capture] = acts
+        return means[capture]
+
     for (kind, capture), (image, channel, y, x, weight) in zip(group_keys, groups, strict=True):
-        acts = tf.cast(outputs[capture], tf.float32)
         if kind == "channel":
-            picked = tf.gather(acts, image)  # (m, ..., C)
-            if acts.shape.rank == 2:
-                term = tf.gather(picked, channel, axis=1, batch_dims=1)
-            else:
-                picked = tf.gather(picked, channel, axis=-1, batch_dims=1)  # (m, ...)
-                term = tf.reduce_mean(tf.reshape(picked, [tf.shape(picked)[0], -1]), axis=1)
+            term = tf.gather_nd(channel_means(capture), tf.stack([image, channel], axis=1))
         elif kind == "neuron":
+            acts = tf.cast(outputs[capture], tf.float32)
             term = tf.gather_nd(acts, tf.stack([image, y, x, channel], axis=1))
         elif kind == "diversity":
+            acts = tf.cast(outputs[capture], tf.float32)
             later.append((gram_similarity(tf.gather(acts, image), channel), image, weight))
             continue
         elif kind in ("layer_mean", "layer_max"):
-            picked = tf.gather(acts, image)  # (m, ..., C)
-            shape = tf.shape(picked)
-            means = tf.reduce_mean(tf.reshape(picked, [shape[0], -1, shape[-1]]), axis=1)
+            picked = tf.gather(channel_means(capture), image)  # (m, C)
             if kind == "layer_mean":
-                term = tf.reduce_mean(means, axis=1)
+                term = tf.reduce_mean(picked, axis=1)
             else:
-                term = soft_max(means, channel)
+                term = soft_max(picked, channel)
         else:  # layer: DeepDream
-            picked = tf.gather(acts, image)
+            picked = tf.gather(tf.cast(outputs[capture], tf.float32), image)
             term = tf.reduce_mean(tf.square(tf.reshape(picked, [tf.shape(picked)[0], -1])), axis=1)
         values = values + tf.math.unsorted_segment_sum(term * weight, image, k)
     # In units of the rest of the image's objective, as in the torch session.

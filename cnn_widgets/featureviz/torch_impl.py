@@ -396,23 +396,35 @@ class Session:
     def _objective(self, outputs: list[torch.Tensor], state: _State) -> torch.Tensor:
         values = torch.zeros(state.size, device=self.device)
         later = []
+        means: dict[int, torch.Tensor] = {}
+
+        def channel_means(capture: int) -> torch.Tensor:
+            """``(k, C)``: each image's spatial mean of each channel, once per capture. Read
+            at the terms' (image, channel) pairs, the gradient is a dense broadcast rather
+            than a scatter of the gathered maps into a zero tensor of the layer's size."""
+            if capture not in means:
+                acts = outputs[capture].float()
+                if acts.dim() > 2:
+                    acts = acts.mean(dim=tuple(range(2, acts.dim())))
+                means[capture] = acts
+            return means[capture]
+
         for kind, capture, image, channel, y, x, weight in state.groups:
             if image.numel() == 0:
                 continue
-            acts = outputs[capture].float()
             if kind == "channel":
-                picked = acts[image, channel]
-                term = picked.reshape(picked.shape[0], -1).mean(dim=1)
+                term = channel_means(capture)[image, channel]
             elif kind == "neuron":
-                term = acts[image, channel, y, x]
+                term = outputs[capture].float()[image, channel, y, x]
             elif kind == "diversity":
+                acts = outputs[capture].float()
                 later.append((_gram_similarity(acts[image], channel), image, weight))
                 continue
             elif kind in ("layer_mean", "layer_max"):
-                picked = acts[image]
-                means = picked.reshape(*picked.shape[:2], -1).mean(dim=2)  # (m, C)
-                term = means.mean(dim=1) if kind == "layer_mean" else _soft_max(means, channel)
+                picked = channel_means(capture)[image]  # (m, C)
+                term = picked.mean(dim=1) if kind == "layer_mean" else _soft_max(picked, channel)
             else:  # layer: DeepDream
+                acts = outputs[capture].float()
                 term = acts[image].reshape(image.shape[0], -1).square().mean(dim=1)
             values = values.index_add(0, image, term * weight)
         # The diversity penalty counts in units of the rest of the image's objective (held
