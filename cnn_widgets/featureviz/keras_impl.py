@@ -273,10 +273,10 @@ class Session:
             group_spec,
             tf.TensorSpec((None,), tf.float32),
         )
+        self._full_size_normalization()
         # Repeated over the (real, imaginary) axis: a factor broadcast over an inner axis of 2
         # takes TensorFlow's slow broadcasting path (~1.1 ms of the step's product at 128 px,
         # 8 images, one thread, and as much again in its gradient; ~0.35 ms each this way).
-        self._full_size_normalization()
         self._scale = tf.constant(np.repeat(run.spectrum_scale[..., None], 2, axis=-1))
         self._color = tf.constant(run.color)
         self._functions = {}
