@@ -13,7 +13,7 @@ import torch
 from torch import nn
 
 import cnn_widgets as cw
-from cnn_widgets.featureviz import feature_viz, torch_impl
+from cnn_widgets.featureviz import feature_viz, torch_fold, torch_impl
 from cnn_widgets.featureviz.torch_fold import folded_copy
 
 
@@ -183,7 +183,7 @@ def test_one_by_one_and_same_padded_convs_are_rewritten_and_compute_the_same(
         return hooked_outputs_of(m, modules, x)
 
     targets = [model.out]
-    folded = folded_copy(model, targets, run)
+    folded = folded_copy(model, targets, run, fuse_activations=False)  # fusion: tested below
     assert folded is not None and folded.folded == 1
     # expand and project become matrix products; conv1 gets numbers; out is the target
     assert folded.rewritten == 3
@@ -202,7 +202,7 @@ def test_convs_are_not_rewritten_when_asked_not_to_or_when_hooked() -> None:
     assert folded is not None and folded.rewritten == 0
     handle = model.project.register_forward_hook(lambda *args: None)
     try:
-        folded = folded_copy(model, [model.out], hooked_outputs_of)
+        folded = folded_copy(model, [model.out], hooked_outputs_of, fuse_activations=False)
         assert folded is not None
         assert isinstance(folded.model.project, nn.Conv2d)  # the user's hook still runs
         assert type(folded.model.expand).__name__ == "PointwiseConv"
@@ -253,3 +253,172 @@ def test_strided_tf_same_depthwise_convs_run_without_a_padded_copy_and_compute_t
     np.testing.assert_allclose(got, want, atol=1e-5 * float(want.abs().max()))
     assert all(torch.equal(before[k], v) for k, v in model.state_dict().items())
     assert type(model.dw3).__name__ == "Conv2dSame"
+
+
+class ConvBlocks(nn.Module):
+    """Each kind of convolution the copy fuses a ReLU into: a plain 3x3 (ReLU), a 1x1 run as
+    a matrix product (ReLU6, after a BatchNorm) and a strided TensorFlow-"same" depthwise
+    conv (ReLU6, after a BatchNorm); then a 1x1 projection and the target."""
+
+    def __init__(self) -> None:
+        from cnn_widgets.zoo import efficientnet
+
+        super().__init__()
+        self.conv1 = nn.Conv2d(3, 8, 3, padding=1)
+        self.relu1 = nn.ReLU()
+        self.expand = nn.Conv2d(8, 16, 1, bias=False)
+        self.bn1 = nn.BatchNorm2d(16)
+        self.relu2 = nn.ReLU6()
+        self.dw = efficientnet.Conv2dSame(16, 16, 3, 2, groups=16, bias=False)
+        self.bn2 = nn.BatchNorm2d(16)
+        self.relu3 = nn.ReLU6()
+        self.project = nn.Conv2d(16, 4, 1)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        x = self.relu1(self.conv1(x))
+        x = self.relu2(self.bn1(self.expand(x)))
+        return self.project(self.relu3(self.bn2(self.dw(x))))
+
+
+def conv_blocks() -> nn.Module:
+    torch.manual_seed(0)
+    model = with_statistics(ConvBlocks())
+    with torch.no_grad():  # pre-activations on both sides of 0 and of 6
+        model.conv1.weight.mul_(4.0)
+        model.bn1.weight.mul_(4.0)
+        model.bn2.weight.mul_(4.0)
+    for parameter in model.parameters():
+        parameter.requires_grad_(False)  # as feature_viz's protect() leaves them
+    return model
+
+
+def value_and_input_gradient(
+    model: nn.Module, target: nn.Module, x: torch.Tensor
+) -> tuple[torch.Tensor, torch.Tensor]:
+    x = x.clone().requires_grad_(True)
+    (out,) = hooked_outputs_of_with_grad(model, [target], x)
+    (grad,) = torch.autograd.grad(out.square().sum(), x)
+    return out.detach(), grad
+
+
+def hooked_outputs_of_with_grad(
+    model: nn.Module, modules: Sequence[nn.Module], x: torch.Tensor
+) -> list[torch.Tensor]:
+    seen: dict[int, torch.Tensor] = {}
+    handles = [
+        m.register_forward_hook(lambda mod, args, out: seen.setdefault(id(mod), out))
+        for m in modules
+    ]
+    try:
+        model(x)
+    finally:
+        for handle in handles:
+            handle.remove()
+    return [seen[id(m)] for m in modules]
+
+
+@pytest.mark.parametrize("channels_last", [True, False])
+def test_relus_after_convs_are_fused_with_the_same_values_and_input_gradients(
+    channels_last: bool,
+) -> None:
+    model = conv_blocks()
+    before = {k: v.clone() for k, v in model.state_dict().items()}
+    layout = torch.channels_last if channels_last else torch.contiguous_format
+    x = torch.rand((2, 3, 17, 18), generator=torch.Generator().manual_seed(0))
+    x = x.contiguous(memory_format=layout)
+
+    def run(m: nn.Module, modules: Sequence[nn.Module]) -> list[torch.Tensor]:
+        return hooked_outputs_of(m, modules, x)
+
+    folded = folded_copy(model, [model.project], run)
+    assert folded is not None and folded.folded == 2
+    if torch_fold._FUSED_OPS:  # a CPU build with oneDNN
+        assert folded.fused == 3
+        kinds = {n: type(m).__name__ for n, m in folded.model.named_children()}
+        assert kinds["conv1"] == kinds["expand"] == kinds["dw"] == "ActivatedConv"
+        assert kinds["relu1"] == kinds["relu2"] == kinds["relu3"] == "Identity"
+        assert type(folded.model.dw.conv).__name__ == "SamePaddedConv"
+    unfused = folded_copy(model, [model.project], run, fuse_activations=False)
+    assert unfused is not None and unfused.fused == 0
+    want, want_grad = value_and_input_gradient(model, model.project, x)
+    for copy_ in (folded, unfused):
+        got, got_grad = value_and_input_gradient(copy_.model, copy_.module(model.project), x)
+        # float32 sums in another order (the fold, oneDNN's kernels): ulps of the largest value
+        np.testing.assert_allclose(got, want, atol=1e-5 * float(want.abs().max()))
+        np.testing.assert_allclose(got_grad, want_grad, atol=1e-5 * float(want_grad.abs().max()))
+    # the gradient did pass the clamps, and units were clipped at both ends of each ReLU6
+    assert float(want_grad.abs().max()) > 0
+    for pre in hooked_outputs_of(model, [model.bn1, model.bn2], x):
+        assert float(pre.min()) < 0 < 6 < float(pre.max())
+    assert all(torch.equal(before[k], v) for k, v in model.state_dict().items())
+    assert isinstance(model.relu2, nn.ReLU6) and isinstance(model.expand, nn.Conv2d)
+
+
+class SharedAndSkipped(nn.Module):
+    """A ReLU module called twice, and a conv whose output also feeds a sum: neither may be
+    fused (the first is found by counting calls, the second by the check)."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.conv1 = nn.Conv2d(3, 4, 3, padding=1)
+        self.conv2 = nn.Conv2d(4, 4, 3, padding=1)
+        self.relu = nn.ReLU()
+        self.conv3 = nn.Conv2d(4, 4, 3, padding=1)
+        self.bn = nn.BatchNorm2d(4)
+        self.relu3 = nn.ReLU6()
+        self.out = nn.Conv2d(4, 4, 1)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        x = self.relu(self.conv2(self.relu(self.conv1(x))))
+        y = self.bn(self.conv3(x))
+        return self.out(self.relu3(y) + y)
+
+
+def test_a_shared_relu_or_a_conv_output_used_twice_is_not_fused() -> None:
+    model = with_statistics(SharedAndSkipped())
+    folded = folded_copy(model, [model.out], hooked_outputs_of)
+    assert folded is not None
+    assert folded.folded == 1 and folded.fused == 0  # rebuilt without the wrong fusion
+    assert isinstance(folded.model.relu, nn.ReLU) and isinstance(folded.model.relu3, nn.ReLU6)
+    (want,) = hooked_outputs(model, [model.out])
+    (got,) = hooked_outputs(folded.model, [folded.model.out])
+    np.testing.assert_allclose(got, want, atol=1e-5 * float(want.abs().max()))
+
+
+@pytest.mark.parametrize("warmup_steps", [0, 2])
+def test_feature_viz_with_fused_relus_matches_the_unfused_copy_through_the_warm_up(
+    warmup_steps: int, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """During the dead-ReLU warm-up the fused convs run the redirected clamp, after it the
+    fused kernel: both give the values of the copy without fusion."""
+    adapter = cw.adapt(conv_blocks(), input_shape=(3, 17, 18))
+    before = adapter.snapshot()
+    fused_counts = []
+    compile_ = torch_impl.Session.compile
+
+    def spy(self: torch_impl.Session, run: object) -> None:
+        compile_(self, run)
+        fused_counts.append(self.fused)
+
+    monkeypatch.setattr(torch_impl.Session, "compile", spy)
+    recorded = {}
+    for fuse in (True, False):
+        monkeypatch.setattr(torch_impl.Session, "fuse_activations", fuse)
+        values: list[np.ndarray] = []
+        feature_viz(
+            adapter,
+            "project",
+            [0, 1, 2],
+            steps=4,
+            size=18,
+            objective="channel",
+            warmup_steps=warmup_steps,
+            callback=lambda step, images, v, kept=values: kept.append(v.copy()),
+        )
+        recorded[fuse] = np.stack(values)
+    assert fused_counts == [3 if torch_fold._FUSED_OPS else 0, 0]
+    # The first step sees the same view of the same start; later ones may drift by rounding
+    # amplified by Adam, far less than the values move.
+    np.testing.assert_allclose(recorded[True][0], recorded[False][0], rtol=1e-4, atol=1e-5)
+    np.testing.assert_allclose(recorded[True], recorded[False], rtol=1e-2, atol=1e-3)
+    assert adapter.same_state(before, adapter.snapshot())

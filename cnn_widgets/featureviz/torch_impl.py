@@ -33,7 +33,7 @@ from ..backends.torch import TorchAdapter, first_tensor
 from .allocator import settle_thresholds
 from .objectives import LAYER_MAX_TEMPERATURE, Capture
 from .spec import ChunkSpec, ForwardError, LucidParams, RunSpec
-from .torch_fold import folded_copy
+from .torch_fold import ActivatedConv, folded_copy
 
 __all__ = ["Session"]
 
@@ -155,6 +155,10 @@ class Session:
     """In that copy, run 1x1 convs as matrix products and give "same" padding as numbers
     (see :mod:`.torch_fold`; False: fold only, for the benchmark)."""
 
+    fuse_activations = True
+    """In that copy, fuse each ReLU / ReLU6 into the conv before it (see :mod:`.torch_fold`;
+    False: for the benchmark and the tests)."""
+
     def __init__(self, adapter: TorchAdapter, captures: tuple[Capture, ...]) -> None:
         self.adapter = adapter
         self.model: nn.Module = adapter.model
@@ -170,6 +174,8 @@ class Session:
         self._relus = [m for m in self.model.modules() if isinstance(m, (nn.ReLU, nn.ReLU6))]
         self.run: RunSpec | None = None
         self.folded = 0  # BatchNorms folded into convs in the private copy the run uses
+        self.fused = 0  # ReLUs fused into the convs before them in that copy
+        self._activated: list[ActivatedConv] = []  # those fused convs
 
     # -- the truncated forward -------------------------------------------------------------
     def _forward(self, x: torch.Tensor, redirect: bool) -> list[torch.Tensor]:
@@ -212,6 +218,8 @@ class Session:
         try:
             if redirect:
                 handles += self._redirect_hooks()
+                for module in self._activated:
+                    module.redirect = _RedirectedClamp.apply
             for i, (module, use_input) in enumerate(targets):
                 if use_input:
                     handles.append(module.register_forward_pre_hook(input_hook(i)))
@@ -223,6 +231,8 @@ class Session:
         finally:
             for handle in handles:
                 handle.remove()
+            for module in self._activated:
+                module.redirect = None
         missing = [c.layer for c, r in zip(self.captures, recorded, strict=True) if r is None]
         if missing:
             raise ForwardError(
@@ -322,11 +332,14 @@ class Session:
             [module for module, _ in self._targets],
             outputs,
             rewrite_convs=self.rewrite_convs and self._channels_last,
+            fuse_activations=self.fuse_activations,
         )
         if folded is None:
             return
         self.folded = folded.folded
+        self.fused = folded.fused
         self.model = folded.model
+        self._activated = [m for m in self.model.modules() if isinstance(m, ActivatedConv)]
         self._targets = [(folded.module(m), use_input) for m, use_input in self._targets]
         self._relus = [m for m in self.model.modules() if isinstance(m, (nn.ReLU, nn.ReLU6))]
 
@@ -480,3 +493,4 @@ class Session:
     def close(self) -> None:
         self.run = None
         self.model = self.adapter.model  # drop the private copy
+        self._activated = []
