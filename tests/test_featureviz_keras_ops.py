@@ -12,7 +12,7 @@ import tensorflow as tf
 import torch
 import torch.nn.functional as F
 
-from cnn_widgets.featureviz.keras_ops import _index_pairs, affine_sample
+from cnn_widgets.featureviz.keras_ops import _corner_pairs, affine_sample
 
 
 @pytest.mark.parametrize("traced", [False, True])
@@ -78,12 +78,14 @@ def test_as_complex_is_tf_complex_of_the_pairs_value_and_gradient_bit_for_bit(
     np.testing.assert_array_equal(ours[1], plain[1])
 
 
-def test_index_pairs_are_the_rows_and_columns_side_by_side() -> None:
-    rows = tf.constant([0, 1, 2**31 - 1, 7], tf.int32)
-    cols = tf.constant([5, 2**31 - 1, 0, 7], tf.int32)
-    pairs = _index_pairs(rows, cols)
+def test_corner_pairs_are_each_row_with_its_columns_corner_by_corner() -> None:
+    top_left = np.array([5, 0, 2**31 - 8, 7, 3], np.int32)  # the largest int32 columns too
+    offsets = np.array([0, 1, 6, 7], np.int32)
+    pairs = _corner_pairs(tf.constant(top_left), tf.constant(offsets))
     assert pairs.dtype == tf.int32
-    np.testing.assert_array_equal(pairs.numpy(), np.stack([rows.numpy(), cols.numpy()], 1))
+    rows = np.tile(np.arange(5), 4)
+    cols = (top_left[None, :] + offsets[:, None]).reshape(-1)
+    np.testing.assert_array_equal(pairs.numpy(), np.stack([rows, cols], 1))
 
 
 def test_full_size_normalization_gives_the_adapters_preprocessing_bit_for_bit(

@@ -165,11 +165,19 @@ def affine_sample(image: tf.Tensor, theta: tf.Tensor) -> tf.Tensor:
     ``align_corners=False`` and zero padding, applied to ``image - 0.5`` (so outside the
     image reads 0.5). Exact and differentiable.
 
-    Written as one sparse matrix (4 weights per output pixel, none for corners outside the
-    image) times the flattened pixels: its gradient is the transposed product, one pass.
-    Four gathers, as before, cost twice as much forward and backward (measured at 128 px,
-    8 images, one thread: 3.8 vs 1.9 ms of CPU per image), as each gather's gradient is a
-    list of slices merged and scattered afterwards.
+    Written as one sparse matrix (4 weights per output pixel) times the flattened pixels: its
+    gradient is the transposed product, one pass. Four gathers, as before, cost twice as much
+    forward and backward (measured at 128 px, 8 images, one thread: 3.8 vs 1.9 ms of CPU per
+    image), as each gather's gradient is a list of slices merged and scattered afterwards.
+
+    The matrix is built with few ops (each is a pass over ``k * H * W`` positions; per-corner
+    bounds checks, clips and a concatenation were ~2.4 of the 4.3 ms the view took forward,
+    8 images at 128 px): the pixel positions of every view are one product of the maps with
+    the ``(3, H * W)`` grid; the image gets a border of two zero pixels (after the ``- 0.5``)
+    and positions are clipped into it, so every corner of every position is a pixel of the
+    bordered image (a position clipped into the border has both neighbours in the border:
+    the same zeros as the padding) and the four corners are the top-left one plus fixed
+    offsets.
     """
     shape = tf.shape(image)
     k, height, width, channels = shape[0], shape[1], shape[2], shape[3]
@@ -177,38 +185,31 @@ def affine_sample(image: tf.Tensor, theta: tf.Tensor) -> tf.Tensor:
     xs = (2.0 * tf.range(w_f) + 1.0) / w_f - 1.0
     ys = (2.0 * tf.range(h_f) + 1.0) / h_f - 1.0
     grid_y, grid_x = tf.meshgrid(ys, xs, indexing="ij")  # (H, W)
-
-    def row(i: int) -> tf.Tensor:
-        t = theta[:, i]
-        return t[:, 0, None, None] * grid_x + t[:, 1, None, None] * grid_y + t[:, 2, None, None]
-
-    # Normalized -> pixel coordinates (pixel centres at integers).
-    col = ((row(0) + 1.0) * w_f - 1.0) / 2.0  # (k, H, W)
-    rowp = ((row(1) + 1.0) * h_f - 1.0) / 2.0
-    c0 = tf.floor(col)
-    r0 = tf.floor(rowp)
-    wc = col - c0
-    wr = rowp - r0
-    base = tf.reshape(tf.range(k) * height * width, [-1, 1, 1])
+    flat_x = tf.reshape(grid_x, [-1])
+    basis = tf.stack([flat_x, tf.reshape(grid_y, [-1]), tf.ones_like(flat_x)])  # (3, HW)
+    # Normalized -> pixel coordinates (pixel centres at integers), folded into the maps:
+    # p = (n + 1) * size / 2 - 1/2 for the x (size W) and y (size H) rows.
+    half = tf.stack([w_f, h_f]) / 2.0  # (2,)
+    maps = theta * half[None, :, None] + tf.pad(
+        (half - 0.5)[None, :, None], [[0, 0], [0, 0], [2, 0]]
+    )
+    positions = tf.reshape(tf.matmul(tf.reshape(maps, [-1, 3]), basis), [k, 2, -1])  # (k, 2, HW)
+    upper = tf.stack([w_f, h_f]) + 0.5
+    positions = tf.clip_by_value(positions, -1.5, upper[None, :, None])
+    corner = tf.floor(positions)
+    frac = positions - corner  # (k, 2, HW): x then y
+    corner = tf.cast(corner, tf.int32) + 2  # in the bordered image
+    padded_h, padded_w = height + 4, width + 4
+    base = tf.range(k)[:, None] * (padded_h * padded_w)
+    top_left = base + corner[:, 1] * padded_w + corner[:, 0]  # (k, HW)
+    # Corner-major (4, k * HW) entries: broadcasting over a leading axis (an inner axis of
+    # 2 or 4 takes TensorFlow's slow broadcasting path).
+    indices = _corner_pairs(tf.reshape(top_left, [-1]), tf.stack([0, 1, padded_w, padded_w + 1]))
+    wx, wy = tf.reshape(frac[:, 0], [-1]), tf.reshape(frac[:, 1], [-1])
+    vx, vy = 1.0 - wx, 1.0 - wy
+    values = tf.concat([vy * vx, vy * wx, wy * vx, wy * wx], axis=0)
     pixels = k * height * width
-    sources, weights = [], []
-    for dr, dc, weight in (
-        (0.0, 0.0, (1 - wr) * (1 - wc)),
-        (0.0, 1.0, (1 - wr) * wc),
-        (1.0, 0.0, wr * (1 - wc)),
-        (1.0, 1.0, wr * wc),
-    ):
-        rr = r0 + dr
-        cc = c0 + dc
-        inside = (rr >= 0) & (rr <= h_f - 1) & (cc >= 0) & (cc <= w_f - 1)
-        ri = tf.cast(tf.clip_by_value(rr, 0.0, h_f - 1), tf.int32)
-        ci = tf.cast(tf.clip_by_value(cc, 0.0, w_f - 1), tf.int32)
-        sources.append(tf.reshape(base + ri * width + ci, [-1]))
-        weights.append(tf.reshape(weight * tf.cast(inside, tf.float32), [-1]))
-    targets = tf.tile(tf.range(pixels), [4])
-    indices = _index_pairs(targets, tf.concat(sources, 0))
-    values = tf.concat(weights, 0)
-    size = tf.cast(tf.stack([pixels, pixels]), tf.int64)
+    size = tf.cast(tf.stack([pixels, k * padded_h * padded_w]), tf.int64)
 
     @tf.custom_gradient
     def resample(flat: tf.Tensor) -> tuple[tf.Tensor, Any]:
@@ -224,20 +225,29 @@ def affine_sample(image: tf.Tensor, theta: tf.Tensor) -> tf.Tensor:
 
         return out, grad
 
-    out = resample(tf.reshape(image - 0.5, [-1, channels]))  # (k * H * W, C)
+    bordered = tf.pad(image - 0.5, [[0, 0], [2, 2], [2, 2], [0, 0]])
+    out = resample(tf.reshape(bordered, [-1, channels]))  # (k * H * W, C)
     return tf.reshape(out, shape) + 0.5
 
 
-def _index_pairs(rows: tf.Tensor, cols: tf.Tensor) -> tf.Tensor:
-    """``(n,)`` int32 rows and columns as the ``(n, 2)`` int32 index pairs of a sparse matrix.
+def _corner_pairs(top_left: tf.Tensor, offsets: tf.Tensor) -> tf.Tensor:
+    """The ``(4 * n, 2)`` int32 (row, column) index pairs of a sparse matrix whose row ``j``
+    has an entry in each column ``top_left[j] + offsets[c]`` (``top_left`` ``(n,)`` and
+    ``offsets`` ``(4,)`` int32), corner-major: all rows for ``offsets[0]``, then ``[1]``...
 
-    On a little-endian machine as one int64 ``col * 2**32 + row`` per pair, bitcast to two
-    int32 (the low word first): interleaving the two vectors with a stack on the last axis
-    writes every other element, and a stack on a new first axis plus a transpose with an
-    inner dimension of 2 is not faster (the transpose alone measured ~2.9 of ~66 ms of a
-    Keras step of 8 images at 128 px, one thread; these two products ~0.6 ms).
+    On a little-endian machine each pair is one int64 ``col * 2**32 + row``, bitcast to two
+    int32 (the low word first), built on the ``n`` top-left columns before the offsets are
+    added: interleaving two vectors with a stack on the last axis writes every other element,
+    and a stack plus a transpose with an inner dimension of 2 is no faster (the transpose
+    alone was ~2.9 of ~66 ms of a Keras step of 8 images at 128 px, one thread); casting and
+    shifting all ``4 * n`` columns was ~0.8 ms of it.
     """
+    n = tf.size(top_left)
     if sys.byteorder != "little":
+        rows = tf.tile(tf.range(n), [4])
+        cols = tf.reshape(top_left[None, :] + offsets[:, None], [-1])
         return tf.transpose(tf.stack([rows, cols]))
-    pairs = tf.cast(cols, tf.int64) * np.int64(2**32) + tf.cast(rows, tf.int64)
-    return tf.bitcast(pairs, tf.int32)
+    high = tf.bitwise.left_shift(tf.cast(top_left, tf.int64), np.int64(32))
+    pairs = high + tf.range(tf.cast(n, tf.int64), dtype=tf.int64)
+    shifts = tf.bitwise.left_shift(tf.cast(offsets, tf.int64), np.int64(32))
+    return tf.bitcast(tf.reshape(pairs[None, :] + shifts[:, None], [-1]), tf.int32)
