@@ -126,3 +126,31 @@ def test_torch_on_cpu_chunks_by_its_own_budget_and_an_explicit_budget_wins(
     )
     assert sizes == [5]
     assert_same_pictures(chunked, whole)
+
+
+@pytest.mark.parametrize("threads", [1, 0])
+def test_keras_on_one_cpu_thread_chunks_by_its_own_budget(
+    threads: int, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """One intra-op thread: the smaller budget (batches that stay in the core's cache);
+    TensorFlow's default threads on this multi-core machine: the general one."""
+    import tensorflow as tf
+
+    from cnn_widgets.featureviz import keras_impl, loop
+
+    sizes: list[int] = []
+    start = keras_impl.Session.start
+
+    def spy(self: keras_impl.Session, chunk: loop.ChunkSpec) -> object:
+        sizes.append(chunk.size)
+        return start(self, chunk)
+
+    monkeypatch.setattr(keras_impl.Session, "start", spy)
+    monkeypatch.setattr(tf.config.threading, "get_intra_op_parallelism_threads", lambda: threads)
+    monkeypatch.setattr(keras_impl.os, "cpu_count", lambda: 2)
+    monkeypatch.setattr(tf.config, "list_logical_devices", lambda kind=None: [])  # no GPU
+    # 2 images fit the one-thread budget (150 MiB), 8 the general one (512 MiB)
+    monkeypatch.setattr(loop, "estimate_bytes_per_image", lambda *args: 60 * 2**20)
+    images = feature_viz(build("keras"), "conv2", [0, 1, 2, 3, 4], steps=4, objective="channel")
+    assert sizes == ([2, 1, 2] if threads == 1 else [5])
+    assert images.shape[0] == 5

@@ -164,7 +164,7 @@ def feature_viz(
     memory_budget:
         Bytes of activations per batch, estimated from the layer sizes (default
         :data:`DEFAULT_MEMORY_BUDGET`; a torch model on CPU :data:`.torch_impl.CPU_MEMORY_BUDGET`,
-        measured there).
+        Keras on one CPU thread :data:`.keras_impl.ONE_THREAD_MEMORY_BUDGET`, measured there).
     callback:
         ``callback(step, images, values)`` after every ``callback_every`` steps and after the
         last: ``step`` counts the steps done, ``images`` is ``(n, H, W, C)`` in [0, 1],

@@ -32,6 +32,7 @@ from __future__ import annotations
 import inspect
 import logging
 import math
+import os
 from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
@@ -51,6 +52,17 @@ from .spec import ChunkSpec, ForwardError, LucidParams, RunSpec
 __all__ = ["Session"]
 
 log = logging.getLogger(__name__)
+
+ONE_THREAD_MEMORY_BUDGET = 150 * 2**20
+"""The bytes of activations per chunk (see :data:`.loop.DEFAULT_MEMORY_BUDGET`) when
+TensorFlow runs on the CPU with one intra-op thread: about 2 images of EfficientNet-Lite0 to
+``_blocks.6`` or ``_blocks.10`` at 128 px, 3 to ``_blocks.2``. On one thread a step's
+time per image grows with the batch as it falls out of the core's cache (measured here, 2 MiB
+of L2 per core, one thread, 16 channels, medians of 3-4 interleaved rounds, ms per image and
+step: ``_blocks.6`` 2 images 4.9, 3 5.3, 4 5.4, 9 (the general budget) 5.8; ``_blocks.2`` 3
+images 3.9 against 13 4.5; ``_blocks.10`` 2 images 6.9 against 7 7.6). With TensorFlow's
+default threads (two here) the general budget is the faster one (``_blocks.6``: 9 images 5.1,
+4 6.3, 2 7.6): small ops do not split well across threads."""
 
 _RELU_NAMES = {"relu": None, "relu6": 6.0}
 _SOFTMAX_NAMES = ("softmax", "log_softmax")
@@ -104,6 +116,8 @@ class Session:
         # Model.__call__ passes training= only to a call() that takes it; a bypassing pass
         # calls call() itself, so it must ask the same (a subclassed call(self, x) does not).
         self._call_kwargs = {"training": False} if _takes_training(self.model.call) else {}
+        # The default chunk budget: None keeps the loop's.
+        self.memory_budget = ONE_THREAD_MEMORY_BUDGET if _one_cpu_thread() else None
 
     @staticmethod
     def _mode(layer: Any, capture: Capture) -> str:
@@ -459,6 +473,15 @@ class Session:
         self, outputs: list[tf.Tensor], groups: tuple[tuple[tf.Tensor, ...], ...], k: tf.Tensor
     ) -> tf.Tensor:
         return objective_values(outputs, self.run.group_keys, groups, k)
+
+
+def _one_cpu_thread() -> bool:
+    """TensorFlow runs this process's ops on one CPU thread: no GPU visible, and intra-op
+    parallelism set to 1 (or left to TensorFlow on a machine with one core)."""
+    if tf.config.list_logical_devices("GPU"):
+        return False
+    threads = tf.config.threading.get_intra_op_parallelism_threads()
+    return threads == 1 or (threads == 0 and os.cpu_count() == 1)
 
 
 def _channels_first(shape: tuple[int, ...]) -> tuple[int, ...]:

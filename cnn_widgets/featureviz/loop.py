@@ -57,8 +57,8 @@ session names its own (``session.memory_budget``: torch on CPU takes
 few hundred MB: measured on EfficientNet-Lite0 at 128 px, 8-12 images to ``_blocks.6`` (55 MB
 each) take ~3.5 ms per image and step, 16-32 images two to three times as long, as the batch
 falls out of cache. The default lands there (9 images for that layer, 15 for ``_blocks.2``, 7
-for ``_blocks.10``); for Keras, 4, 8 and 16 images measured alike (12-14 ms of CPU per image
-and step, one thread, load ~4)."""
+for ``_blocks.10``). Keras on one CPU thread takes a smaller one
+(:data:`.keras_impl.ONE_THREAD_MEMORY_BUDGET`, measured there)."""
 
 # Activations kept for the backward pass, their gradients, and temporaries: bytes per output
 # element of every layer up to the target, a rough upper estimate.
