@@ -88,7 +88,7 @@ def test_corner_pairs_are_each_row_with_its_columns_corner_by_corner() -> None:
     np.testing.assert_array_equal(pairs.numpy(), np.stack([rows, cols], 1))
 
 
-def test_full_size_normalization_gives_the_adapters_preprocessing_bit_for_bit(
+def test_full_size_normalization_gives_the_adapters_preprocessing(
     monkeypatch: pytest.MonkeyPatch,
 ) -> None:
     import keras
@@ -121,6 +121,6 @@ def test_full_size_normalization_gives_the_adapters_preprocessing_bit_for_bit(
     fast.clear()
     plain = run()
     assert not any(fast)
-    # The same formula; the graph optimizer may turn one division by a constant into a
-    # product with its reciprocal and not the other (an ulp apart), over 6 Adam steps.
-    np.testing.assert_allclose(ours, plain, rtol=0, atol=1e-6)
+    # x * (scale / std) - mean / std against (x * scale - mean) / std: ulps apart per
+    # pixel, amplified by at most a little over 6 Adam steps
+    np.testing.assert_allclose(ours, plain, rtol=0, atol=1e-5)

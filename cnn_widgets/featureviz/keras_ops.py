@@ -173,11 +173,12 @@ def affine_sample(image: tf.Tensor, theta: tf.Tensor) -> tf.Tensor:
     The matrix is built with few ops (each is a pass over ``k * H * W`` positions; per-corner
     bounds checks, clips and a concatenation were ~2.4 of the 4.3 ms the view took forward,
     8 images at 128 px): the pixel positions of every view are one product of the maps with
-    the ``(3, H * W)`` grid; the image gets a border of two zero pixels (after the ``- 0.5``)
-    and positions are clipped into it, so every corner of every position is a pixel of the
-    bordered image (a position clipped into the border has both neighbours in the border:
-    the same zeros as the padding) and the four corners are the top-left one plus fixed
-    offsets.
+    the ``(3, H * W)`` grid; the image gets a border of two pixels of 0.5 and positions are
+    clipped into it, so every corner of every position is a pixel of the bordered image (a
+    position clipped into the border has both neighbours in the border: 0.5, as outside the
+    image) and the four corners are the top-left one plus fixed offsets. As the four weights
+    of a position sum to 1, sampling the bordered image is sampling ``image - 0.5`` with zero
+    padding, plus 0.5, without the two passes.
     """
     shape = tf.shape(image)
     k, height, width, channels = shape[0], shape[1], shape[2], shape[3]
@@ -225,9 +226,9 @@ def affine_sample(image: tf.Tensor, theta: tf.Tensor) -> tf.Tensor:
 
         return out, grad
 
-    bordered = tf.pad(image - 0.5, [[0, 0], [2, 2], [2, 2], [0, 0]])
+    bordered = tf.pad(image, [[0, 0], [2, 2], [2, 2], [0, 0]], constant_values=0.5)
     out = resample(tf.reshape(bordered, [-1, channels]))  # (k * H * W, C)
-    return tf.reshape(out, shape) + 0.5
+    return tf.reshape(out, shape)
 
 
 def _corner_pairs(top_left: tf.Tensor, offsets: tf.Tensor) -> tf.Tensor:
