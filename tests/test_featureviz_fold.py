@@ -13,7 +13,7 @@ import torch
 from torch import nn
 
 import cnn_widgets as cw
-from cnn_widgets.featureviz import feature_viz, torch_fold, torch_impl
+from cnn_widgets.featureviz import feature_viz, torch_fused_ops, torch_impl
 from cnn_widgets.featureviz.torch_fold import folded_copy
 
 
@@ -332,7 +332,7 @@ def test_relus_after_convs_are_fused_with_the_same_values_and_input_gradients(
 
     folded = folded_copy(model, [model.project], run)
     assert folded is not None and folded.folded == 2
-    if torch_fold._FUSED_OPS:  # a CPU build with oneDNN
+    if torch_fused_ops.FUSED_OPS:  # a CPU build with oneDNN
         assert folded.fused == 3
         kinds = {n: type(m).__name__ for n, m in folded.model.named_children()}
         assert kinds["conv1"] == kinds["expand"] == kinds["dw"] == "ActivatedConv"
@@ -416,7 +416,7 @@ def test_feature_viz_with_fused_relus_matches_the_unfused_copy_through_the_warm_
             callback=lambda step, images, v, kept=values: kept.append(v.copy()),
         )
         recorded[fuse] = np.stack(values)
-    assert fused_counts == [3 if torch_fold._FUSED_OPS else 0, 0]
+    assert fused_counts == [3 if torch_fused_ops.FUSED_OPS else 0, 0]
     # The first step sees the same view of the same start; later ones may drift by rounding
     # amplified by Adam, far less than the values move.
     np.testing.assert_allclose(recorded[True][0], recorded[False][0], rtol=1e-4, atol=1e-5)

@@ -45,6 +45,8 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from .torch_fused_ops import FUSED_OPS, ConvClamp, LinearClamp
+
 __all__ = ["ActivatedConv", "FoldedCopy", "PointwiseConv", "SamePaddedConv", "folded_copy"]
 
 FOLD_CHECK_TOLERANCE = 1e-3
@@ -236,104 +238,11 @@ def _rewrite_convs(model: nn.Module, keep: set[str]) -> int:
     return count
 
 
-_FUSED_OPS = torch.backends.mkldnn.is_available() and all(
-    hasattr(torch.ops.mkldnn, op) for op in ("_convolution_pointwise", "_linear_pointwise")
-)
-"""Whether this torch has oneDNN's fused convolution / matrix product with a post-op (CPU
-builds with oneDNN; the ops Inductor uses for the same fusion)."""
-
-
-def _post_op(upper: float | None) -> tuple[str, list[float]]:
-    return ("relu", []) if upper is None else ("hardtanh", [0.0, upper])
-
-
-def _clamp_backward(grad: torch.Tensor, y: torch.Tensor, upper: float | None) -> torch.Tensor:
-    """The clamp's gradient from its output ``y``: ``y <= 0`` exactly where ``x <= 0`` and
-    ``y >= upper`` exactly where ``x >= upper``, so this is the same mask as from ``x``."""
-    if upper is None:
-        return torch.ops.aten.threshold_backward(grad, y, 0.0)
-    return torch.ops.aten.hardtanh_backward(grad, y, 0.0, upper)
-
-
-class _ConvClamp(torch.autograd.Function):
-    """``clamp(conv2d(x, w, b), 0, upper)`` as one oneDNN primitive; the gradient for ``x``
-    only (the copy's weights are frozen)."""
-
-    @staticmethod
-    def forward(  # type: ignore[override]
-        ctx: Any,
-        x: torch.Tensor,
-        weight: torch.Tensor,
-        bias: torch.Tensor | None,
-        stride: tuple[int, int],
-        padding: tuple[int, int],
-        dilation: tuple[int, int],
-        groups: int,
-        upper: float | None,
-    ) -> torch.Tensor:
-        attr, scalars = _post_op(upper)
-        y = torch.ops.mkldnn._convolution_pointwise(
-            x, weight, bias, padding, stride, dilation, groups, attr, scalars, ""
-        )
-        ctx.save_for_backward(x, weight, y)
-        ctx.conf = (stride, padding, dilation, groups, upper)
-        return y
-
-    @staticmethod
-    def backward(ctx: Any, grad: torch.Tensor) -> tuple[torch.Tensor | None, ...]:
-        x, weight, y = ctx.saved_tensors
-        stride, padding, dilation, groups, upper = ctx.conf
-        grad_x = None
-        if ctx.needs_input_grad[0]:
-            pre = _clamp_backward(grad, y, upper)
-            grad_x = torch.ops.aten.convolution_backward(
-                pre,
-                x,
-                weight,
-                None,
-                stride,
-                padding,
-                dilation,
-                False,
-                [0, 0],
-                groups,
-                [True, False, False],
-            )[0]
-        return grad_x, None, None, None, None, None, None, None
-
-
-class _LinearClamp(torch.autograd.Function):
-    """``clamp(x @ w.T + b, 0, upper)`` over the last axis as one oneDNN primitive; the
-    gradient for ``x`` only."""
-
-    @staticmethod
-    def forward(  # type: ignore[override]
-        ctx: Any,
-        x: torch.Tensor,
-        weight: torch.Tensor,
-        bias: torch.Tensor | None,
-        upper: float | None,
-    ) -> torch.Tensor:
-        attr, scalars = _post_op(upper)
-        y = torch.ops.mkldnn._linear_pointwise(x, weight, bias, attr, scalars, "")
-        ctx.save_for_backward(weight, y)
-        ctx.upper = upper
-        return y
-
-    @staticmethod
-    def backward(ctx: Any, grad: torch.Tensor) -> tuple[torch.Tensor | None, ...]:
-        weight, y = ctx.saved_tensors
-        grad_x = None
-        if ctx.needs_input_grad[0]:
-            grad_x = torch.matmul(_clamp_backward(grad, y, ctx.upper), weight)
-        return grad_x, None, None, None
-
-
 class ActivatedConv(nn.Module):
     """A convolution of the copy (:class:`PointwiseConv`, :class:`SamePaddedConv` or a plain
     ``nn.Conv2d`` with numeric padding) with the ``ReLU`` (``upper`` None) or ``ReLU6``
-    (``upper`` 6) after it, fused on CPU float32 input (:class:`_ConvClamp`,
-    :class:`_LinearClamp`); elsewhere the two ops in turn.
+    (``upper`` 6) after it, fused on CPU float32 input (:class:`ConvClamp`,
+    :class:`LinearClamp`); elsewhere the two ops in turn.
 
     ``redirect``, while set (by the feature-visualization session, during its dead-ReLU
     warm-up), is called as ``redirect(pre_activation, upper)`` instead of the clamp."""
@@ -347,7 +256,7 @@ class ActivatedConv(nn.Module):
     def _fusable(self, x: torch.Tensor) -> bool:
         weight = self.conv.weight
         return (
-            _FUSED_OPS
+            FUSED_OPS
             and self.redirect is None
             and x.device.type == "cpu"
             and x.dtype == torch.float32 == weight.dtype
@@ -360,9 +269,7 @@ class ActivatedConv(nn.Module):
         if self._fusable(x):
             if isinstance(conv, PointwiseConv):
                 if x.is_contiguous(memory_format=torch.channels_last):
-                    y = _LinearClamp.apply(
-                        x.permute(0, 2, 3, 1), conv.weight, conv.bias, self.upper
-                    )
+                    y = LinearClamp.apply(x.permute(0, 2, 3, 1), conv.weight, conv.bias, self.upper)
                     return y.permute(0, 3, 1, 2)
                 weight, padding = conv.weight[:, :, None, None], (0, 0)
                 stride, dilation, groups = (1, 1), (1, 1), 1
@@ -372,7 +279,7 @@ class ActivatedConv(nn.Module):
             else:
                 weight, padding = conv.weight, tuple(conv.padding)
                 stride, dilation, groups = conv.stride, conv.dilation, conv.groups
-            return _ConvClamp.apply(
+            return ConvClamp.apply(
                 x, weight, conv.bias, tuple(stride), padding, tuple(dilation), groups, self.upper
             )
         pre = conv(x)
@@ -498,7 +405,7 @@ def _checked_copy(
             parent, _, leaf = norm_name.rpartition(".")
             setattr(clone.get_submodule(parent), leaf, nn.Identity())
         rewritten = _rewrite_convs(clone, target_names) if rewrite_convs else 0
-        if fuse and _FUSED_OPS:
+        if fuse and FUSED_OPS:
             fused = _fuse_activations(clone, target_names, run_clone)
         if not pairs and not rewritten and not fused:
             return None, 0
